@@ -1,0 +1,163 @@
+//! Checkpoints in TensorFlow's V2 format (SaveV2 / RestoreV2), readable by TensorFlow's own
+//! tools (`tf.train.load_checkpoint`), with the variables' graph names as keys.
+//!
+//! Layout in a run directory: `checkpoints/epoch-000010/ckpt.{index,data-00000-of-00001}` and
+//! `checkpoints/latest` naming the newest one. A checkpoint is written into a temporary folder
+//! that is renamed when complete, and `latest` is replaced atomically after that, so a crash at
+//! any moment leaves the previous checkpoint loadable.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
+
+use crate::fsutil;
+
+/// How many checkpoints a run keeps.
+const KEEP: usize = 3;
+
+/// Save and restore ops for a set of variables, plus the epoch counter.
+pub struct Saver {
+    prefix: Output,
+    epoch: Output,
+    save: Operation,
+    restore: Operation,
+    restored_epoch: Output,
+}
+
+impl Saver {
+    /// `vars` are (checkpoint key, variable output) pairs, all float32.
+    pub fn build(scope: &mut Scope, vars: &[(String, Output)]) -> Result<Saver> {
+        let scope = &mut scope.new_sub_scope("save");
+        let prefix: Output = ops::Placeholder::new()
+            .dtype(DataType::String)
+            .shape(Shape::from(Some(vec![])))
+            .build(&mut scope.with_op_name("prefix"))?
+            .into();
+        let epoch: Output = ops::Placeholder::new()
+            .dtype(DataType::Int64)
+            .shape(Shape::from(Some(vec![])))
+            .build(&mut scope.with_op_name("epoch"))?
+            .into();
+        let mut names: Vec<String> = vars.iter().map(|(n, _)| n.clone()).collect();
+        names.push("epoch".into());
+        let n = names.len() as u64;
+        let names_t = ops::constant(Tensor::<String>::new(&[n]).with_values(&names)?, scope)?;
+        let slices = ops::constant(Tensor::<String>::new(&[n]).with_values(&vec![String::new(); n as usize])?, scope)?;
+        let mut dtypes = vec![DataType::Float; vars.len()];
+        dtypes.push(DataType::Int64);
+        let mut tensors: Vec<Output> = vars.iter().map(|(_, v)| v.clone()).collect();
+        tensors.push(epoch.clone());
+
+        // The generated SaveV2 wrapper takes a single tensor; the op takes a list.
+        let save = {
+            let name = scope.get_unique_name_for_op("SaveV2");
+            let mut graph = scope.graph_mut();
+            let mut nd = graph.new_operation("SaveV2", &name)?;
+            nd.add_input(prefix.clone());
+            nd.add_input(names_t.clone());
+            nd.add_input(slices.clone());
+            nd.add_input_list(&tensors);
+            nd.set_attr_type_list("dtypes", &dtypes)?;
+            nd.finish()?
+        };
+        let restore_v2 = ops::RestoreV2::new().dtypes(dtypes).build(prefix.clone(), names_t, slices, scope)?;
+        let mut assigns = vec![];
+        for (i, (_, var)) in vars.iter().enumerate() {
+            assigns.push(ops::assign(var.clone(), Output { operation: restore_v2.clone(), index: i as i32 }, scope)?);
+        }
+        let mut restore = ops::NoOp::new();
+        for a in assigns {
+            restore = restore.add_control_input(a);
+        }
+        let restore = restore.build(&mut scope.with_op_name("restore_all"))?;
+        let restored_epoch = Output { operation: restore_v2, index: vars.len() as i32 };
+        Ok(Saver { prefix, epoch, save, restore, restored_epoch })
+    }
+
+    /// Writes a checkpoint for `epoch` into `run_dir/checkpoints`, atomically.
+    pub fn save(&self, session: &Session, run_dir: &Path, epoch: usize) -> Result<PathBuf> {
+        let root = run_dir.join("checkpoints");
+        fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+        let name = format!("epoch-{epoch:06}");
+        let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp)?;
+        let prefix = Tensor::<String>::from(path_str(&tmp.join("ckpt"))?.to_string());
+        let epoch_t = Tensor::<i64>::from(epoch as i64);
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.prefix.operation, self.prefix.index, &prefix);
+        args.add_feed(&self.epoch.operation, self.epoch.index, &epoch_t);
+        args.add_target(&self.save);
+        session.run(&mut args).with_context(|| format!("cannot write checkpoint {}", tmp.display()))?;
+        for f in fs::read_dir(&tmp)? {
+            fs::File::open(f?.path())?.sync_all()?;
+        }
+        let dest = root.join(&name);
+        if dest.exists() {
+            fs::remove_dir_all(&dest)?;
+        }
+        fs::rename(&tmp, &dest)?;
+        fsutil::sync_dir(&root);
+        fsutil::write_atomic(&root.join("latest"), format!("{name}\n").as_bytes())?;
+        prune(&root, &name)?;
+        Ok(dest)
+    }
+
+    /// Restores every variable from the checkpoint at `prefix`; returns its epoch.
+    pub fn restore(&self, session: &Session, prefix: &Path) -> Result<usize> {
+        let prefix_t = Tensor::<String>::from(path_str(prefix)?.to_string());
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.prefix.operation, self.prefix.index, &prefix_t);
+        args.add_target(&self.restore);
+        let epoch = args.request_fetch(&self.restored_epoch.operation, self.restored_epoch.index);
+        session.run(&mut args).with_context(|| format!("cannot restore checkpoint {}", prefix.display()))?;
+        let epoch: Tensor<i64> = args.fetch(epoch)?;
+        Ok(epoch[0] as usize)
+    }
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str().with_context(|| format!("path {} is not valid UTF-8", p.display()))
+}
+
+/// The newest complete checkpoint of a run: (prefix to pass to restore, its epoch).
+pub fn latest(run_dir: &Path) -> Result<Option<(PathBuf, usize)>> {
+    let root = run_dir.join("checkpoints");
+    let pointer = root.join("latest");
+    if !pointer.exists() {
+        return Ok(None);
+    }
+    let name = fs::read_to_string(&pointer).with_context(|| format!("cannot read {}", pointer.display()))?;
+    let name = name.trim();
+    let Some(epoch) = name.strip_prefix("epoch-").and_then(|e| e.parse::<usize>().ok()) else {
+        bail!("{} names '{name}', not a checkpoint (expected epoch-NNNNNN)", pointer.display());
+    };
+    let prefix = root.join(name).join("ckpt");
+    if !prefix.with_extension("index").exists() {
+        bail!("{} names {name}, but {} is missing", pointer.display(), prefix.with_extension("index").display());
+    }
+    Ok(Some((prefix, epoch)))
+}
+
+/// Keeps the newest KEEP checkpoints and removes leftovers of interrupted saves.
+fn prune(root: &Path, newest: &str) -> Result<()> {
+    let mut done = vec![];
+    for entry in fs::read_dir(root)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".epoch-") && !name.ends_with(&format!("tmp-{}", std::process::id())) {
+            let _ = fs::remove_dir_all(root.join(&name));
+        } else if name.starts_with("epoch-") {
+            done.push(name);
+        }
+    }
+    done.sort();
+    let excess = done.len().saturating_sub(KEEP);
+    for name in done.into_iter().take(excess) {
+        if name != newest {
+            fs::remove_dir_all(root.join(name))?;
+        }
+    }
+    Ok(())
+}

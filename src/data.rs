@@ -1,0 +1,217 @@
+//! Image folders and the input pipeline.
+//!
+//! A data set is `train/<class>/*` and `val/<class>/*`; classes are the sorted subfolders of
+//! `train/`. Images are decoded by TensorFlow's own ops (ReadFile -> DecodeJpeg/DecodeImage ->
+//! ResizeBilinear -> minus mean -> ReverseV2), once, up front, into one float tensor.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+use tensorflow::{DataType, Output, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, ops};
+
+/// File name extensions taken as images.
+pub const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "gif", "bmp"];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Example {
+    pub path: PathBuf,
+    pub label: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    pub classes: Vec<String>,
+    pub train: Vec<Example>,
+    pub val: Vec<Example>,
+}
+
+/// Reads the folder structure (no decoding).
+pub fn scan(images: &Path) -> Result<Dataset> {
+    ensure!(
+        images.is_dir(),
+        "image folder {} does not exist (fill it with scripts/fetch-data, or point --images at a folder with train/ and val/)",
+        images.display()
+    );
+    let train_dir = images.join("train");
+    let classes = class_folders(&train_dir)?;
+    ensure!(!classes.is_empty(), "{} has no class subfolders (expected train/<class>/<image>)", train_dir.display());
+    ensure!(
+        classes.len() >= 2,
+        "{} has a single class ({}): a classifier needs at least two",
+        train_dir.display(),
+        classes[0]
+    );
+    let val_dir = images.join("val");
+    let val_classes = class_folders(&val_dir)?;
+    if val_classes != classes {
+        bail!(
+            "{} has classes [{}] but {} has [{}]: they must be the same",
+            val_dir.display(),
+            val_classes.join(", "),
+            train_dir.display(),
+            classes.join(", ")
+        );
+    }
+    let train = examples(&train_dir, &classes)?;
+    let val = examples(&val_dir, &classes)?;
+    Ok(Dataset { classes, train, val })
+}
+
+fn class_folders(dir: &Path) -> Result<Vec<String>> {
+    ensure!(dir.is_dir(), "{} does not exist (expected train/ and val/ with one subfolder per class)", dir.display());
+    let mut classes = vec![];
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && entry.path().is_dir() {
+            classes.push(name);
+        }
+    }
+    classes.sort();
+    Ok(classes)
+}
+
+/// True for a visible file with an image extension.
+pub fn is_image_file(path: &Path) -> bool {
+    let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    !hidden && IMAGE_EXTENSIONS.contains(&ext.as_str())
+}
+
+fn examples(split_dir: &Path, classes: &[String]) -> Result<Vec<Example>> {
+    let mut out = vec![];
+    for (label, class) in classes.iter().enumerate() {
+        let dir = split_dir.join(class);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_image_file(p))
+            .collect();
+        ensure!(!files.is_empty(), "class folder {} has no images ({})", dir.display(), IMAGE_EXTENSIONS.join(", "));
+        files.sort();
+        out.extend(files.into_iter().map(|path| Example { path, label }));
+    }
+    Ok(out)
+}
+
+/// How an image becomes a network input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// Output side (227).
+    pub size: usize,
+    /// Subtracted after resizing, before the channel reversal: one value, or one per RGB channel.
+    pub pixel_mean: Vec<f32>,
+    /// Reverse RGB to BGR, as the Caffe-trained weights expect.
+    pub bgr: bool,
+}
+
+impl Default for Preprocess {
+    fn default() -> Self {
+        Preprocess { size: crate::model::INPUT_SIZE, pixel_mean: vec![0.0], bgr: true }
+    }
+}
+
+/// Which decode op to use for one encoded image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decode {
+    /// DecodeJpeg, as the Swift original.
+    Jpeg,
+    /// DecodeImage: PNG, GIF, BMP (and JPEG).
+    Any,
+}
+
+/// Adds the preprocessing of one encoded image (a scalar string) to the graph: [1, S, S, 3] float.
+pub fn preprocess_graph(scope: &mut Scope, encoded: Output, decode: Decode, p: &Preprocess) -> Result<Output> {
+    let pixels: Output = match decode {
+        Decode::Jpeg => ops::DecodeJpeg::new().channels(3).build(encoded, scope)?.into(),
+        Decode::Any => ops::DecodeImage::new()
+            .channels(3)
+            .expand_animations(false)
+            .dtype(DataType::UInt8)
+            .build(encoded, scope)?
+            .into(),
+    };
+    let pixels = ops::Cast::new().DstT(DataType::Float).build(pixels, scope)?;
+    let batch_axis = ops::constant(0i32, scope)?;
+    let batched = ops::expand_dims(pixels, batch_axis, scope)?;
+    preprocess_pixels(scope, batched.into(), p)
+}
+
+/// Resize, mean and channel order for a float [N, H, W, 3] batch of decoded pixels.
+pub fn preprocess_pixels(scope: &mut Scope, pixels: Output, p: &Preprocess) -> Result<Output> {
+    let size = ops::constant(&[p.size as i32, p.size as i32][..], scope)?;
+    // TensorFlow 1 semantics, as the Swift original: no corner alignment, no half-pixel centres.
+    let resized = ops::ResizeBilinear::new()
+        .align_corners(false)
+        .half_pixel_centers(false)
+        .build(pixels, size, scope)?;
+    let mean = ops::constant(&p.pixel_mean[..], scope)?;
+    let centred = ops::sub(resized, mean, scope)?;
+    if !p.bgr {
+        return Ok(centred.into());
+    }
+    let channel_axis = ops::constant(&[-1i32][..], scope)?;
+    Ok(ops::reverse_v2(centred, channel_axis, scope)?.into())
+}
+
+/// Sniffs the format from the first bytes.
+pub fn decode_kind(bytes: &[u8]) -> Decode {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) { Decode::Jpeg } else { Decode::Any }
+}
+
+/// A small graph and session that turn image files into network inputs.
+pub struct Decoder {
+    session: Session,
+    path: Output,
+    jpeg: Output,
+    any: Output,
+    size: usize,
+}
+
+impl Decoder {
+    pub fn new(p: &Preprocess) -> Result<Self> {
+        let scope = Scope::new_root_scope();
+        let path: Output = ops::Placeholder::new()
+            .dtype(DataType::String)
+            .shape(Shape::from(Some(vec![])))
+            .build(&mut scope.with_op_name("path"))?
+            .into();
+        let encoded: Output = ops::read_file(path.clone(), &mut scope.with_op_name("ReadFile"))?.into();
+        let jpeg = preprocess_graph(&mut scope.new_sub_scope("jpeg"), encoded.clone(), Decode::Jpeg, p)?;
+        let any = preprocess_graph(&mut scope.new_sub_scope("image"), encoded, Decode::Any, p)?;
+        let session = Session::new(&SessionOptions::new(), &scope.graph())?;
+        Ok(Decoder { session, path, jpeg, any, size: p.size })
+    }
+
+    /// Decodes one image file into `out` (S * S * 3 floats).
+    pub fn decode_file(&self, path: &Path, out: &mut [f32]) -> Result<()> {
+        let mut magic = [0u8; 3];
+        let n = std::io::Read::read(&mut std::fs::File::open(path)?, &mut magic)?;
+        let target = match decode_kind(&magic[..n]) {
+            Decode::Jpeg => &self.jpeg,
+            Decode::Any => &self.any,
+        };
+        let name = path.to_str().with_context(|| format!("path {} is not valid UTF-8", path.display()))?;
+        let input = Tensor::<String>::from(name.to_string());
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.path.operation, self.path.index, &input);
+        let fetch = args.request_fetch(&target.operation, target.index);
+        self.session.run(&mut args)?;
+        let t: Tensor<f32> = args.fetch(fetch)?;
+        ensure!(t.len() == out.len(), "decoded {} values, expected {}", t.len(), out.len());
+        out.copy_from_slice(&t);
+        Ok(())
+    }
+
+    /// Decodes every file into one [N, S, S, 3] tensor.
+    pub fn decode_files(&self, paths: &[&Path]) -> Result<Tensor<f32>> {
+        let per_image = self.size * self.size * 3;
+        let mut tensor = Tensor::<f32>::new(&[paths.len() as u64, self.size as u64, self.size as u64, 3]);
+        for (i, path) in paths.iter().enumerate() {
+            self.decode_file(path, &mut tensor[i * per_image..(i + 1) * per_image])
+                .with_context(|| format!("cannot decode image {}", path.display()))?;
+        }
+        Ok(tensor)
+    }
+}

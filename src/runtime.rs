@@ -1,0 +1,102 @@
+//! Sessions: device choice and thread settings, passed to TensorFlow as a ConfigProto.
+
+use std::collections::HashMap;
+
+use anyhow::{Result, bail};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tensorflow::{Device, Graph, Session, SessionOptions};
+
+/// Where to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// A GPU when TensorFlow sees one, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+/// Session settings from the command line.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeConfig {
+    pub device: DeviceChoice,
+    /// 0: TensorFlow's default (one per core).
+    pub intra_op_threads: i32,
+    pub inter_op_threads: i32,
+}
+
+/// The few fields of tensorflow.ConfigProto this project sets (field numbers from config.proto).
+#[derive(Clone, PartialEq, Message)]
+struct ConfigProto {
+    #[prost(map = "string, int32", tag = "1")]
+    device_count: HashMap<String, i32>,
+    #[prost(int32, tag = "2")]
+    intra_op_parallelism_threads: i32,
+    #[prost(int32, tag = "5")]
+    inter_op_parallelism_threads: i32,
+    #[prost(message, optional, tag = "6")]
+    gpu_options: Option<GpuOptions>,
+    #[prost(bool, tag = "7")]
+    allow_soft_placement: bool,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct GpuOptions {
+    #[prost(bool, tag = "4")]
+    allow_growth: bool,
+}
+
+impl RuntimeConfig {
+    fn config_proto(&self) -> ConfigProto {
+        let mut device_count = HashMap::new();
+        if self.device == DeviceChoice::Cpu {
+            device_count.insert("GPU".to_string(), 0);
+        }
+        ConfigProto {
+            device_count,
+            intra_op_parallelism_threads: self.intra_op_threads,
+            inter_op_parallelism_threads: self.inter_op_threads,
+            // Share a GPU politely instead of taking all its memory up front.
+            gpu_options: Some(GpuOptions { allow_growth: true }),
+            // Ops without a GPU kernel (DecodeJpeg, SaveV2, ...) fall back to the CPU.
+            allow_soft_placement: true,
+        }
+    }
+
+    pub fn session_options(&self) -> Result<SessionOptions> {
+        let mut options = SessionOptions::new();
+        options.set_config(&self.config_proto().encode_to_vec())?;
+        Ok(options)
+    }
+
+    /// A session on `graph`, checking that the requested device exists.
+    pub fn session(&self, graph: &Graph) -> Result<(Session, String)> {
+        let session = Session::new(&self.session_options()?, graph)?;
+        let devices = session.device_list()?;
+        let gpu = devices.iter().find(|d| d.device_type == "GPU");
+        let used = match (self.device, gpu) {
+            (DeviceChoice::Gpu, None) => bail!(
+                "--device gpu, but TensorFlow sees no GPU (the tensorflow-cpu library has none: run scripts/install-libtensorflow --gpu on a machine with an NVIDIA driver, then rebuild)"
+            ),
+            (DeviceChoice::Cpu, _) | (_, None) => "CPU".to_string(),
+            (_, Some(g)) => format!("GPU ({})", g.name),
+        };
+        Ok((session, used))
+    }
+}
+
+/// The devices TensorFlow sees.
+pub fn list_devices() -> Result<Vec<Device>> {
+    let session = Session::new(&SessionOptions::new(), &Graph::new())?;
+    Ok(session.device_list()?)
+}
+
+/// TensorFlow's log noise (oneDNN banners) off unless the user asked for it.
+pub fn quiet_tensorflow_logs() {
+    if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
+        // SAFETY: called at the start of main, before any other thread exists.
+        unsafe { std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "2") };
+    }
+}

@@ -1,0 +1,616 @@
+//! Training: the Swift original's recipe (momentum SGD on mean softmax cross-entropy), with run
+//! directories, checkpoints and exact resumption.
+//!
+//! The decoded images live in a TensorFlow variable and each step feeds only the indices of its
+//! batch, so no image data crosses the C API per step. Shuffles come from the host RNG keyed by
+//! (seed, epoch) and dropout masks from stateless ops keyed by (seed, step): a resumed run draws
+//! exactly what the uninterrupted run would have.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
+
+use crate::checkpoint::{self, Saver};
+use crate::data::{self, Dataset, Decoder, Preprocess};
+use crate::fsutil;
+use crate::metrics::{self, Row};
+use crate::model::{self, ModelConfig, Network};
+use crate::runtime::RuntimeConfig;
+use crate::weights::{self, LayerParams, LoadOptions};
+
+/// Learning rate over epochs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    /// Multiply by `gamma` every `every` epochs.
+    Step { every: usize, gamma: f32 },
+    /// Cosine decay from the base rate to 0 over the run.
+    Cosine,
+}
+
+impl Schedule {
+    pub fn rate(&self, base: f32, epoch: usize, epochs: usize) -> f32 {
+        match *self {
+            Schedule::Constant => base,
+            Schedule::Step { every, gamma } => base * gamma.powi((epoch / every.max(1)) as i32),
+            Schedule::Cosine => {
+                let t = epoch as f32 / epochs.max(1) as f32;
+                base * 0.5 * (1.0 + (std::f32::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
+/// Everything a run was started with; saved as `config.json` in the run directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub classes: Vec<String>,
+    pub preprocess: Preprocess,
+    pub images: PathBuf,
+    pub weights: Option<PathBuf>,
+    pub strict_weights: bool,
+    pub epochs: usize,
+    /// 0: the whole training set in one batch, as the Swift original.
+    pub batch_size: usize,
+    pub learning_rate: f32,
+    pub momentum: f32,
+    pub schedule: Schedule,
+    pub weight_decay: f32,
+    pub dropout: f32,
+    pub seed: u64,
+    pub val_every: usize,
+    pub checkpoint_every: usize,
+    pub runtime: RuntimeConfig,
+}
+
+impl TrainConfig {
+    /// The Swift original's recipe for a data set with `classes`.
+    pub fn swift_recipe(images: PathBuf, weights: Option<PathBuf>, classes: Vec<String>) -> Self {
+        TrainConfig {
+            model: ModelConfig::new(classes.len()),
+            classes,
+            preprocess: Preprocess::default(),
+            images,
+            weights,
+            strict_weights: false,
+            epochs: 100,
+            batch_size: 0,
+            learning_rate: 0.002,
+            momentum: 0.9,
+            schedule: Schedule::Constant,
+            weight_decay: 0.0,
+            dropout: 0.5,
+            seed: 0,
+            val_every: 10,
+            checkpoint_every: 10,
+            runtime: RuntimeConfig::default(),
+        }
+    }
+
+    pub fn read(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join("config.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {} (is {} a run directory?)", path.display(), run_dir.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid run config", path.display()))
+    }
+
+    pub fn write(&self, run_dir: &Path) -> Result<()> {
+        fsutil::write_atomic(&run_dir.join("config.json"), serde_json::to_string_pretty(self)?.as_bytes())
+    }
+}
+
+/// The training graph: data variables, the network, loss, momentum updates, saver.
+pub struct TrainGraph {
+    /// Owns the graph (the crate's Graph is reached through its Scope).
+    pub scope: Scope,
+    pub net: Network,
+    indices: Output,
+    learning_rate: Output,
+    dropout_rate: Output,
+    dropout_seed: Output,
+    pub loss: Output,
+    train_op: Operation,
+    images_init: (Output, Operation),
+    labels_init: (Output, Operation),
+    slots_init: Vec<Operation>,
+    pub saver: Saver,
+}
+
+impl TrainGraph {
+    pub fn build(cfg: &ModelConfig, momentum: f32, weight_decay: f32) -> Result<TrainGraph> {
+        let mut scope = Scope::new_root_scope();
+        let s = &mut scope;
+        let side = cfg.input_size as i64;
+
+        // The decoded data set, train and val together, fed once.
+        let (images, images_init) = fed_variable(&mut s.new_sub_scope("data"), "images", DataType::Float, &[None, Some(side), Some(side), Some(3)])?;
+        let (labels, labels_init) = fed_variable(&mut s.new_sub_scope("data"), "labels", DataType::Int32, &[None])?;
+        let indices: Output = ops::Placeholder::new()
+            .dtype(DataType::Int32)
+            .shape(Shape::from(Some(vec![None])))
+            .build(&mut s.with_op_name("indices"))?
+            .into();
+        let axis = ops::constant(0i32, s)?;
+        let batch_images = ops::gather_v2(images, indices.clone(), axis.clone(), &mut s.with_op_name("batch_images"))?;
+        let batch_labels = ops::gather_v2(labels, indices.clone(), axis, &mut s.with_op_name("batch_labels"))?;
+
+        let dropout = model::dropout_inputs(s)?;
+        let net = model::build(s, cfg, batch_images.into(), &dropout)?;
+
+        let loss: Output = {
+            let s = &mut s.new_sub_scope("loss");
+            let depth = ops::constant(cfg.classes as i32, s)?;
+            let on = ops::constant(1.0f32, s)?;
+            let off = ops::constant(0.0f32, s)?;
+            let one_hot = ops::one_hot(batch_labels, depth, on, off, s)?;
+            // The dense op: SparseSoftmaxCrossEntropyWithLogits has no C++ gradient.
+            let xent = ops::softmax_cross_entropy_with_logits(net.logits.clone(), one_hot, s)?;
+            let batch_axis = ops::constant(&[0i32][..], s)?;
+            ops::mean(Output { operation: xent, index: 0 }, batch_axis, &mut s.with_op_name("mean"))?.into()
+        };
+
+        let variables = net.variables();
+        let var_outputs: Vec<Output> = variables.iter().map(|v| v.output().clone()).collect();
+        let grads = s.graph_mut().add_gradients(Some("gradients"), &[loss.clone()], &var_outputs, None)?;
+
+        let learning_rate: Output = ops::Placeholder::new()
+            .dtype(DataType::Float)
+            .shape(Shape::from(Some(vec![])))
+            .build(&mut s.with_op_name("learning_rate"))?
+            .into();
+        let (train_op, slots, slots_init) = {
+            let s = &mut s.new_sub_scope("train");
+            let momentum = ops::constant(momentum, s)?;
+            let decay = ops::constant(weight_decay, s)?;
+            let mut grad_ops = vec![];
+            let mut grad_outputs = vec![];
+            for (v, g) in variables.iter().zip(&grads) {
+                let g = g.clone().with_context(|| format!("no gradient for {}", v.name()))?;
+                // L2 weight decay on weights only, as Caffe does.
+                let g: Output = if weight_decay != 0.0 && v.name().ends_with("/weights") {
+                    let scaled = ops::mul(decay.clone(), v.output().clone(), s)?;
+                    ops::add(g, scaled, s)?.into()
+                } else {
+                    g
+                };
+                grad_ops.push(g.operation.clone());
+                grad_outputs.push(g);
+            }
+            let mut applies = vec![];
+            let mut slots = vec![];
+            let mut slots_init = vec![];
+            for (v, g) in variables.iter().zip(grad_outputs) {
+                let dims: Vec<i64> = shape_dims(v.shape())?;
+                let slot_scope = &mut s.new_sub_scope(&v.name().replace('/', "_"));
+                let dims_t = ops::constant(&dims[..], slot_scope)?;
+                let zero = ops::constant(0.0f32, slot_scope)?;
+                let zeros = ops::fill(dims_t, zero, slot_scope)?;
+                let slot = tensorflow::Variable::builder()
+                    .initial_value(zeros)
+                    .data_type(DataType::Float)
+                    .shape(v.shape().clone())
+                    .build(&mut s.with_op_name(&format!("{}/Momentum", v.name())))?;
+                // Every gradient is computed before any variable changes: ref variables are
+                // read in place, and an update racing a backward op would change its result.
+                let mut apply = ops::ApplyMomentum::new();
+                for op in &grad_ops {
+                    apply = apply.add_control_input(op.clone());
+                }
+                applies.push(apply.build(v.output().clone(), slot.output().clone(), learning_rate.clone(), g, momentum.clone(), s)?);
+                slots_init.push(slot.initializer().clone());
+                slots.push(slot);
+            }
+            let mut step = ops::NoOp::new();
+            for a in applies {
+                step = step.add_control_input(a);
+            }
+            (step.build(&mut s.with_op_name("step"))?, slots, slots_init)
+        };
+
+        let mut saved: Vec<(String, Output)> = variables.iter().map(|v| (v.name().to_string(), v.output().clone())).collect();
+        saved.extend(slots.iter().map(|v| (v.name().to_string(), v.output().clone())));
+        let saver = Saver::build(s, &saved)?;
+
+        Ok(TrainGraph {
+            scope,
+            net,
+            indices,
+            learning_rate,
+            dropout_rate: dropout.rate,
+            dropout_seed: dropout.seed,
+            loss,
+            train_op,
+            images_init,
+            labels_init,
+            slots_init,
+            saver,
+        })
+    }
+
+    /// Feeds the data set and the initial parameters into the variables.
+    pub fn initialise(&self, session: &Session, images: &Tensor<f32>, labels: &[i32], params: &[LayerParams]) -> Result<()> {
+        let labels_t = Tensor::<i32>::new(&[labels.len() as u64]).with_values(labels)?;
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.images_init.0.operation, 0, images);
+        args.add_target(&self.images_init.1);
+        args.add_feed(&self.labels_init.0.operation, 0, &labels_t);
+        args.add_target(&self.labels_init.1);
+        session.run(&mut args).context("cannot load the data set into the graph")?;
+        init_params(session, &self.net, params)?;
+        let mut args = SessionRunArgs::new();
+        for op in &self.slots_init {
+            args.add_target(op);
+        }
+        session.run(&mut args)?;
+        Ok(())
+    }
+
+    /// One momentum-SGD step on the examples at `batch`; returns the batch's mean loss.
+    pub fn step(&self, session: &Session, batch: &[i32], lr: f32, dropout: f32, seed: [i64; 2]) -> Result<f32> {
+        let idx = Tensor::<i32>::new(&[batch.len() as u64]).with_values(batch)?;
+        let lr_t = Tensor::<f32>::from(lr);
+        let rate_t = Tensor::<f32>::from(dropout);
+        let seed_t = Tensor::<i64>::new(&[2]).with_values(&seed)?;
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.indices.operation, self.indices.index, &idx);
+        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &lr_t);
+        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &rate_t);
+        args.add_feed(&self.dropout_seed.operation, self.dropout_seed.index, &seed_t);
+        args.add_target(&self.train_op);
+        let loss = args.request_fetch(&self.loss.operation, self.loss.index);
+        session.run(&mut args)?;
+        Ok(args.fetch::<f32>(loss)?[0])
+    }
+
+    /// Logits of the examples at `indices`, dropout off, in chunks of `chunk`.
+    pub fn logits(&self, session: &Session, indices: &[i32], chunk: usize) -> Result<Vec<Vec<f32>>> {
+        let mut out = vec![];
+        for part in indices.chunks(chunk.max(1)) {
+            let idx = Tensor::<i32>::new(&[part.len() as u64]).with_values(part)?;
+            let mut args = SessionRunArgs::new();
+            args.add_feed(&self.indices.operation, self.indices.index, &idx);
+            let f = args.request_fetch(&self.net.logits.operation, self.net.logits.index);
+            session.run(&mut args)?;
+            let t: Tensor<f32> = args.fetch(f)?;
+            out.extend(t.chunks(self.net.config.classes).map(|c| c.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Current values of every layer's parameters.
+    pub fn params(&self, session: &Session) -> Result<Vec<LayerParams>> {
+        read_params(session, &self.net)
+    }
+}
+
+/// A variable of unknown leading size, initialised by feeding its placeholder.
+fn fed_variable(scope: &mut Scope, name: &str, dtype: DataType, dims: &[Option<i64>]) -> Result<(Output, (Output, Operation))> {
+    let init: Output = ops::Placeholder::new()
+        .dtype(dtype)
+        .shape(Shape::from(Some(dims.to_vec())))
+        .build(&mut scope.with_op_name(&format!("{name}_init")))?
+        .into();
+    let var = {
+        let op_name = scope.get_unique_name_for_op(name);
+        let mut g = scope.graph_mut();
+        let mut nd = g.new_operation("VariableV2", &op_name)?;
+        nd.set_attr_type("dtype", dtype)?;
+        // An unknown shape: VariableV2 refuses partially known ones.
+        nd.set_attr_shape("shape", &Shape::from(None))?;
+        nd.finish()?
+    };
+    // validate_shape=false: the variable takes the shape of whatever data set is fed.
+    let assign = ops::Assign::new().validate_shape(false).build(var.clone(), init.clone(), scope)?;
+    Ok((var.into(), (init, assign)))
+}
+
+fn shape_dims(shape: &Shape) -> Result<Vec<i64>> {
+    let n = shape.dims().context("variable of unknown rank")?;
+    (0..n).map(|i| shape[i].context("variable of unknown size")).collect()
+}
+
+/// Runs every layer's initialiser with the given values.
+pub fn init_params(session: &Session, net: &Network, params: &[LayerParams]) -> Result<()> {
+    let mut tensors = vec![];
+    for (vars, p) in net.vars.iter().zip(params) {
+        ensure!(vars.layer == p.layer, "parameters for {} given for layer {}", p.layer, vars.layer);
+        let w_dims: Vec<u64> = p.weights.shape().iter().map(|&d| d as u64).collect();
+        let w = Tensor::<f32>::new(&w_dims).with_values(p.weights.as_standard_layout().as_slice().unwrap())?;
+        let b = Tensor::<f32>::new(&[p.biases.len() as u64]).with_values(p.biases.as_slice().unwrap())?;
+        tensors.push((w, b));
+    }
+    let mut args = SessionRunArgs::new();
+    for (vars, (w, b)) in net.vars.iter().zip(&tensors) {
+        args.add_feed(&vars.weights_init, 0, w);
+        args.add_feed(&vars.biases_init, 0, b);
+        args.add_target(vars.weights.initializer());
+        args.add_target(vars.biases.initializer());
+    }
+    session.run(&mut args).context("cannot initialise the model's variables")?;
+    Ok(())
+}
+
+/// Reads every layer's parameters back to the host.
+pub fn read_params(session: &Session, net: &Network) -> Result<Vec<LayerParams>> {
+    let mut args = SessionRunArgs::new();
+    let fetches: Vec<_> = net
+        .vars
+        .iter()
+        .map(|v| {
+            let w = args.request_fetch(&v.weights.output().operation, 0);
+            let b = args.request_fetch(&v.biases.output().operation, 0);
+            (w, b)
+        })
+        .collect();
+    session.run(&mut args)?;
+    let mut out = vec![];
+    for (v, (w, b)) in net.vars.iter().zip(fetches) {
+        let w: Tensor<f32> = args.fetch(w)?;
+        let b: Tensor<f32> = args.fetch(b)?;
+        let dims: Vec<usize> = w.dims().iter().map(|&d| d as usize).collect();
+        out.push(LayerParams {
+            layer: v.layer,
+            weights: ndarray::ArrayD::from_shape_vec(dims, w.to_vec())?,
+            biases: ndarray::Array1::from(b.to_vec()),
+        });
+    }
+    Ok(out)
+}
+
+/// Percent of rows of `logits` whose arg-max is the label.
+pub fn accuracy(logits: &[Vec<f32>], labels: &[usize]) -> f64 {
+    let correct = logits.iter().zip(labels).filter(|&(l, &y)| argmax(l) == y).count();
+    100.0 * correct as f64 / labels.len().max(1) as f64
+}
+
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
+}
+
+/// How a training run ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub epochs: usize,
+    pub final_loss: f64,
+    pub final_train_accuracy: f64,
+    pub final_val_accuracy: Option<f64>,
+    pub seconds: f64,
+    pub seconds_per_epoch: f64,
+    pub device: String,
+}
+
+/// Options of one invocation that are not part of the run's recipe.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub resume: bool,
+    /// Start over in an existing run directory.
+    pub force: bool,
+    /// Print per-epoch rows (off in tests that only want the files).
+    pub quiet: bool,
+}
+
+/// Set by SIGINT/SIGTERM: the loop finishes its step, checkpoints and stops.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+    flag
+}
+
+/// Trains `cfg` in `run_dir` (a new run, or the continuation of one with `opts.resume`).
+pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
+    let say = |s: String| {
+        if !opts.quiet {
+            eprintln!("{s}");
+        }
+    };
+    prepare_run_dir(run_dir, opts)?;
+    ensure!(cfg.epochs >= 1, "--epochs must be at least 1");
+    model::check_dropout_rate(cfg.dropout)?;
+
+    let dataset = data::scan(&cfg.images)?;
+    ensure!(
+        dataset.classes == cfg.classes,
+        "the classes in {} ([{}]) differ from the run's ([{}])",
+        cfg.images.display(),
+        dataset.classes.join(", "),
+        cfg.classes.join(", ")
+    );
+    cfg.write(run_dir)?;
+
+    let t0 = Instant::now();
+    let (images, labels) = decode_dataset(&dataset, &cfg.preprocess)?;
+    say(format!(
+        "data: {} classes [{}], {} train + {} val images decoded in {:.2} s",
+        dataset.classes.len(),
+        dataset.classes.join(", "),
+        dataset.train.len(),
+        dataset.val.len(),
+        t0.elapsed().as_secs_f64()
+    ));
+
+    let specs = model::param_specs(&cfg.model);
+    let (params, report) = weights::load(cfg.weights.as_deref(), &specs, &LoadOptions { strict: cfg.strict_weights, seed: cfg.seed })?;
+    say(report.to_string());
+
+    let tg = TrainGraph::build(&cfg.model, cfg.momentum, cfg.weight_decay)?;
+    let (session, device) = cfg.runtime.session(&tg.scope.graph())?;
+    say(format!(
+        "device: {device}; threads: intra-op {}, inter-op {} (0 = TensorFlow's default)",
+        cfg.runtime.intra_op_threads, cfg.runtime.inter_op_threads
+    ));
+    tg.initialise(&session, &images, &labels, &params)?;
+
+    let n_train = dataset.train.len();
+    let train_idx: Vec<i32> = (0..n_train as i32).collect();
+    let val_idx: Vec<i32> = (n_train as i32..(n_train + dataset.val.len()) as i32).collect();
+    let train_labels: Vec<usize> = dataset.train.iter().map(|e| e.label).collect();
+    let val_labels: Vec<usize> = dataset.val.iter().map(|e| e.label).collect();
+    let batch = if cfg.batch_size == 0 { n_train } else { cfg.batch_size.min(n_train) };
+    let eval_chunk = batch.max(60);
+
+    let metrics_path = run_dir.join("metrics.csv");
+    let mut rows = vec![];
+    let mut start_epoch = 0;
+    if opts.resume {
+        if let Some((prefix, epoch)) = checkpoint::latest(run_dir)? {
+            let restored = tg.saver.restore(&session, &prefix)?;
+            ensure!(restored == epoch, "checkpoint {} holds epoch {restored}, expected {epoch}", prefix.display());
+            start_epoch = epoch + 1;
+            if metrics_path.exists() {
+                rows = metrics::read(&metrics_path)?;
+                rows.retain(|r| r.epoch <= epoch);
+            }
+            say(format!("resumed from {} (epoch {epoch})", prefix.parent().unwrap().display()));
+        } else {
+            say("no checkpoint yet: starting from the beginning".into());
+        }
+    }
+    metrics::write(&metrics_path, &rows)?;
+    if start_epoch >= cfg.epochs {
+        say(format!("the run already has {} epochs; nothing to train (raise --epochs to continue)", cfg.epochs));
+    }
+
+    let interrupted = interrupt_flag();
+    let bar = progress_bar(((cfg.epochs - start_epoch.min(cfg.epochs)) * n_train.div_ceil(batch)) as u64, opts.quiet);
+    let print_row = |s: String| if bar.is_hidden() { say(s) } else { bar.println(s) };
+    print_row(metrics::display_header());
+    let steps_per_epoch = n_train.div_ceil(batch);
+    let started = Instant::now();
+    for epoch in start_epoch..cfg.epochs {
+        let mut order = train_idx.clone();
+        crate::rng::Rng::new(cfg.seed, 1_000_000 + epoch as u64).shuffle(&mut order);
+        let lr = cfg.schedule.rate(cfg.learning_rate, epoch, cfg.epochs);
+        let mut loss_sum = 0.0;
+        for (b, part) in order.chunks(batch).enumerate() {
+            let step = (epoch * steps_per_epoch + b) as i64;
+            let loss = tg.step(&session, part, lr, cfg.dropout, [cfg.seed as i64, step])?;
+            if !loss.is_finite() {
+                bar.finish_and_clear();
+                let kept = checkpoint::latest(run_dir)?.map(|(p, e)| format!("the last good checkpoint ({}, epoch {e}) is kept", p.parent().unwrap().display()));
+                bail!(
+                    "loss became {loss} in epoch {epoch} (step {b}): training diverged; {} (try a lower --lr)",
+                    kept.unwrap_or_else(|| "no checkpoint was written yet".into())
+                );
+            }
+            loss_sum += loss as f64 * part.len() as f64;
+            bar.inc(1);
+        }
+        let train_accuracy = accuracy(&tg.logits(&session, &train_idx, eval_chunk)?, &train_labels);
+        let last = epoch + 1 == cfg.epochs;
+        let val_accuracy = if epoch % cfg.val_every.max(1) == 0 || last {
+            Some(accuracy(&tg.logits(&session, &val_idx, eval_chunk)?, &val_labels))
+        } else {
+            None
+        };
+        let row = Row { epoch, loss: loss_sum / n_train as f64, train_accuracy, val_accuracy };
+        print_row(row.display());
+        rows.push(row);
+        metrics::write(&metrics_path, &rows)?;
+        let stop = interrupted.load(Ordering::SeqCst);
+        if last || stop || (cfg.checkpoint_every > 0 && (epoch + 1) % cfg.checkpoint_every == 0) {
+            tg.saver.save(&session, run_dir, epoch)?;
+        }
+        if stop {
+            bar.finish_and_clear();
+            bail!(
+                "interrupted after epoch {epoch}; checkpoint written. Continue with: alexnet train --run-dir {} --resume",
+                run_dir.display()
+            );
+        }
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let trained = cfg.epochs.saturating_sub(start_epoch);
+    let last = rows.last().context("no epochs were trained")?;
+    let summary = Summary {
+        epochs: cfg.epochs,
+        final_loss: last.loss,
+        final_train_accuracy: last.train_accuracy,
+        final_val_accuracy: rows.iter().rev().find_map(|r| r.val_accuracy),
+        seconds,
+        seconds_per_epoch: seconds / trained.max(1) as f64,
+        device,
+    };
+    fsutil::write_atomic(&run_dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    say(format!(
+        "trained {trained} epochs in {:.1} s ({:.2} s per epoch); final train accuracy {:.2}%, val accuracy {}",
+        seconds,
+        summary.seconds_per_epoch,
+        summary.final_train_accuracy,
+        summary.final_val_accuracy.map(|v| format!("{v:.2}%")).unwrap_or("-".into())
+    ));
+    Ok(summary)
+}
+
+/// Refuses to overwrite a run silently.
+fn prepare_run_dir(run_dir: &Path, opts: &RunOptions) -> Result<()> {
+    let has_run = run_dir.join("config.json").exists();
+    if has_run && !opts.resume {
+        if !opts.force {
+            bail!(
+                "{} already holds a run: add --resume to continue it, or --force to start it over (its checkpoints and metrics are deleted)",
+                run_dir.display()
+            );
+        }
+        for sub in ["checkpoints", "metrics.csv", "summary.json", "config.json"] {
+            let p = run_dir.join(sub);
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p)?;
+            } else if p.exists() {
+                std::fs::remove_file(&p)?;
+            }
+        }
+    }
+    std::fs::create_dir_all(run_dir).with_context(|| format!("cannot create run directory {}", run_dir.display()))
+}
+
+/// Decodes train then val into one tensor, with the matching labels.
+pub fn decode_dataset(dataset: &Dataset, p: &Preprocess) -> Result<(Tensor<f32>, Vec<i32>)> {
+    let decoder = Decoder::new(p)?;
+    let all: Vec<_> = dataset.train.iter().chain(&dataset.val).collect();
+    let paths: Vec<&Path> = all.iter().map(|e| e.path.as_path()).collect();
+    let images = decoder.decode_files(&paths)?;
+    let labels = all.iter().map(|e| e.label as i32).collect();
+    Ok((images, labels))
+}
+
+fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed_precise} (eta {eta})").unwrap(),
+    );
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        assert_eq!(Schedule::Constant.rate(0.1, 50, 100), 0.1);
+        let step = Schedule::Step { every: 30, gamma: 0.1 };
+        assert!((step.rate(0.1, 29, 100) - 0.1).abs() < 1e-9);
+        assert!((step.rate(0.1, 30, 100) - 0.01).abs() < 1e-9);
+        assert!((Schedule::Cosine.rate(0.1, 0, 100) - 0.1).abs() < 1e-9);
+        assert!((Schedule::Cosine.rate(0.1, 50, 100) - 0.05).abs() < 1e-6);
+    }
+
+    #[test]
+    fn accuracy_counts_argmax_hits() {
+        let logits = vec![vec![0.1, 0.9], vec![2.0, 1.0], vec![0.0, 3.0]];
+        assert!((accuracy(&logits, &[1, 0, 0]) - 200.0 / 3.0).abs() < 1e-9);
+    }
+}
