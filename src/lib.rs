@@ -3,13 +3,15 @@
 //!
 //! One module per concept, read in this order: [`model`] (the network table and its graph),
 //! [`data`] (image folders and the in-graph input pipeline), [`weights`] (Caffe-layout files),
-//! [`train`] (the recipe, run directories), [`checkpoint`], [`eval`], [`runtime`] (sessions and
+//! [`gradients`] (add_gradients, with TensorFlow's LRN gradient repaired), [`train`] (the recipe,
+//! run directories), [`checkpoint`], [`eval`], [`runtime`] (sessions and
 //! devices); [`metrics`], [`rng`] and [`fsutil`] are small helpers.
 
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
 pub mod fsutil;
+pub mod gradients;
 pub mod metrics;
 pub mod model;
 pub mod rng;

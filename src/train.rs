@@ -144,21 +144,10 @@ impl TrainGraph {
         let dropout = model::dropout_inputs(s)?;
         let net = model::build(s, cfg, batch_images.into(), &dropout)?;
 
-        let loss: Output = {
-            let s = &mut s.new_sub_scope("loss");
-            let depth = ops::constant(cfg.classes as i32, s)?;
-            let on = ops::constant(1.0f32, s)?;
-            let off = ops::constant(0.0f32, s)?;
-            let one_hot = ops::one_hot(batch_labels, depth, on, off, s)?;
-            // The dense op: SparseSoftmaxCrossEntropyWithLogits has no C++ gradient.
-            let xent = ops::softmax_cross_entropy_with_logits(net.logits.clone(), one_hot, s)?;
-            let batch_axis = ops::constant(&[0i32][..], s)?;
-            ops::mean(Output { operation: xent, index: 0 }, batch_axis, &mut s.with_op_name("mean"))?.into()
-        };
+        let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.into(), cfg.classes)?;
 
         let variables = net.variables();
-        let var_outputs: Vec<Output> = variables.iter().map(|v| v.output().clone()).collect();
-        let grads = s.graph_mut().add_gradients(Some("gradients"), &[loss.clone()], &var_outputs, None)?;
+        let grads = crate::gradients::gradients(s, &net, loss.clone())?;
 
         let learning_rate: Output = ops::Placeholder::new()
             .dtype(DataType::Float)
@@ -172,7 +161,7 @@ impl TrainGraph {
             let mut grad_ops = vec![];
             let mut grad_outputs = vec![];
             for (v, g) in variables.iter().zip(&grads) {
-                let g = g.clone().with_context(|| format!("no gradient for {}", v.name()))?;
+                let g = g.clone();
                 // L2 weight decay on weights only, as Caffe does.
                 let g: Output = if weight_decay != 0.0 && v.name().ends_with("/weights") {
                     let scaled = ops::mul(decay.clone(), v.output().clone(), s)?;
@@ -288,6 +277,18 @@ impl TrainGraph {
     pub fn params(&self, session: &Session) -> Result<Vec<LayerParams>> {
         read_params(session, &self.net)
     }
+}
+
+/// Mean softmax cross-entropy of `logits` against int32 class `labels`.
+pub fn softmax_loss(s: &mut Scope, logits: Output, labels: Output, classes: usize) -> Result<Output> {
+    let depth = ops::constant(classes as i32, s)?;
+    let on = ops::constant(1.0f32, s)?;
+    let off = ops::constant(0.0f32, s)?;
+    let one_hot = ops::one_hot(labels, depth, on, off, s)?;
+    // The dense op: SparseSoftmaxCrossEntropyWithLogits has no C++ gradient.
+    let xent = ops::softmax_cross_entropy_with_logits(logits, one_hot, s)?;
+    let batch_axis = ops::constant(&[0i32][..], s)?;
+    Ok(ops::mean(Output { operation: xent, index: 0 }, batch_axis, &mut s.with_op_name("mean"))?.into())
 }
 
 /// A variable of unknown leading size, initialised by feeding its placeholder.
