@@ -393,7 +393,7 @@ pub struct RunOptions {
     pub resume: bool,
     /// Start over in an existing run directory.
     pub force: bool,
-    /// Print per-epoch rows (off in tests that only want the files).
+    /// No per-epoch table (setup lines and errors are still printed).
     pub quiet: bool,
 }
 
@@ -408,11 +408,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 
 /// Trains `cfg` in `run_dir` (a new run, or the continuation of one with `opts.resume`).
 pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
-    let say = |s: String| {
-        if !opts.quiet {
-            eprintln!("{s}");
-        }
-    };
+    let say = |s: String| eprintln!("{s}");
     prepare_run_dir(run_dir, opts)?;
     ensure!(cfg.epochs >= 1, "--epochs must be at least 1");
     model::check_dropout_rate(cfg.dropout)?;
@@ -482,7 +478,11 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
 
     let interrupted = interrupt_flag();
     let bar = progress_bar(((cfg.epochs - start_epoch.min(cfg.epochs)) * n_train.div_ceil(batch)) as u64, opts.quiet);
-    let print_row = |s: String| if bar.is_hidden() { say(s) } else { bar.println(s) };
+    let print_row = |s: String| match (opts.quiet, bar.is_hidden()) {
+        (true, _) => {}
+        (false, true) => say(s),
+        (false, false) => bar.println(s),
+    };
     print_row(metrics::display_header());
     let steps_per_epoch = n_train.div_ceil(batch);
     let started = Instant::now();
