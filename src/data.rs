@@ -24,6 +24,8 @@ pub struct Dataset {
     pub classes: Vec<String>,
     pub train: Vec<Example>,
     pub val: Vec<Example>,
+    /// Files in class folders that are not taken: hidden, or without an image extension.
+    pub ignored: Vec<PathBuf>,
 }
 
 /// Reads the folder structure (no decoding).
@@ -53,9 +55,10 @@ pub fn scan(images: &Path) -> Result<Dataset> {
             classes.join(", ")
         );
     }
-    let train = examples(&train_dir, &classes)?;
-    let val = examples(&val_dir, &classes)?;
-    Ok(Dataset { classes, train, val })
+    let mut ignored = vec![];
+    let train = examples(&train_dir, &classes, &mut ignored)?;
+    let val = examples(&val_dir, &classes, &mut ignored)?;
+    Ok(Dataset { classes, train, val, ignored })
 }
 
 fn class_folders(dir: &Path) -> Result<Vec<String>> {
@@ -79,15 +82,16 @@ pub fn is_image_file(path: &Path) -> bool {
     !hidden && IMAGE_EXTENSIONS.contains(&ext.as_str())
 }
 
-fn examples(split_dir: &Path, classes: &[String]) -> Result<Vec<Example>> {
+fn examples(split_dir: &Path, classes: &[String], ignored: &mut Vec<PathBuf>) -> Result<Vec<Example>> {
     let mut out = vec![];
     for (label, class) in classes.iter().enumerate() {
         let dir = split_dir.join(class);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        let (mut files, skipped): (Vec<PathBuf>, Vec<PathBuf>) = std::fs::read_dir(&dir)
             .with_context(|| format!("cannot list {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && is_image_file(p))
-            .collect();
+            .filter(|p| p.is_file())
+            .partition(|p| is_image_file(p));
+        ignored.extend(skipped);
         ensure!(!files.is_empty(), "class folder {} has no images ({})", dir.display(), IMAGE_EXTENSIONS.join(", "));
         files.sort();
         out.extend(files.into_iter().map(|path| Example { path, label }));
@@ -132,13 +136,14 @@ pub fn preprocess_graph(scope: &mut Scope, encoded: Output, decode: Decode, p: &
             .build(encoded, scope)?
             .into(),
     };
-    let pixels = ops::Cast::new().DstT(DataType::Float).build(pixels, scope)?;
+    // ResizeBilinear takes the uint8 pixels directly and returns float32: no float copy of a
+    // large photo is ever made.
     let batch_axis = ops::constant(0i32, scope)?;
     let batched = ops::expand_dims(pixels, batch_axis, scope)?;
     preprocess_pixels(scope, batched.into(), p)
 }
 
-/// Resize, mean and channel order for a float [N, H, W, 3] batch of decoded pixels.
+/// Resize, mean and channel order for a [N, H, W, 3] batch of decoded pixels (uint8 or float).
 pub fn preprocess_pixels(scope: &mut Scope, pixels: Output, p: &Preprocess) -> Result<Output> {
     let size = ops::constant(&[p.size as i32, p.size as i32][..], scope)?;
     // TensorFlow 1 semantics, as the Swift original: no corner alignment, no half-pixel centres.
@@ -204,14 +209,102 @@ impl Decoder {
         Ok(())
     }
 
-    /// Decodes every file into one [N, S, S, 3] tensor.
+    /// Decodes every file into one [N, S, S, 3] tensor; the first bad file is an error.
     pub fn decode_files(&self, paths: &[&Path]) -> Result<Tensor<f32>> {
-        let per_image = self.size * self.size * 3;
-        let mut tensor = Tensor::<f32>::new(&[paths.len() as u64, self.size as u64, self.size as u64, 3]);
-        for (i, path) in paths.iter().enumerate() {
-            self.decode_file(path, &mut tensor[i * per_image..(i + 1) * per_image])
-                .with_context(|| format!("cannot decode image {}", path.display()))?;
+        let (tensor, bad) = self.decode_checked(paths);
+        match bad.first() {
+            Some(b) => bail!("cannot use image {}: {}", b.path.display(), b.reason),
+            None => Ok(tensor),
         }
-        Ok(tensor)
     }
+
+    /// Decodes every file it can; returns the good ones in order and every bad one with why.
+    pub fn decode_checked(&self, paths: &[&Path]) -> (Tensor<f32>, Vec<BadImage>) {
+        let per_image = self.size * self.size * 3;
+        let mut values = Vec::with_capacity(paths.len() * per_image);
+        let mut bad = vec![];
+        let mut buffer = vec![0f32; per_image];
+        for path in paths {
+            match check_file(path).and_then(|()| self.decode_file(path, &mut buffer)) {
+                Ok(()) => values.extend_from_slice(&buffer),
+                Err(e) => bad.push(BadImage { path: path.to_path_buf(), reason: first_line(&format!("{e:#}")) }),
+            }
+        }
+        let n = (values.len() / per_image) as u64;
+        let tensor = Tensor::<f32>::new(&[n, self.size as u64, self.size as u64, 3]).with_values(&values).unwrap();
+        (tensor, bad)
+    }
+}
+
+/// An image file that can't be used, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BadImage {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// Images larger than this are refused before decoding (3 bytes a pixel while decoding: 750 MB).
+pub const MAX_PIXELS: u64 = 250_000_000;
+
+/// Cheap checks before TensorFlow sees the file: empty, unreadable, absurdly large.
+fn check_file(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).context("cannot read the file")?;
+    ensure!(!bytes.is_empty(), "empty file (0 bytes)");
+    if let Some((w, h)) = image_dimensions(&bytes) {
+        let pixels = w as u64 * h as u64;
+        ensure!(
+            pixels <= MAX_PIXELS,
+            "{w} x {h} pixels ({} megapixels) is more than the {} megapixels this trainer decodes; downscale it first",
+            pixels / 1_000_000,
+            MAX_PIXELS / 1_000_000
+        );
+    }
+    Ok(())
+}
+
+/// Width and height from a JPEG, PNG, GIF or BMP header, when the header is readable.
+pub fn image_dimensions(b: &[u8]) -> Option<(u32, u32)> {
+    let be16 = |i: usize| Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]) as u32);
+    let le16 = |i: usize| Some(u16::from_le_bytes([*b.get(i)?, *b.get(i + 1)?]) as u32);
+    let be32 = |i: usize| Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?));
+    let le32 = |i: usize| Some(i32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?).unsigned_abs());
+    if b.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Some((be32(16)?, be32(20)?));
+    }
+    if b.starts_with(b"GIF8") {
+        return Some((le16(6)?, le16(8)?));
+    }
+    if b.starts_with(b"BM") {
+        return Some((le32(18)?, le32(22)?));
+    }
+    if b.starts_with(&[0xFF, 0xD8]) {
+        // Walk the markers to the first start-of-frame (SOF0..SOF15 but DHT, JPG, DAC).
+        let mut i = 2;
+        while i + 9 < b.len() {
+            if b[i] != 0xFF {
+                return None;
+            }
+            let marker = b[i + 1];
+            if marker == 0xFF {
+                i += 1;
+                continue;
+            }
+            let len = be16(i + 2)? as usize;
+            if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
+                return Some((be16(i + 7)?, be16(i + 5)?));
+            }
+            i += 2 + len;
+        }
+    }
+    None
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
 }

@@ -49,6 +49,9 @@ struct TrainArgs {
     /// A missing weight file is an error instead of an initialised layer.
     #[arg(long)]
     strict_weights: bool,
+    /// Train without images that fail to decode (listed as a warning) instead of refusing to start.
+    #[arg(long)]
+    skip_bad_images: bool,
     /// Where the run keeps its config, metrics and checkpoints.
     #[arg(long, default_value = "runs/latest")]
     run_dir: PathBuf,
@@ -205,6 +208,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         cfg.preprocess.pixel_mean = a.input.pixel_mean.clone();
         cfg.preprocess.bgr = !a.input.rgb;
         cfg.strict_weights = a.strict_weights;
+        cfg.skip_bad_images = a.skip_bad_images;
         cfg.epochs = a.epochs;
         cfg.batch_size = a.batch_size;
         cfg.learning_rate = a.learning_rate;

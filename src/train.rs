@@ -57,6 +57,9 @@ pub struct TrainConfig {
     pub images: PathBuf,
     pub weights: Option<PathBuf>,
     pub strict_weights: bool,
+    /// Train without images that fail to decode (listed as a warning) instead of refusing.
+    #[serde(default)]
+    pub skip_bad_images: bool,
     pub epochs: usize,
     /// 0: the whole training set in one batch, as the Swift original.
     pub batch_size: usize,
@@ -81,6 +84,7 @@ impl TrainConfig {
             images,
             weights,
             strict_weights: false,
+            skip_bad_images: false,
             epochs: 100,
             batch_size: 0,
             learning_rate: 0.002,
@@ -423,8 +427,13 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
     );
     cfg.write(run_dir)?;
 
+    if !dataset.ignored.is_empty() {
+        let names: Vec<String> = dataset.ignored.iter().take(5).map(|p| p.display().to_string()).collect();
+        let more = if dataset.ignored.len() > 5 { format!(" and {} more", dataset.ignored.len() - 5) } else { String::new() };
+        say(format!("note: ignoring {} files that are hidden or have no image extension: {}{more}", dataset.ignored.len(), names.join(", ")));
+    }
     let t0 = Instant::now();
-    let (images, labels) = decode_dataset(&dataset, &cfg.preprocess)?;
+    let (dataset, images, labels) = load_images(&dataset, &cfg.preprocess, cfg.skip_bad_images)?;
     say(format!(
         "data: {} classes [{}], {} train + {} val images decoded in {:.2} s",
         dataset.classes.len(),
@@ -574,14 +583,40 @@ fn prepare_run_dir(run_dir: &Path, opts: &RunOptions) -> Result<()> {
     std::fs::create_dir_all(run_dir).with_context(|| format!("cannot create run directory {}", run_dir.display()))
 }
 
-/// Decodes train then val into one tensor, with the matching labels.
+/// Decodes train then val into one tensor, with the matching labels; any bad image is an error.
 pub fn decode_dataset(dataset: &Dataset, p: &Preprocess) -> Result<(Tensor<f32>, Vec<i32>)> {
+    let (_, images, labels) = load_images(dataset, p, false)?;
+    Ok((images, labels))
+}
+
+/// Decodes train then val into one tensor. Every image is decode-checked first: bad ones are an
+/// error that lists them all, or, with `skip_bad`, a warning that lists them all and leaves them
+/// out. Returns the data set of the images kept.
+pub fn load_images(dataset: &Dataset, p: &Preprocess, skip_bad: bool) -> Result<(Dataset, Tensor<f32>, Vec<i32>)> {
     let decoder = Decoder::new(p)?;
     let all: Vec<_> = dataset.train.iter().chain(&dataset.val).collect();
     let paths: Vec<&Path> = all.iter().map(|e| e.path.as_path()).collect();
-    let images = decoder.decode_files(&paths)?;
-    let labels = all.iter().map(|e| e.label as i32).collect();
-    Ok((images, labels))
+    let (images, bad) = decoder.decode_checked(&paths);
+    if !bad.is_empty() {
+        let list: String = bad.iter().map(|b| format!("\n  {b}")).collect();
+        if !skip_bad {
+            bail!("{} of {} images can't be used:{list}\nfix or remove them, or pass --skip-bad-images to train without them", bad.len(), all.len());
+        }
+        eprintln!("warning: skipping {} of {} images that can't be used:{list}", bad.len(), all.len());
+    }
+    let is_bad = |e: &data::Example| bad.iter().any(|b| b.path == e.path);
+    let kept = Dataset {
+        classes: dataset.classes.clone(),
+        train: dataset.train.iter().filter(|e| !is_bad(e)).cloned().collect(),
+        val: dataset.val.iter().filter(|e| !is_bad(e)).cloned().collect(),
+        ignored: dataset.ignored.clone(),
+    };
+    for (label, class) in kept.classes.iter().enumerate() {
+        ensure!(kept.train.iter().any(|e| e.label == label), "class '{class}' has no usable training image left");
+    }
+    ensure!(!kept.val.is_empty(), "no usable validation image left");
+    let labels = kept.train.iter().chain(&kept.val).map(|e| e.label as i32).collect();
+    Ok((kept, images, labels))
 }
 
 fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
