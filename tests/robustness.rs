@@ -1,0 +1,288 @@
+//! Bad input gets a clear answer; interruptions and crashes lose nothing. Every test makes its
+//! own bad files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use alexnet::data::{self, Decoder, Preprocess};
+use alexnet::metrics;
+use common::TempDir;
+
+/// A small copy of the data set: `n` images per class and split.
+fn small_dataset(root: &Path, n: usize) -> PathBuf {
+    let images = root.join("images");
+    for split in ["train", "val"] {
+        for class in ["cat", "dog"] {
+            let dst = images.join(split).join(class);
+            std::fs::create_dir_all(&dst).unwrap();
+            let mut files: Vec<_> = std::fs::read_dir(common::images().join(split).join(class)).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            for f in files.iter().take(n) {
+                std::fs::copy(f, dst.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    images
+}
+
+fn train(images: &Path, run: &Path, extra: &[&str]) -> Command {
+    let mut cmd = common::alexnet();
+    cmd.args(["train", "--quiet", "--checkpoint-every", "1"])
+        .arg("--images")
+        .arg(images)
+        .arg("--weights")
+        .arg(common::weights())
+        .arg("--run-dir")
+        .arg(run)
+        .args(extra);
+    cmd
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn a_real_jpeg() -> PathBuf {
+    common::images().join("train/cat/pexels-photo-1097288.jpeg")
+}
+
+#[test]
+fn every_bad_image_is_listed_and_can_be_skipped() {
+    let tmp = TempDir::new("bad-images");
+    let images = small_dataset(tmp.path(), 3);
+    let cats = images.join("train/cat");
+    std::fs::write(cats.join("empty.jpg"), b"").unwrap();
+    let jpeg = std::fs::read(a_real_jpeg()).unwrap();
+    std::fs::write(cats.join("truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    std::fs::write(cats.join("notes-as.jpeg"), b"this is not an image\n").unwrap();
+    std::fs::write(images.join("val/dog/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    std::fs::write(cats.join(".DS_Store"), b"junk").unwrap();
+    std::fs::write(cats.join("README.txt"), b"about these cats").unwrap();
+
+    let out = train(&images, &tmp.path().join("run"), &["--epochs", "1"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("4 of 16 images can't be used"), "{err}");
+    for (name, why) in [("empty.jpg", "empty file (0 bytes)"), ("truncated.jpg", ""), ("notes-as.jpeg", ""), ("broken.png", "")] {
+        let line = err.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name} not listed:\n{err}"));
+        assert!(line.contains(why), "{line}");
+    }
+    assert!(err.contains("--skip-bad-images"), "{err}");
+    assert!(err.contains("ignoring 2 files that are hidden or have no image extension"), "{err}");
+
+    let out = train(&images, &tmp.path().join("run2"), &["--epochs", "1", "--skip-bad-images"]).output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: skipping 4 of 16 images"), "{err}");
+    assert!(err.contains("6 train + 6 val images"), "{err}");
+}
+
+#[test]
+fn other_formats_and_colour_modes_are_converted_and_used() {
+    let tmp = TempDir::new("formats");
+    let images = small_dataset(tmp.path(), 2);
+    let made = tmp.path().join("made");
+    let status = Command::new(common::python())
+        .arg(common::repo().join("tests/support/make_images.py"))
+        .arg(&made)
+        .arg(a_real_jpeg())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for f in ["gray.jpg", "cmyk.jpg", "rgba.png", "palette.png", "anim.gif", "image.bmp"] {
+        std::fs::copy(made.join(f), images.join("train/dog").join(f)).unwrap();
+    }
+    std::fs::copy(made.join("huge.jpg"), images.join("val/dog/huge.jpg")).unwrap();
+
+    let out = train(&images, &tmp.path().join("run"), &["--epochs", "1"]).output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("10 train + 5 val images"), "{err}");
+
+    // Grayscale becomes three equal channels; the 12000 x 12000 image decodes to its colour.
+    let decoder = Decoder::new(&Preprocess::default()).unwrap();
+    let mut px = vec![0f32; 227 * 227 * 3];
+    decoder.decode_file(&made.join("gray.jpg"), &mut px).unwrap();
+    assert!(px.chunks(3).all(|c| c[0] == c[1] && c[1] == c[2]));
+    decoder.decode_file(&made.join("huge.jpg"), &mut px).unwrap();
+    let bgr = &px[..3];
+    assert!((bgr[0] - 200.0).abs() < 4.0 && (bgr[1] - 120.0).abs() < 4.0 && (bgr[2] - 90.0).abs() < 4.0, "{bgr:?}");
+}
+
+#[test]
+fn an_absurdly_large_image_is_refused_before_decoding() {
+    let tmp = TempDir::new("huge");
+    // A JPEG header claiming 30000 x 30000 pixels (900 megapixels).
+    let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x75, 0x30, 0x75, 0x30, 0x03];
+    bytes.extend([0u8; 64]);
+    let path = tmp.path().join("huge.jpg");
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(data::image_dimensions(&bytes), Some((30000, 30000)));
+    let decoder = Decoder::new(&Preprocess::default()).unwrap();
+    let (_, bad) = decoder.decode_checked(&[path.as_path()]);
+    assert_eq!(bad.len(), 1);
+    assert!(bad[0].reason.contains("30000 x 30000 pixels (900 megapixels)"), "{}", bad[0].reason);
+}
+
+#[test]
+fn folder_structure_problems_are_explained() {
+    let tmp = TempDir::new("structure");
+    let err = |p: &Path| format!("{:#}", data::scan(p).unwrap_err());
+
+    assert!(err(&tmp.path().join("nope")).contains("does not exist"));
+
+    let images = small_dataset(tmp.path(), 1);
+    std::fs::create_dir_all(images.join("train/bird")).unwrap();
+    std::fs::create_dir_all(images.join("val/bird")).unwrap();
+    let e = err(&images);
+    assert!(e.contains("bird") && e.contains("has no images"), "{e}");
+
+    std::fs::remove_dir_all(images.join("val/bird")).unwrap();
+    let e = err(&images);
+    assert!(e.contains("[cat, dog]") && e.contains("[bird, cat, dog]") && e.contains("must be the same"), "{e}");
+
+    std::fs::remove_dir_all(images.join("train/bird")).unwrap();
+    std::fs::remove_dir_all(images.join("train/dog")).unwrap();
+    let e = err(&images);
+    assert!(e.contains("single class (cat)"), "{e}");
+}
+
+#[test]
+fn weight_file_problems_name_the_file() {
+    use alexnet::model::{ModelConfig, param_specs};
+    use alexnet::weights::{LoadOptions, load};
+    let tmp = TempDir::new("weights");
+    let specs = param_specs(&ModelConfig::new(2));
+    let opts = LoadOptions { strict: false, seed: 0 };
+    let err = |dir: &Path| format!("{:#}", load(Some(dir), &specs, &opts).unwrap_err());
+
+    assert!(err(&tmp.path().join("missing")).contains("does not exist"));
+
+    let dir = tmp.path().join("w");
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = || {
+        for f in std::fs::read_dir(common::weights()).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+    };
+    copy();
+    assert!(load(Some(&dir), &specs, &opts).is_ok());
+
+    // Unreadable (a folder where the file should be: root reads files whatever their mode).
+    std::fs::remove_file(dir.join("conv1.weights")).unwrap();
+    std::fs::create_dir(dir.join("conv1.weights")).unwrap();
+    let e = err(&dir);
+    assert!(e.contains("cannot read weight file") && e.contains("conv1.weights"), "{e}");
+    std::fs::remove_dir(dir.join("conv1.weights")).unwrap();
+    copy();
+
+    // Truncated mid-float.
+    let bytes = std::fs::read(dir.join("conv3.biases")).unwrap();
+    std::fs::write(dir.join("conv3.biases"), &bytes[..bytes.len() - 3]).unwrap();
+    let e = err(&dir);
+    assert!(e.contains("conv3.biases") && e.contains("1533 bytes, not a whole number of float32 values"), "{e}");
+    copy();
+
+    // NaN and Inf values.
+    let mut bytes = std::fs::read(dir.join("conv5.weights")).unwrap();
+    bytes[40..44].copy_from_slice(&f32::NAN.to_le_bytes());
+    bytes[80..84].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    std::fs::write(dir.join("conv5.weights"), &bytes).unwrap();
+    let e = err(&dir);
+    assert!(e.contains("conv5.weights: 2 non-finite values (first at element 10: NaN)"), "{e}");
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let tmp = TempDir::new("nan");
+    let images = small_dataset(tmp.path(), 3);
+    let run = tmp.path().join("run");
+    let out = train(&images, &run, &["--epochs", "20", "--lr", "1e6", "--dropout", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let (prefix, epoch) = alexnet::checkpoint::latest(&run).unwrap().expect("a checkpoint before the divergence");
+    assert!(err.contains(&format!("in epoch {}", epoch + 1)) && err.contains("training diverged"), "{err}");
+    assert!(err.contains(&format!("epoch {epoch}) is kept")), "{err}");
+    assert!(prefix.with_extension("index").exists());
+    // Every row written is finite: the diverged epoch left no row.
+    let rows = metrics::read(&run.join("metrics.csv")).unwrap();
+    assert_eq!(rows.len(), epoch + 1);
+    assert!(rows.iter().all(|r| r.loss.is_finite()));
+}
+
+/// Starts a training run and waits until it has written `epochs` checkpoints.
+fn start_and_wait(images: &Path, run: &Path, total: &str, epochs: usize) -> std::process::Child {
+    let mut child = train(images, run, &["--epochs", total, "--seed", "7"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(Some((_, e))) = alexnet::checkpoint::latest(run) {
+            if e + 1 >= epochs {
+                return child;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("training ended early ({status})");
+        }
+        assert!(Instant::now() < deadline, "no checkpoint within 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap().success());
+}
+
+#[test]
+fn sigint_and_sigterm_checkpoint_and_say_how_to_resume() {
+    let tmp = TempDir::new("signals");
+    let images = small_dataset(tmp.path(), 3);
+    for sig in ["INT", "TERM"] {
+        let run = tmp.path().join(format!("run-{sig}"));
+        let child = start_and_wait(&images, &run, "1000", 1);
+        signal(&child, sig);
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "SIG{sig}: exit status {}", out.status);
+        let err = stderr(&out);
+        assert!(err.contains("interrupted after epoch") && err.contains("--resume"), "SIG{sig}: {err}");
+        // The checkpoint is that of the last finished epoch, and the metrics end there too.
+        let (_, epoch) = alexnet::checkpoint::latest(&run).unwrap().unwrap();
+        assert!(err.contains(&format!("interrupted after epoch {epoch};")), "{err}");
+        assert_eq!(metrics::read(&run.join("metrics.csv")).unwrap().last().unwrap().epoch, epoch);
+    }
+}
+
+#[test]
+fn sigkill_then_resume_gives_the_uninterrupted_result() {
+    let tmp = TempDir::new("sigkill");
+    let images = small_dataset(tmp.path(), 3);
+    let total = "12";
+    let full = tmp.path().join("full");
+    assert!(train(&images, &full, &["--epochs", total, "--seed", "7"]).status().unwrap().success());
+
+    let run = tmp.path().join("killed");
+    let mut child = start_and_wait(&images, &run, total, 3);
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run finished before it was killed");
+    let out = train(&images, &run, &["--epochs", total, "--seed", "7", "--resume"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let a = metrics::read(&full.join("metrics.csv")).unwrap();
+    let b = metrics::read(&run.join("metrics.csv")).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.epoch, y.epoch);
+        assert!((x.loss - y.loss).abs() <= 1e-6 * x.loss.abs().max(1e-6), "epoch {}: {} vs {}", x.epoch, x.loss, y.loss);
+        assert_eq!(x.train_accuracy, y.train_accuracy, "epoch {}", x.epoch);
+    }
+    assert_eq!(a.last().unwrap().val_accuracy, b.last().unwrap().val_accuracy);
+    // No temporary files are left in the run directory.
+    for entry in std::fs::read_dir(&run).unwrap().chain(std::fs::read_dir(run.join("checkpoints")).unwrap()) {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp"), "leftover {name}");
+    }
+}
