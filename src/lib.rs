@@ -3,10 +3,12 @@
 //!
 //! One module per concept, read in this order: [`model`] (the network table and its graph),
 //! [`data`] (image folders and the in-graph input pipeline), [`weights`] (Caffe-layout files),
-//! [`gradients`] (add_gradients, with TensorFlow's LRN gradient repaired), [`train`] (the recipe,
-//! run directories), [`checkpoint`], [`eval`], [`runtime`] (sessions and
-//! devices); [`metrics`], [`rng`] and [`fsutil`] are small helpers.
+//! [`caffe`] (importing `.caffemodel` files into them), [`gradients`] (add_gradients, with
+//! TensorFlow's LRN gradient repaired), [`train`] (the recipe, run directories), [`checkpoint`],
+//! [`eval`], [`runtime`] (sessions and devices); [`metrics`], [`rng`] and [`fsutil`] are small
+//! helpers.
 
+pub mod caffe;
 pub mod checkpoint;
 pub mod data;
 pub mod eval;

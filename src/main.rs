@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use alexnet::model::LrnProfile;
 use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
 use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
-use alexnet::{data, eval};
+use alexnet::{caffe, data, eval};
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -36,6 +36,17 @@ enum Command {
     },
     /// The devices TensorFlow sees, with their memory.
     Devices,
+    /// Convert a Caffe .caffemodel (e.g. the BVLC AlexNet) into weight files for --weights.
+    ImportCaffe {
+        /// The binary .caffemodel, in Caffe's current `layer` or legacy V1 `layers` format.
+        model: PathBuf,
+        /// Folder for conv1..fc8 .weights/.biases and model.json (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace the weight files already in --out (and remove those of layers the model lacks).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args)]
@@ -183,6 +194,12 @@ fn run(cli: Cli) -> Result<()> {
                 let mem = if d.memory_bytes > 0 { format!("{:.1} GiB", d.memory_bytes as f64 / (1u64 << 30) as f64) } else { "-".into() };
                 println!("{:<5} {:<40} memory {mem}", d.device_type, d.name);
             }
+            Ok(())
+        }
+        Command::ImportCaffe { model, out, force } => {
+            let info = caffe::import(&model, &out, force)?;
+            print!("{}", info.summary(&out));
+            info.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             Ok(())
         }
     }

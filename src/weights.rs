@@ -3,7 +3,9 @@
 //! Files are raw little-endian float32 in Caffe's layout: `convN.weights` [out][in][kh][kw],
 //! `fcN.weights` [out][in] (fc6's inputs flattened C x H x W), `<layer>.biases` [out]. TensorFlow
 //! wants conv filters as [kh][kw][in][out] and fc weights as [in][out] with fc6's inputs in
-//! H x W x C order, so every array is reordered on load.
+//! H x W x C order, so every array is reordered on load. An fc8 made for another number of
+//! classes (an imported 1000-class ImageNet model, fine-tuned on a data set of its own) is
+//! re-initialised with a warning; every other size mismatch is an error.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,8 @@ pub enum Origin {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LoadReport {
     pub entries: Vec<(String, Origin)>,
+    /// Files present but not used, and why.
+    pub warnings: Vec<String>,
 }
 
 impl LoadReport {
@@ -60,7 +64,8 @@ impl fmt::Display for LoadReport {
             .collect();
         let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
         let loaded: Vec<String> = loaded.iter().map(|s| s.to_string()).collect();
-        write!(f, "weights: loaded {}; initialised {}", list(&loaded), list(&init))
+        write!(f, "weights: loaded {}; initialised {}", list(&loaded), list(&init))?;
+        self.warnings.iter().try_for_each(|w| write!(f, "\nwarning: {w}"))
     }
 }
 
@@ -88,10 +93,31 @@ pub fn load(dir: Option<&Path>, specs: &[ParamSpec], opts: &LoadOptions) -> Resu
     for (index, spec) in specs.iter().enumerate() {
         let mut rng = Rng::new(opts.seed, index as u64 + 1);
         let (w_init, b_init) = initialisation(spec);
+        let mut dir = dir;
+        if let Some(found) = dir.and_then(|d| other_class_count(d, spec)) {
+            // Fine-tuning a 1000-class ImageNet model on a data set of its own is the point of
+            // importing one: only the classifier starts over.
+            if opts.strict {
+                bail!(
+                    "fc8.weights and fc8.biases in {} are for {found} classes but the data set has {}; --strict-weights refuses to re-initialise fc8 (drop it to fine-tune with a new fc8)",
+                    dir.unwrap().display(),
+                    spec.biases
+                );
+            }
+            report.warnings.push(format!(
+                "fc8.weights and fc8.biases in {} are for {found} classes but the data set has {}: fc8 is re-initialised",
+                dir.unwrap().display(),
+                spec.biases
+            ));
+            dir = None;
+        }
         let weights_name = format!("{}.weights", spec.layer);
         let weights = match file_if_present(dir, &weights_name, opts.strict)? {
             Some(path) => {
-                let caffe = read_f32_file(&path, caffe_shape(spec).iter().product())?;
+                let caffe = read_f32_file(&path, caffe_shape(spec).iter().product()).map_err(|e| match fc_width_hint(&path, spec) {
+                    Some(hint) => e.context(hint),
+                    None => e,
+                })?;
                 report.entries.push((weights_name, Origin::File(path)));
                 caffe_to_tf(spec, caffe)
             }
@@ -115,6 +141,28 @@ pub fn load(dir: Option<&Path>, specs: &[ParamSpec], opts: &LoadOptions) -> Resu
         layers.push(LayerParams { layer: spec.layer, weights, biases });
     }
     Ok((layers, report))
+}
+
+/// The class count of fc8 files made for another number of classes (weights [classes][in] and
+/// biases [classes] that agree with each other), if that is the only way they differ.
+fn other_class_count(dir: &Path, spec: &ParamSpec) -> Option<usize> {
+    if spec.layer != "fc8" {
+        return None;
+    }
+    let size = |name: &str| std::fs::metadata(dir.join(name)).ok().map(|m| m.len() as usize);
+    let (weights, biases) = (size("fc8.weights")?, size("fc8.biases")?);
+    let classes = biases / 4;
+    let inputs = spec.weights[0];
+    (biases % 4 == 0 && classes > 0 && classes != spec.biases && weights == classes * inputs * 4).then_some(classes)
+}
+
+/// For an fc6 file of another width, the likely mistake: an imported model trained without its
+/// --fc-width.
+fn fc_width_hint(path: &Path, spec: &ParamSpec) -> Option<String> {
+    let elements = std::fs::metadata(path).ok()?.len() as usize / 4;
+    let (inputs, width) = (spec.weights[0], elements / spec.weights[0]);
+    (spec.layer == "fc6" && elements % inputs == 0 && width != spec.biases)
+        .then(|| format!("{} is for an fc width of {width}, not {}: add --fc-width {width}", path.display(), spec.biases))
 }
 
 fn file_if_present(dir: Option<&Path>, name: &str, strict: bool) -> Result<Option<PathBuf>> {
@@ -303,6 +351,49 @@ mod tests {
         let spec = ParamSpec { layer: "fc7", weights: vec![3, 2], biases: 2, flattened_from: None };
         let tf = caffe_to_tf(&spec, vec![1., 2., 3., 4., 5., 6.]);
         assert_eq!(tf.into_dimensionality::<ndarray::Ix2>().unwrap(), ndarray::array![[1., 4.], [2., 5.], [3., 6.]]);
+    }
+
+    #[test]
+    fn fc8_for_other_classes_is_reinitialised_unless_strict() {
+        let dir = std::env::temp_dir().join(format!("alexnet-weights-fc8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = ParamSpec { layer: "fc8", weights: vec![8, 2], biases: 2, flattened_from: None };
+        let write = |name: &str, n: usize| {
+            let mut bytes = vec![0u8; n * 4];
+            LittleEndian::write_f32_into(&vec![0.5; n], &mut bytes);
+            std::fs::write(dir.join(name), bytes).unwrap();
+        };
+        // A 5-class fc8 over the same 8 inputs.
+        write("fc8.weights", 5 * 8);
+        write("fc8.biases", 5);
+        let lenient = LoadOptions { strict: false, seed: 0 };
+        let (params, report) = load(Some(&dir), std::slice::from_ref(&spec), &lenient).unwrap();
+        assert_eq!(params[0].weights.shape(), &[8, 2]);
+        assert!(params[0].weights.iter().all(|&v| v != 0.5));
+        assert_eq!(report.initialised(), ["fc8.weights", "fc8.biases"]);
+        assert_eq!(report.warnings.len(), 1);
+        assert!(report.to_string().contains("are for 5 classes but the data set has 2: fc8 is re-initialised"), "{report}");
+        let strict = LoadOptions { strict: true, seed: 0 };
+        let err = load(Some(&dir), std::slice::from_ref(&spec), &strict).unwrap_err().to_string();
+        assert!(err.contains("for 5 classes") && err.contains("--strict-weights"), "{err}");
+
+        // Any other mismatch stays an error: biases that disagree with the weights, another
+        // layer, another input width.
+        write("fc8.biases", 4);
+        assert!(load(Some(&dir), std::slice::from_ref(&spec), &lenient).unwrap_err().to_string().contains("expected 16 float32 elements"));
+        let fc7 = ParamSpec { layer: "fc7", weights: vec![8, 2], biases: 2, flattened_from: None };
+        write("fc7.weights", 5 * 8);
+        write("fc7.biases", 5);
+        assert!(load(Some(&dir), &[fc7], &lenient).is_err());
+        write("fc8.weights", 5 * 9);
+        write("fc8.biases", 5);
+        assert!(load(Some(&dir), &[spec], &lenient).is_err());
+        // fc6 of another width says which --fc-width the files need.
+        let fc6 = ParamSpec { layer: "fc6", weights: vec![6, 2], biases: 2, flattened_from: Some([1, 2, 3]) };
+        write("fc6.weights", 6 * 4);
+        let err = format!("{:#}", load(Some(&dir), &[fc6], &lenient).unwrap_err());
+        assert!(err.contains("is for an fc width of 4, not 2: add --fc-width 4"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
