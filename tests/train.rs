@@ -115,3 +115,12 @@ fn wrong_sized_weight_file_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("conv2.biases: expected 256 float32 elements (1024 bytes), found 254 elements"), "{err}");
 }
+
+#[test]
+fn asking_for_a_missing_gpu_is_a_clear_error() {
+    let tmp = common::TempDir::new("train-gpu");
+    let out = train(&tmp.path().join("run"), &["--epochs", "1", "--device", "gpu"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--device gpu, but TensorFlow sees no GPU"), "{err}");
+}
