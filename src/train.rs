@@ -401,10 +401,12 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
-/// Set by SIGINT/SIGTERM: the loop finishes its step, checkpoints and stops.
+/// Set by SIGINT/SIGTERM: the loop finishes its step, checkpoints and stops. A second signal
+/// while the first is pending ends the process at once (the last checkpoint stays loadable).
 fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone());
         let _ = signal_hook::flag::register(sig, flag.clone());
     }
     flag
