@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod gradients;
 pub mod metrics;
 pub mod model;
+pub mod proto;
 pub mod rng;
 pub mod runtime;
 pub mod train;
