@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use alexnet::model::LrnProfile;
+use alexnet::model::{LrnProfile, ModelConfig};
 use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
 use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
-use alexnet::{data, eval};
+use alexnet::{data, eval, inference};
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -36,6 +36,15 @@ enum Command {
     },
     /// The devices TensorFlow sees, with their memory.
     Devices,
+    /// Write the inference graph's GraphDef as alexnet.pb and alexnet.pbtxt.
+    Graph {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        classes: usize,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
 }
 
 #[derive(Args)]
@@ -175,6 +184,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Graph { out, classes, model } => {
+            let cfg = ModelConfig { classes, ..model.config() };
+            let (pb, pbtxt) = inference::write_graph(&cfg, &out)?;
+            println!("wrote {} and {}", pb.display(), pbtxt.display());
+            Ok(())
+        }
         Command::Devices => {
             for d in runtime::list_devices()? {
                 let mem = if d.memory_bytes > 0 { format!("{:.1} GiB", d.memory_bytes as f64 / (1u64 << 30) as f64) } else { "-".into() };
@@ -182,6 +197,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+impl ModelArgs {
+    /// The Swift original's network with these flags.
+    fn config(&self) -> ModelConfig {
+        ModelConfig { fc_width: self.fc_width, lrn: self.lrn, ..ModelConfig::swift_original() }
     }
 }
 
