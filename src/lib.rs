@@ -12,6 +12,7 @@ pub mod data;
 pub mod eval;
 pub mod fsutil;
 pub mod gradients;
+pub mod graph_spec;
 pub mod inference;
 pub mod metrics;
 pub mod model;

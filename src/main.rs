@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use alexnet::model::{LrnProfile, ModelConfig};
 use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
 use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
-use alexnet::{data, eval, inference};
+use alexnet::{data, eval, graph_spec, inference};
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -42,6 +42,14 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 2)]
         classes: usize,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Check the built graph layer by layer against the Swift original's table (exit 1 on a difference).
+    CompareGraph {
+        /// Layer table as JSON (default: the built-in graphs/swift-original.json).
+        #[arg(long)]
+        spec: Option<PathBuf>,
         #[command(flatten)]
         model: ModelArgs,
     },
@@ -189,6 +197,11 @@ fn run(cli: Cli) -> Result<()> {
             let (pb, pbtxt) = inference::write_graph(&cfg, &out)?;
             println!("wrote {} and {}", pb.display(), pbtxt.display());
             Ok(())
+        }
+        Command::CompareGraph { spec, model } => {
+            let report = graph_spec::compare(&model.config(), spec.as_deref())?;
+            print!("{report}");
+            report.ensure_matches()
         }
         Command::Devices => {
             for d in runtime::list_devices()? {

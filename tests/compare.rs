@@ -1,4 +1,5 @@
-//! Comparing with the Swift original: the committed GraphDef.
+//! Comparing with the Swift original: the committed GraphDef and the graph against the Swift
+//! original's layer table.
 
 mod common;
 
@@ -53,4 +54,30 @@ print("nodes", len(binary.node))
 "#;
     let out = std::process::Command::new(python).arg("-c").arg(script).arg(tmp.path()).env("TF_CPP_MIN_LOG_LEVEL", "3").output().unwrap();
     assert!(out.status.success(), "python check failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn compare_graph_passes_for_the_swift_configuration() {
+    let (out, text) = run(&["compare-graph"]);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("every layer matches"), "{text}");
+    for layer in ["input", "conv1", "norm1", "pool5", "fc6", "fc8"] {
+        assert!(text.lines().any(|l| l.starts_with(layer) && l.ends_with("ok")), "no ok row for {layer}:\n{text}");
+    }
+}
+
+#[test]
+fn compare_graph_names_the_lrn_layers_for_caffe_lrn() {
+    let (out, text) = run(&["compare-graph", "--lrn", "caffe"]);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("norm1: depth_radius: spec 5, graph 2"), "{text}");
+    assert!(text.contains("error: the graph differs from graphs/swift-original.json in norm1, norm2"), "{text}");
+}
+
+#[test]
+fn compare_graph_names_the_fc_layers_for_the_paper_width() {
+    let (out, text) = run(&["compare-graph", "--fc-width", "4096"]);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("fc6: kernel: spec [9216, 256], graph [9216, 4096]"), "{text}");
+    assert!(text.contains("in fc6, fc7, fc8"), "{text}");
 }
