@@ -215,3 +215,29 @@ impl Decoder {
         Ok(tensor)
     }
 }
+
+/// One image file decoded by TensorFlow's own DecodeJpeg (DecodeImage for other formats):
+/// RGB pixels [H, W, 3] before any resize. JPEG decoders differ between libraries, so whatever
+/// checks our pipeline against an independent one starts from the same decoded pixels.
+pub fn decode_rgb(path: &Path) -> Result<ndarray::Array3<u8>> {
+    let mut magic = [0u8; 3];
+    let n = std::io::Read::read(&mut std::fs::File::open(path).with_context(|| format!("cannot open image {}", path.display()))?, &mut magic)?;
+    let scope = Scope::new_root_scope();
+    // The file is read by the graph: the crate's string tensors must be UTF-8, JPEG bytes are not.
+    let name = path.to_str().with_context(|| format!("path {} is not valid UTF-8", path.display()))?;
+    let path_t = ops::constant(Tensor::<String>::from(name.to_string()), &mut scope.with_op_name("path"))?;
+    let encoded = ops::read_file(path_t, &mut scope.with_op_name("ReadFile"))?;
+    let decode = &mut scope.with_op_name("decode");
+    let pixels: Output = match decode_kind(&magic[..n]) {
+        Decode::Jpeg => ops::DecodeJpeg::new().channels(3).build(encoded, decode)?.into(),
+        Decode::Any => ops::DecodeImage::new().channels(3).expand_animations(false).dtype(DataType::UInt8).build(encoded, decode)?.into(),
+    };
+    let session = Session::new(&SessionOptions::new(), &scope.graph())?;
+    let mut args = SessionRunArgs::new();
+    let fetch = args.request_fetch(&pixels.operation, pixels.index);
+    session.run(&mut args).with_context(|| format!("cannot decode image {}", path.display()))?;
+    let t: Tensor<u8> = args.fetch(fetch)?;
+    let d: Vec<usize> = t.dims().iter().map(|&d| d as usize).collect();
+    ensure!(d.len() == 3 && d[2] == 3, "{}: decoded to shape {d:?}, expected [H, W, 3]", path.display());
+    Ok(ndarray::Array3::from_shape_vec((d[0], d[1], d[2]), t.to_vec())?)
+}

@@ -17,6 +17,7 @@ pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod proto;
+pub mod reference;
 pub mod rng;
 pub mod runtime;
 pub mod train;
