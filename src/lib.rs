@@ -21,4 +21,5 @@ pub mod reference;
 pub mod rng;
 pub mod runtime;
 pub mod train;
+pub mod visualize;
 pub mod weights;
