@@ -6,8 +6,16 @@
 //! [`gradients`] (add_gradients, with TensorFlow's LRN gradient repaired), [`train`] (the recipe,
 //! run directories), [`checkpoint`], [`eval`], [`runtime`] (sessions and
 //! devices); [`metrics`], [`rng`] and [`fsutil`] are small helpers.
+//!
+//! Comparing with the Swift original: [`inference`] (the inference graph and its GraphDef files,
+//! through the messages of [`proto`]), [`graph_spec`] (the Swift original's layer table as data,
+//! checked against the built graph), [`activations`] (every layer's output for one image, from
+//! the graph or from [`reference`], an independent forward pass in plain Rust), [`visualize`]
+//! (activation pictures) and [`compare`] (activation dumps side by side).
 
+pub mod activations;
 pub mod checkpoint;
+pub mod compare;
 pub mod data;
 pub mod eval;
 pub mod fsutil;
