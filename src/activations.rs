@@ -10,7 +10,7 @@ use tensorflow::{Session, SessionRunArgs, Tensor};
 
 use crate::checkpoint::{self, Saver};
 use crate::data::{self, Decoder, Preprocess};
-use crate::inference::InferenceGraph;
+use crate::network_graph::NetworkGraph;
 use crate::model::{self, ModelConfig};
 use crate::train::{self, TrainConfig};
 use crate::weights::{self, LayerParams, LoadOptions};
@@ -52,7 +52,7 @@ impl Setup {
         let cfg = TrainConfig::read(run_dir)?;
         let (prefix, epoch) = checkpoint::latest(run_dir)?
             .with_context(|| format!("{} has no checkpoint yet (train it first)", run_dir.display()))?;
-        let mut graph = InferenceGraph::build(&cfg.model, None)?;
+        let mut graph = NetworkGraph::build(&cfg.model, None)?;
         // The same checkpoint keys as the trainer's: the variables' graph names.
         let vars: Vec<(String, tensorflow::Output)> =
             graph.net.variables().iter().map(|v| (v.name().to_string(), v.output().clone())).collect();
@@ -75,7 +75,7 @@ impl Setup {
     fn tf_activations(&self, image: &Path) -> Result<Vec<(&'static str, ArrayD<f32>)>> {
         ensure!(self.preprocess.size == self.model.input_size, "preprocessing makes {0}x{0} images, the model takes {1}x{1}", self.preprocess.size, self.model.input_size);
         let input = Decoder::new(&self.preprocess)?.decode_files(&[image])?;
-        let graph = InferenceGraph::build(&self.model, Some(1))?;
+        let graph = NetworkGraph::build(&self.model, Some(1))?;
         let session = Session::new(&tensorflow::SessionOptions::new(), &graph.scope.graph())?;
         train::init_params(&session, &graph.net, &self.params)?;
         let mut args = SessionRunArgs::new();

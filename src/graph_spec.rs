@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tensorflow::{Graph, Operation, Output, Shape};
 
-use crate::inference::InferenceGraph;
+use crate::network_graph::NetworkGraph;
 use crate::model::ModelConfig;
 
 /// The table as committed, built into the binary so the default works from any folder.
@@ -266,10 +266,10 @@ fn differences(spec: &LayerSpec, graph: &LayerSpec) -> Vec<String> {
     d
 }
 
-/// Builds `cfg`'s inference graph (batch 1, so every shape is known) and checks it against `spec`.
+/// Builds `cfg`'s network graph (batch 1, so every shape is known) and checks it against `spec`.
 pub fn check(cfg: &ModelConfig, spec: &Spec, spec_name: &str) -> Result<Report> {
     const BATCH: i64 = 1;
-    let built = InferenceGraph::build(cfg, Some(BATCH))?;
+    let built = NetworkGraph::build(cfg, Some(BATCH))?;
     let graph = built.scope.graph();
     let walked = walk(&built.input.operation)?;
 

@@ -8,7 +8,7 @@ use alexnet::compare::{self, Layout};
 use alexnet::model::{LrnProfile, ModelConfig};
 use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
 use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
-use alexnet::{data, eval, graph_spec, inference};
+use alexnet::{data, eval, graph_spec, network_graph};
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -38,7 +38,7 @@ enum Command {
     },
     /// The devices TensorFlow sees, with their memory.
     Devices,
-    /// Write the inference graph's GraphDef as alexnet.pb and alexnet.pbtxt.
+    /// Write the network graph's GraphDef (input placeholder to logits) as alexnet.pb and alexnet.pbtxt.
     Graph {
         #[arg(long)]
         out: PathBuf,
@@ -245,7 +245,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Graph { out, classes, model } => {
             let cfg = ModelConfig { classes, ..model.config() };
-            let (pb, pbtxt) = inference::write_graph(&cfg, &out)?;
+            let (pb, pbtxt) = network_graph::write_graph(&cfg, &out)?;
             println!("wrote {} and {}", pb.display(), pbtxt.display());
             Ok(())
         }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use alexnet::activations::{Engine, Setup};
 use alexnet::compare;
-use alexnet::inference;
+use alexnet::network_graph;
 use alexnet::model::ModelConfig;
 use ndarray::{ArrayD, IxDyn};
 
@@ -26,11 +26,11 @@ fn run(args: &[&str]) -> (Output, String) {
 fn committed_graph_matches_the_built_one() {
     let committed_path = common::repo().join("graphs/alexnet.pbtxt");
     let committed = std::fs::read_to_string(&committed_path).expect("graphs/alexnet.pbtxt");
-    let built = inference::graph_text(&ModelConfig::swift_original()).unwrap();
+    let built = network_graph::graph_text(&ModelConfig::swift_original()).unwrap();
     if built != committed {
         let line = built.lines().zip(committed.lines()).position(|(a, b)| a != b).unwrap_or(built.lines().count().min(committed.lines().count()));
         panic!(
-            "the inference graph drifted from graphs/alexnet.pbtxt (first difference at line {}: built {:?}, committed {:?}). \
+            "the network graph drifted from graphs/alexnet.pbtxt (first difference at line {}: built {:?}, committed {:?}). \
              If the change is intended, regenerate it with `cargo run --release -- graph --out graphs` and commit it.",
             line + 1,
             built.lines().nth(line),

@@ -1,7 +1,9 @@
-//! The inference graph (an `input` placeholder, then the network with dropout off unless fed)
-//! and its GraphDef on disk: `alexnet.pb` (binary, as TensorFlow serialises it) and
-//! `alexnet.pbtxt` (text format). `graphs/alexnet.pbtxt` in the repository is the one of
-//! [`ModelConfig::swift_original`]; a test fails when the built graph drifts from it.
+//! The network alone as a graph: an `input` placeholder (NHWC float32, already preprocessed),
+//! then the network with dropout off unless fed; no decoding, no softmax. `alexnet graph` writes
+//! its GraphDef (`alexnet.pb` as TensorFlow serialises it, `alexnet.pbtxt` in text format),
+//! `compare-graph` checks it against the Swift original, `activations` runs it.
+//! `graphs/alexnet.pbtxt` in the repository is the one of [`ModelConfig::swift_original`]; a
+//! test fails when the built graph drifts from it.
 
 use std::path::{Path, PathBuf};
 
@@ -16,17 +18,17 @@ use crate::proto::{self, GraphDef};
 /// Name of the input placeholder: NHWC float32, already preprocessed.
 pub const INPUT: &str = "input";
 
-pub struct InferenceGraph {
+pub struct NetworkGraph {
     /// Owns the graph.
     pub scope: Scope,
     pub input: Output,
     pub net: Network,
 }
 
-impl InferenceGraph {
-    /// `batch`: None for any batch size (exported graphs); a fixed size makes shape inference
+impl NetworkGraph {
+    /// `batch`: None for any batch size (the GraphDef files); a fixed size makes shape inference
     /// give complete shapes.
-    pub fn build(cfg: &ModelConfig, batch: Option<i64>) -> Result<InferenceGraph> {
+    pub fn build(cfg: &ModelConfig, batch: Option<i64>) -> Result<NetworkGraph> {
         let mut scope = Scope::new_root_scope();
         let side = Some(cfg.input_size as i64);
         let input: Output = ops::Placeholder::new()
@@ -36,7 +38,7 @@ impl InferenceGraph {
             .into();
         let dropout = model::dropout_inputs(&mut scope)?;
         let net = model::build(&mut scope, cfg, input.clone(), &dropout)?;
-        Ok(InferenceGraph { scope, input, net })
+        Ok(NetworkGraph { scope, input, net })
     }
 
     /// The serialised GraphDef, as TensorFlow writes it.
@@ -49,15 +51,15 @@ impl InferenceGraph {
     }
 }
 
-/// The GraphDef of `cfg`'s inference graph in text format.
+/// The GraphDef of `cfg`'s network graph in text format.
 pub fn graph_text(cfg: &ModelConfig) -> Result<String> {
-    proto::to_text(&InferenceGraph::build(cfg, None)?.graph_def()?)
+    proto::to_text(&NetworkGraph::build(cfg, None)?.graph_def()?)
 }
 
 /// Writes `alexnet.pb` and `alexnet.pbtxt` into `dir` (created if needed); returns their paths.
 pub fn write_graph(cfg: &ModelConfig, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let graph = InferenceGraph::build(cfg, None)?;
+    let graph = NetworkGraph::build(cfg, None)?;
     let bytes = graph.graph_def_bytes()?;
     let text = proto::to_text(&GraphDef::decode(&bytes[..])?)?;
     let (pb, pbtxt) = (dir.join("alexnet.pb"), dir.join("alexnet.pbtxt"));
