@@ -127,7 +127,17 @@ pub enum Decode {
 
 /// Adds the preprocessing of one encoded image (a scalar string) to the graph: [1, S, S, 3] float.
 pub fn preprocess_graph(scope: &mut Scope, encoded: Output, decode: Decode, p: &Preprocess) -> Result<Output> {
-    let pixels: Output = match decode {
+    let pixels = decode_op(scope, encoded, decode)?;
+    // ResizeBilinear takes the uint8 pixels directly and returns float32: no float copy of a
+    // large photo is ever made.
+    let batch_axis = ops::constant(0i32, scope)?;
+    let batched = ops::expand_dims(pixels, batch_axis, scope)?;
+    preprocess_pixels(scope, batched.into(), p)
+}
+
+/// The decode op for one encoded image: uint8 [H, W, 3].
+fn decode_op(scope: &mut Scope, encoded: Output, decode: Decode) -> Result<Output> {
+    Ok(match decode {
         Decode::Jpeg => ops::DecodeJpeg::new().channels(3).build(encoded, scope)?.into(),
         Decode::Any => ops::DecodeImage::new()
             .channels(3)
@@ -135,12 +145,7 @@ pub fn preprocess_graph(scope: &mut Scope, encoded: Output, decode: Decode, p: &
             .dtype(DataType::UInt8)
             .build(encoded, scope)?
             .into(),
-    };
-    // ResizeBilinear takes the uint8 pixels directly and returns float32: no float copy of a
-    // large photo is ever made.
-    let batch_axis = ops::constant(0i32, scope)?;
-    let batched = ops::expand_dims(pixels, batch_axis, scope)?;
-    preprocess_pixels(scope, batched.into(), p)
+    })
 }
 
 /// Resize, mean and channel order for a [N, H, W, 3] batch of decoded pixels (uint8 or float).
@@ -307,4 +312,26 @@ pub fn image_dimensions(b: &[u8]) -> Option<(u32, u32)> {
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// One image file decoded by TensorFlow's own DecodeJpeg (DecodeImage for other formats):
+/// RGB pixels [H, W, 3] before any resize. JPEG decoders differ between libraries, so whatever
+/// checks our pipeline against an independent one starts from the same decoded pixels.
+pub fn decode_rgb(path: &Path) -> Result<ndarray::Array3<u8>> {
+    let mut magic = [0u8; 3];
+    let n = std::io::Read::read(&mut std::fs::File::open(path).with_context(|| format!("cannot open image {}", path.display()))?, &mut magic)?;
+    let scope = Scope::new_root_scope();
+    // The file is read by the graph: the crate's string tensors must be UTF-8, JPEG bytes are not.
+    let name = path.to_str().with_context(|| format!("path {} is not valid UTF-8", path.display()))?;
+    let path_t = ops::constant(Tensor::<String>::from(name.to_string()), &mut scope.with_op_name("path"))?;
+    let encoded = ops::read_file(path_t, &mut scope.with_op_name("ReadFile"))?;
+    let pixels = decode_op(&mut scope.with_op_name("decode"), encoded.into(), decode_kind(&magic[..n]))?;
+    let session = Session::new(&SessionOptions::new(), &scope.graph())?;
+    let mut args = SessionRunArgs::new();
+    let fetch = args.request_fetch(&pixels.operation, pixels.index);
+    session.run(&mut args).with_context(|| format!("cannot decode image {}", path.display()))?;
+    let t: Tensor<u8> = args.fetch(fetch)?;
+    let d: Vec<usize> = t.dims().iter().map(|&d| d as usize).collect();
+    ensure!(d.len() == 3 && d[2] == 3, "{}: decoded to shape {d:?}, expected [H, W, 3]", path.display());
+    Ok(ndarray::Array3::from_shape_vec((d[0], d[1], d[2]), t.to_vec())?)
 }

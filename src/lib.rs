@@ -8,15 +8,29 @@
 //! [`eval`], [`runtime`] (sessions and devices); [`metrics`], [`rng`] and [`fsutil`] are small
 //! helpers.
 
+//!
+//! Comparing with the Swift original: [`network_graph`] (the network alone as a graph, and its
+//! GraphDef files through the messages of [`proto`]), [`graph_spec`] (the Swift original's layer
+//! table as data, checked against the built graph), [`activations`] (every layer's output for one
+//! image, from the graph or from [`reference`], an independent forward pass in plain Rust),
+//! [`visualize`] (activation pictures) and [`compare`] (activation dumps side by side).
+
+pub mod activations;
 pub mod caffe;
 pub mod checkpoint;
+pub mod compare;
 pub mod data;
 pub mod eval;
 pub mod fsutil;
 pub mod gradients;
+pub mod graph_spec;
 pub mod metrics;
 pub mod model;
+pub mod network_graph;
+pub mod proto;
+pub mod reference;
 pub mod rng;
 pub mod runtime;
 pub mod train;
+pub mod visualize;
 pub mod weights;

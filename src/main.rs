@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use alexnet::model::LrnProfile;
+use alexnet::activations::{self, Engine, Setup};
+use alexnet::compare::{self, Layout};
+use alexnet::model::{LrnProfile, ModelConfig};
 use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
 use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
-use alexnet::{caffe, data, eval};
+use alexnet::{caffe, data, eval, graph_spec, network_graph};
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -47,6 +49,72 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Write the network graph's GraphDef (input placeholder to logits) as alexnet.pb and alexnet.pbtxt.
+    Graph {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        classes: usize,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Check the built graph layer by layer against the Swift original's table (exit 1 on a difference).
+    CompareGraph {
+        /// Layer table as JSON (default: the built-in graphs/swift-original.json).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Every layer's activation for one image: <layer>.npy and <layer>.png, and min/max/mean.
+    Activations(ActivationsArgs),
+    /// Compare two activation folders layer by layer (exit 1 when a layer is over the tolerance).
+    CompareActivations {
+        /// Folder of <layer>.npy to compare against (e.g. dumped from Caffe or PyTorch).
+        #[arg(long)]
+        reference: PathBuf,
+        /// Folder written by `alexnet activations`.
+        #[arg(long)]
+        ours: PathBuf,
+        /// Largest allowed max |diff| / max |ref| per layer.
+        #[arg(long, default_value_t = compare::DEFAULT_TOLERANCE)]
+        tolerance: f64,
+        #[arg(long, value_enum, default_value_t = Layout::Nhwc)]
+        reference_layout: Layout,
+    },
+}
+
+#[derive(Args)]
+struct ActivationsArgs {
+    #[arg(long)]
+    image: PathBuf,
+    #[command(flatten)]
+    source: ParamsSource,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// With --weights: seed of the initialisation of layers without a file.
+    #[arg(long, default_value_t = 0, conflicts_with = "run_dir")]
+    seed: u64,
+    /// With --weights: width of fc6 and fc7.
+    #[arg(long, default_value_t = 256, conflicts_with = "run_dir")]
+    fc_width: usize,
+    /// With --weights: LRN parameters.
+    #[arg(long, value_enum, default_value_t = LrnProfile::Swift, conflicts_with = "run_dir")]
+    lrn: LrnProfile,
+    #[arg(long, value_enum, default_value_t = Engine::Tf)]
+    engine: Engine,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ParamsSource {
+    /// Folder of Caffe-layout weight files; layers without a file are initialised from --seed.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// A training run: its latest checkpoint, model and preprocessing.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -189,6 +257,24 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Graph { out, classes, model } => {
+            let cfg = ModelConfig { classes, ..model.config() };
+            let (pb, pbtxt) = network_graph::write_graph(&cfg, &out)?;
+            println!("wrote {} and {}", pb.display(), pbtxt.display());
+            Ok(())
+        }
+        Command::CompareGraph { spec, model } => {
+            let report = graph_spec::compare(&model.config(), spec.as_deref())?;
+            print!("{report}");
+            report.ensure_matches()
+        }
+        Command::Activations(a) => run_activations(a),
+        Command::CompareActivations { reference, ours, tolerance, reference_layout } => {
+            let layers = activations::layer_names(&ModelConfig::swift_original());
+            let report = compare::compare_dirs(&reference, &ours, &layers, reference_layout, tolerance)?;
+            print!("{report}");
+            report.ensure_within_tolerance()
+        }
         Command::Devices => {
             for d in runtime::list_devices()? {
                 let mem = if d.memory_bytes > 0 { format!("{:.1} GiB", d.memory_bytes as f64 / (1u64 << 30) as f64) } else { "-".into() };
@@ -203,6 +289,36 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+impl ModelArgs {
+    /// The Swift original's network with these flags.
+    fn config(&self) -> ModelConfig {
+        ModelConfig { fc_width: self.fc_width, lrn: self.lrn, ..ModelConfig::swift_original() }
+    }
+}
+
+fn run_activations(a: ActivationsArgs) -> Result<()> {
+    let setup = match (&a.source.weights, &a.source.run_dir) {
+        (_, Some(run)) => Setup::from_run(run)?,
+        (Some(dir), None) => {
+            let cfg = ModelConfig { fc_width: a.fc_width, lrn: a.lrn, ..ModelConfig::swift_original() };
+            Setup::from_weights(cfg, dir, a.seed)?
+        }
+        (None, None) => bail!("give --weights DIR or --run-dir RUN"),
+    };
+    eprintln!("{}", setup.origin);
+    let t0 = std::time::Instant::now();
+    let acts = setup.activations(&a.image, a.engine)?;
+    eprintln!("{:?} engine: forward pass in {:.2} s", a.engine, t0.elapsed().as_secs_f64());
+    let stats = activations::write(&a.out, &acts)?;
+    println!("{:<6} {:<16} {:>12} {:>12} {:>12}", "layer", "shape", "min", "max", "mean");
+    for s in stats {
+        let shape = s.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        println!("{:<6} {:<16} {:>12.5} {:>12.5} {:>12.5}", s.layer, shape, s.min, s.max, s.mean);
+    }
+    println!("wrote <layer>.npy and <layer>.png into {}", a.out.display());
+    Ok(())
 }
 
 fn run_train(a: TrainArgs) -> Result<()> {

@@ -58,6 +58,11 @@ impl ModelConfig {
     pub fn new(classes: usize) -> Self {
         ModelConfig { classes, fc_width: 256, lrn: LrnProfile::Swift, input_size: INPUT_SIZE }
     }
+
+    /// The Swift original's network: two classes (cat, dog), fc width 256, its LRN.
+    pub fn swift_original() -> Self {
+        ModelConfig::new(2)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
