@@ -4,16 +4,21 @@
 //! One module per concept, read in this order: [`model`] (the network table and its graph),
 //! [`data`] (image folders and the in-graph input pipeline), [`weights`] (Caffe-layout files),
 //! [`gradients`] (add_gradients, with TensorFlow's LRN gradient repaired), [`train`] (the recipe,
-//! run directories), [`checkpoint`], [`eval`], [`runtime`] (sessions and
-//! devices); [`metrics`], [`rng`] and [`fsutil`] are small helpers.
+//! run directories), [`checkpoint`], [`eval`], [`inference`] (the graph from encoded images to
+//! class probabilities), [`export`] (SavedModel for serving, messages in [`proto`]),
+//! [`runtime`] (sessions and devices); [`metrics`], [`rng`] and [`fsutil`] are
+//! small helpers.
 
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod fsutil;
 pub mod gradients;
+pub mod inference;
 pub mod metrics;
 pub mod model;
+pub mod proto;
 pub mod rng;
 pub mod runtime;
 pub mod train;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use alexnet::model::LrnProfile;
 use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
 use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
-use alexnet::{data, eval};
+use alexnet::{data, eval, export};
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -33,6 +33,17 @@ enum Command {
         /// Image folder with train/ and val/ (default: the one the run was trained on).
         #[arg(long)]
         images: Option<PathBuf>,
+    },
+    /// Write a trained run as a TensorFlow SavedModel for serving (signatures serving_default and predict_tensor).
+    Export {
+        #[arg(long)]
+        run_dir: PathBuf,
+        /// The SavedModel folder to create (for TensorFlow Serving, a version folder: models/alexnet/1).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing SavedModel in --out.
+        #[arg(long)]
+        force: bool,
     },
     /// The devices TensorFlow sees, with their memory.
     Devices,
@@ -173,6 +184,17 @@ fn run(cli: Cli) -> Result<()> {
                     println!("  {c:>12} {}", row.iter().map(|n| format!("{n:>8}")).collect::<String>());
                 }
             }
+            Ok(())
+        }
+        Command::Export { run_dir, out, force } => {
+            let e = export::export(&run_dir, &out, force)?;
+            println!(
+                "exported {} (epoch {}, classes [{}]) to {}",
+                e.checkpoint.parent().unwrap_or(&e.checkpoint).display(),
+                e.epoch,
+                e.classes.join(", "),
+                e.dir.display()
+            );
             Ok(())
         }
         Command::Devices => {
