@@ -6,7 +6,7 @@
 //! [`gradients`] (add_gradients, with TensorFlow's LRN gradient repaired), [`train`] (the recipe,
 //! run directories), [`checkpoint`], [`eval`], [`inference`] (the graph from encoded images to
 //! class probabilities), [`export`] (SavedModel for serving, messages in [`proto`]),
-//! [`runtime`] (sessions and devices); [`metrics`], [`rng`] and [`fsutil`] are
+//! [`predict`], [`runtime`] (sessions and devices); [`metrics`], [`rng`] and [`fsutil`] are
 //! small helpers.
 
 pub mod checkpoint;
@@ -18,6 +18,7 @@ pub mod gradients;
 pub mod inference;
 pub mod metrics;
 pub mod model;
+pub mod predict;
 pub mod proto;
 pub mod rng;
 pub mod runtime;

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use alexnet::model::LrnProfile;
 use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
 use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
+use alexnet::predict::{self, Predictor};
 use alexnet::{data, eval, export};
 use anyhow::{Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "alexnet", version = version(), about = "AlexNet on the TensorFlow C API: train, evaluate, compare with the Swift original")]
@@ -44,6 +45,24 @@ enum Command {
         /// Replace an existing SavedModel in --out.
         #[arg(long)]
         force: bool,
+    },
+    /// Top class and probability of image files (JPEG, PNG, GIF, BMP), from a run or a SavedModel.
+    #[command(group(ArgGroup::new("source").required(true).args(["run_dir", "saved_model"])))]
+    Predict {
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+        /// A trained run (its latest checkpoint).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// An exported SavedModel (its serving_default signature).
+        #[arg(long)]
+        saved_model: Option<PathBuf>,
+        /// One JSON object per line: path, class, class_id, probability, probabilities (by class id).
+        #[arg(long)]
+        json: bool,
+        /// Class names, one per line, for a SavedModel that doesn't name its classes.
+        #[arg(long, conflicts_with = "run_dir")]
+        labels: Option<PathBuf>,
     },
     /// The devices TensorFlow sees, with their memory.
     Devices,
@@ -195,6 +214,21 @@ fn run(cli: Cli) -> Result<()> {
                 e.classes.join(", "),
                 e.dir.display()
             );
+            Ok(())
+        }
+        Command::Predict { images, run_dir, saved_model, json, labels } => {
+            let predictor = match (run_dir, saved_model) {
+                (Some(run), _) => Predictor::from_run(&run)?,
+                (None, Some(dir)) => Predictor::from_saved_model(&dir, labels.as_deref().map(predict::read_labels).transpose()?)?,
+                (None, None) => bail!("give --run-dir or --saved-model"),
+            };
+            for p in predictor.predict_files(&images)? {
+                if json {
+                    println!("{}", serde_json::to_string(&p)?);
+                } else {
+                    println!("{}\t{}\t{:.4}", p.path.display(), p.class, p.probability);
+                }
+            }
             Ok(())
         }
         Command::Devices => {
