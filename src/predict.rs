@@ -99,10 +99,10 @@ impl Predictor {
                 sig.outputs().keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })?;
-        if let (Some(l), Ok(info)) = (&labels, sig.get_output(inference::PROBABILITIES)) {
-            if let Some(Some(k)) = info.shape().dims().filter(|&d| d == 2).map(|_| info.shape()[1]) {
-                ensure!(l.len() == k as usize, "--labels gives {} class names, the model in {} has {k} classes", l.len(), dir.display());
-            }
+        // The class count, when the signature states it: a wrong --labels fails before any image.
+        let classes = sig.get_output(inference::PROBABILITIES).ok().and_then(|i| if i.shape().dims() == Some(2) { i.shape()[1] } else { None });
+        if let (Some(l), Some(k)) = (&labels, classes) {
+            ensure!(l.len() == k as usize, "--labels gives {} class names, the model in {} has {k} classes", l.len(), dir.display());
         }
         let names = match (labels, output(inference::CLASSES)?) {
             (Some(l), _) => Names::All(l),
