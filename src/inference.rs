@@ -13,7 +13,7 @@
 //! one image at a time.
 
 use anyhow::{Context, Result, ensure};
-use tensorflow::{DataType, Function, FunctionOptions, Graph, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
+use tensorflow::{DataType, Function, FunctionOptions, Graph, Operation, Output, Scope, Shape, Tensor, ops};
 
 use crate::data::{self, Decode, Preprocess};
 use crate::model::{self, ModelConfig, Network};
@@ -92,30 +92,20 @@ impl InferenceGraph {
         let classes: Output = ops::gather_v2(names, class_ids.clone(), batch_axis, &mut s.with_op_name(CLASSES))?.into();
         Ok(InferenceGraph { scope, net, images, input, logits, probabilities, class_ids, classes, side: p.size })
     }
-
-    /// Class probabilities of a batch of encoded images, one row per image.
-    pub fn probabilities(&self, session: &Session, encoded: &[Vec<u8>]) -> Result<Vec<Vec<f32>>> {
-        let batch = encoded_batch(encoded)?;
-        let mut args = SessionRunArgs::new();
-        args.add_feed(&self.images.operation, self.images.index, &batch);
-        let f = args.request_fetch(&self.probabilities.operation, self.probabilities.index);
-        session.run(&mut args)?;
-        let t: Tensor<f32> = args.fetch(f)?;
-        Ok(t.chunks(self.net.config.classes).map(|c| c.to_vec()).collect())
-    }
 }
 
-/// A string tensor [N] of encoded images.
-pub fn encoded_batch(encoded: &[Vec<u8>]) -> Result<Tensor<String>> {
+/// A string tensor [N] of encoded images, to feed to `images`. Its elements are not text:
+/// don't read them back as Strings.
+pub fn encoded_batch(encoded: &[Vec<u8>]) -> Tensor<String> {
     let mut t = Tensor::<String>::new(&[encoded.len() as u64]);
     for (slot, bytes) in t.iter_mut().zip(encoded) {
-        // SAFETY: the crate's only string tensor is Tensor<String>, but TensorFlow strings are
-        // bytes and JPEG or PNG data is not UTF-8 (tensorflow/rust#422). These Strings never
-        // leave this tensor, which only copies their bytes into TensorFlow (as_bytes, len) and
-        // drops them; nothing reads them as text.
+        // SAFETY (library invariant, not memory): the crate's only string tensor is
+        // Tensor<String>, but TensorFlow strings are bytes and JPEG or PNG data is not UTF-8
+        // (tensorflow/rust#422). Feeding copies each String's bytes (as_bytes, len) into
+        // TensorFlow; nothing here reads them as text.
         *slot = unsafe { String::from_utf8_unchecked(bytes.clone()) };
     }
-    Ok(t)
+    t
 }
 
 /// [N] encoded images -> [N, S, S, 3] preprocessed, one image per iteration of a functional

@@ -142,7 +142,7 @@ impl Predictor {
 
     /// Probabilities and top class names of a batch of encoded images.
     fn run(&self, encoded: &[Vec<u8>]) -> Result<(Vec<Vec<f32>>, Vec<String>)> {
-        let batch = inference::encoded_batch(encoded)?;
+        let batch = inference::encoded_batch(encoded);
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.images.operation, self.images.index, &batch);
         let pf = args.request_fetch(&self.probabilities.operation, self.probabilities.index);
