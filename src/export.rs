@@ -46,7 +46,7 @@ pub fn export(run_dir: &Path, out: &Path, force: bool) -> Result<Exported> {
     let mut g = InferenceGraph::build(&cfg.model, &cfg.preprocess, &cfg.classes)?;
     let saver = ServingSaver::build(&mut g.scope, &g.net.variables())?;
     // The SavedModel's variables are written from a session holding the run's parameters.
-    // A plain CPU session: the run may have been trained on a GPU that this machine lacks.
+    // Default session options, not the run's: it may have asked for a GPU this machine lacks.
     let session = Session::new(&SessionOptions::new(), &g.scope.graph())?;
     train::init_params(&session, &g.net, &run.params)?;
     let meta_graph = meta_graph_def(&g, &saver)?;
@@ -111,7 +111,10 @@ pub fn write_atomically(out: &Path, force: bool, write: impl FnOnce(&Path) -> Re
                 let _ = fs::rename(&old, out);
                 return Err(e).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()));
             }
-            fs::remove_dir_all(&old).with_context(|| format!("cannot remove the old {}", old.display()))?;
+            // The new model is in place: a leftover of the old one is worth a warning, not an error.
+            if let Err(e) = fs::remove_dir_all(&old) {
+                eprintln!("warning: cannot remove the replaced model {}: {e}", old.display());
+            }
         } else {
             fs::rename(&tmp, out).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
         }
