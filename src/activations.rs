@@ -8,11 +8,10 @@ use anyhow::{Context, Result, ensure};
 use ndarray::{ArrayD, IxDyn};
 use tensorflow::{Session, SessionRunArgs, Tensor};
 
-use crate::checkpoint::{self, Saver};
 use crate::data::{self, Decoder, Preprocess};
 use crate::network_graph::NetworkGraph;
 use crate::model::{self, ModelConfig};
-use crate::train::{self, TrainConfig};
+use crate::train;
 use crate::weights::{self, LayerParams, LoadOptions};
 use crate::{reference, visualize};
 
@@ -49,19 +48,9 @@ impl Setup {
 
     /// The model, preprocessing and parameters of a training run's latest checkpoint.
     pub fn from_run(run_dir: &Path) -> Result<Setup> {
-        let cfg = TrainConfig::read(run_dir)?;
-        let (prefix, epoch) = checkpoint::latest(run_dir)?
-            .with_context(|| format!("{} has no checkpoint yet (train it first)", run_dir.display()))?;
-        let mut graph = NetworkGraph::build(&cfg.model, None)?;
-        // The same checkpoint keys as the trainer's: the variables' graph names.
-        let vars: Vec<(String, tensorflow::Output)> =
-            graph.net.variables().iter().map(|v| (v.name().to_string(), v.output().clone())).collect();
-        let saver = Saver::build(&mut graph.scope, &vars)?;
-        let session = Session::new(&cfg.runtime.session_options()?, &graph.scope.graph())?;
-        saver.restore(&session, &prefix)?;
-        let params = train::read_params(&session, &graph.net)?;
-        let origin = format!("weights: checkpoint {} (epoch {epoch})", prefix.parent().unwrap_or(&prefix).display());
-        Ok(Setup { model: cfg.model, preprocess: cfg.preprocess, params, origin })
+        let run = train::load_trained(run_dir)?;
+        let origin = format!("weights: checkpoint {} (epoch {})", run.checkpoint.parent().unwrap_or(&run.checkpoint).display(), run.epoch);
+        Ok(Setup { model: run.config.model, preprocess: run.config.preprocess, params: run.params, origin })
     }
 
     /// Every layer's activation for `image`, `input` first.

@@ -118,6 +118,25 @@ impl Saver {
     }
 }
 
+/// Reads float32 tensors by key from the checkpoint at `prefix`, in a graph of their own: no
+/// model needs to be built to look at a run's parameters.
+pub fn read_f32(prefix: &Path, keys: &[String]) -> Result<Vec<Tensor<f32>>> {
+    let mut scope = Scope::new_root_scope();
+    let s = &mut scope;
+    let n = keys.len() as u64;
+    let prefix_t = ops::constant(Tensor::<String>::from(path_str(prefix)?.to_string()), s)?;
+    let names = ops::constant(Tensor::<String>::new(&[n]).with_values(keys)?, s)?;
+    let slices = ops::constant(Tensor::<String>::new(&[n]).with_values(&vec![String::new(); keys.len()])?, s)?;
+    let restore = ops::RestoreV2::new().dtypes(vec![DataType::Float; keys.len()]).build(prefix_t, names, slices, s)?;
+    let session = Session::new(&tensorflow::SessionOptions::new(), &scope.graph())?;
+    let mut args = SessionRunArgs::new();
+    let fetches: Vec<_> = (0..keys.len()).map(|i| args.request_fetch(&restore, i as i32)).collect();
+    session
+        .run(&mut args)
+        .with_context(|| format!("cannot read [{}] from checkpoint {}", keys.join(", "), prefix.display()))?;
+    fetches.into_iter().map(|f| Ok(args.fetch::<f32>(f)?)).collect()
+}
+
 fn path_str(p: &Path) -> Result<&str> {
     p.to_str().with_context(|| format!("path {} is not valid UTF-8", p.display()))
 }

@@ -4,9 +4,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::checkpoint;
 use crate::data;
-use crate::train::{self, TrainConfig, TrainGraph, argmax};
+use crate::train::{self, TrainGraph, argmax};
 
 /// Accuracy and confusion matrix (rows: true class, columns: predicted) of one split.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,7 +17,8 @@ pub struct Evaluation {
 
 /// Restores the run's latest checkpoint and evaluates it on `images` (train/ and val/).
 pub fn evaluate(run_dir: &Path, images: &Path) -> Result<(Vec<String>, Vec<Evaluation>)> {
-    let cfg = TrainConfig::read(run_dir)?;
+    let run = train::load_trained(run_dir)?;
+    let cfg = &run.config;
     let dataset = data::scan(images)?;
     anyhow::ensure!(
         dataset.classes == cfg.classes,
@@ -27,15 +27,10 @@ pub fn evaluate(run_dir: &Path, images: &Path) -> Result<(Vec<String>, Vec<Evalu
         dataset.classes.join(", "),
         cfg.classes.join(", ")
     );
-    let (prefix, _) = checkpoint::latest(run_dir)?
-        .ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet (train it first)", run_dir.display()))?;
     let tg = TrainGraph::build(&cfg.model, cfg.momentum, cfg.weight_decay)?;
     let (session, _) = cfg.runtime.session(&tg.scope.graph())?;
     let (tensor, labels) = train::decode_dataset(&dataset, &cfg.preprocess)?;
-    let specs = crate::model::param_specs(&cfg.model);
-    let (params, _) = crate::weights::load(None, &specs, &crate::weights::LoadOptions { strict: false, seed: 0 })?;
-    tg.initialise(&session, &tensor, &labels, &params)?;
-    tg.saver.restore(&session, &prefix)?;
+    tg.initialise(&session, &tensor, &labels, &run.params)?;
     let n_train = dataset.train.len();
     let mut out = vec![];
     for (split, range) in [("train", 0..n_train), ("val", n_train..labels.len())] {
@@ -49,5 +44,5 @@ pub fn evaluate(run_dir: &Path, images: &Path) -> Result<(Vec<String>, Vec<Evalu
         }
         out.push(Evaluation { split, accuracy: train::accuracy(&logits, &truth), confusion });
     }
-    Ok((cfg.classes, out))
+    Ok((run.config.classes, out))
 }

@@ -5,9 +5,9 @@
 //! [`data`] (image folders and the in-graph input pipeline), [`weights`] (Caffe-layout files),
 //! [`caffe`] (importing `.caffemodel` files into them), [`gradients`] (add_gradients, with
 //! TensorFlow's LRN gradient repaired), [`train`] (the recipe, run directories), [`checkpoint`],
-//! [`eval`], [`runtime`] (sessions and devices); [`metrics`], [`rng`] and [`fsutil`] are small
-//! helpers.
-
+//! [`eval`], [`inference`] (the graph from encoded images to class probabilities), [`export`]
+//! (SavedModel for serving, messages in [`proto`]), [`predict`], [`runtime`] (sessions and
+//! devices); [`metrics`], [`rng`] and [`fsutil`] are small helpers.
 //!
 //! Comparing with the Swift original: [`network_graph`] (the network alone as a graph, and its
 //! GraphDef files through the messages of [`proto`]), [`graph_spec`] (the Swift original's layer
@@ -21,12 +21,15 @@ pub mod checkpoint;
 pub mod compare;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod fsutil;
 pub mod gradients;
 pub mod graph_spec;
+pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod network_graph;
+pub mod predict;
 pub mod proto;
 pub mod reference;
 pub mod rng;

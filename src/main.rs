@@ -8,9 +8,10 @@ use alexnet::compare::{self, Layout};
 use alexnet::model::{LrnProfile, ModelConfig};
 use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
 use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
-use alexnet::{caffe, data, eval, graph_spec, network_graph};
+use alexnet::predict::{self, Predictor};
+use alexnet::{caffe, data, eval, export, graph_spec, network_graph};
 use anyhow::{Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "alexnet", version = version(), about = "AlexNet on the TensorFlow C API: train, evaluate, compare with the Swift original")]
@@ -35,6 +36,35 @@ enum Command {
         /// Image folder with train/ and val/ (default: the one the run was trained on).
         #[arg(long)]
         images: Option<PathBuf>,
+    },
+    /// Write a trained run as a TensorFlow SavedModel for serving (signatures serving_default and predict_tensor).
+    Export {
+        #[arg(long)]
+        run_dir: PathBuf,
+        /// The SavedModel folder to create (for TensorFlow Serving, a version folder: models/alexnet/1).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing SavedModel in --out.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Top class and probability of image files (JPEG, PNG, GIF, BMP), from a run or a SavedModel.
+    #[command(group(ArgGroup::new("source").required(true).args(["run_dir", "saved_model"])))]
+    Predict {
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+        /// A trained run (its latest checkpoint).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// An exported SavedModel (its serving_default signature).
+        #[arg(long)]
+        saved_model: Option<PathBuf>,
+        /// One JSON object per line: path, class, class_id, probability, probabilities (by class id).
+        #[arg(long)]
+        json: bool,
+        /// Class names, one per line, for a SavedModel that doesn't name its classes.
+        #[arg(long, conflicts_with = "run_dir")]
+        labels: Option<PathBuf>,
     },
     /// The devices TensorFlow sees, with their memory.
     Devices,
@@ -274,6 +304,32 @@ fn run(cli: Cli) -> Result<()> {
             let report = compare::compare_dirs(&reference, &ours, &layers, reference_layout, tolerance)?;
             print!("{report}");
             report.ensure_within_tolerance()
+        }
+        Command::Export { run_dir, out, force } => {
+            let e = export::export(&run_dir, &out, force)?;
+            println!(
+                "exported {} (epoch {}, classes [{}]) to {}",
+                e.checkpoint.parent().unwrap_or(&e.checkpoint).display(),
+                e.epoch,
+                e.classes.join(", "),
+                e.dir.display()
+            );
+            Ok(())
+        }
+        Command::Predict { images, run_dir, saved_model, json, labels } => {
+            let predictor = match (run_dir, saved_model) {
+                (Some(run), _) => Predictor::from_run(&run)?,
+                (None, Some(dir)) => Predictor::from_saved_model(&dir, labels.as_deref().map(predict::read_labels).transpose()?)?,
+                (None, None) => bail!("give --run-dir or --saved-model"),
+            };
+            for p in predictor.predict_files(&images)? {
+                if json {
+                    println!("{}", serde_json::to_string(&p)?);
+                } else {
+                    println!("{}\t{}\t{:.4}", p.path.display(), p.class, p.probability);
+                }
+            }
+            Ok(())
         }
         Command::Devices => {
             for d in runtime::list_devices()? {

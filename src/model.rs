@@ -175,6 +175,11 @@ impl ParamSpec {
     pub fn weight_count(&self) -> usize {
         self.weights.iter().product()
     }
+    /// The graph names [`build`] gives this layer's weights and biases, which are also their
+    /// checkpoint keys.
+    pub fn variable_names(&self) -> [String; 2] {
+        [format!("{}/weights", self.layer), format!("{}/biases", self.layer)]
+    }
 }
 
 /// The parameters of every layer that has some, in table order.

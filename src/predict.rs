@@ -1,0 +1,181 @@
+//! `alexnet predict`: class probabilities of image files, from a run's latest checkpoint or from
+//! an exported SavedModel. Both feed the file bytes to the same [`InferenceGraph`], so for the
+//! same model they give the same numbers.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Serialize;
+use tensorflow::{DataType, Graph, Output, SavedModelBundle, Session, SessionOptions, SessionRunArgs, Tensor};
+
+use crate::export::{SERVE_TAG, SERVING_SIGNATURE};
+use crate::inference::{self, InferenceGraph};
+use crate::train;
+
+/// Images per session run.
+const BATCH: usize = 16;
+
+/// One image's prediction; also the `--json` line.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    pub path: PathBuf,
+    pub class: String,
+    pub class_id: usize,
+    pub probability: f32,
+    /// Indexed by class id.
+    pub probabilities: Vec<f32>,
+}
+
+/// A loaded model: a session and the tensors to feed and fetch.
+pub struct Predictor {
+    session: Session,
+    /// Operations keep their graph alive: no need to hold it.
+    images: Output,
+    probabilities: Output,
+    /// Where class names come from.
+    names: Names,
+}
+
+enum Names {
+    /// Every class's name, by id.
+    All(Vec<String>),
+    /// The model's own per-image output of the top class's name.
+    Output(Output),
+    /// Unknown: "class N".
+    None,
+}
+
+impl Predictor {
+    /// The run's inference graph with the parameters of its latest checkpoint.
+    pub fn from_run(run_dir: &Path) -> Result<Predictor> {
+        let run = train::load_trained(run_dir)?;
+        let cfg = &run.config;
+        let g = InferenceGraph::build(&cfg.model, &cfg.preprocess, &cfg.classes)?;
+        let session = Session::new(&SessionOptions::new(), &g.scope.graph())?;
+        train::init_params(&session, &g.net, &run.params)?;
+        Ok(Predictor {
+            session,
+            images: g.images.clone(),
+            probabilities: g.probabilities.clone(),
+            names: Names::All(cfg.classes.clone()),
+        })
+    }
+
+    /// A SavedModel's `serving_default` signature: one string input of encoded images and a
+    /// `probabilities` output; class names from `labels`, else its `classes` output if any.
+    pub fn from_saved_model(dir: &Path, labels: Option<Vec<String>>) -> Result<Predictor> {
+        ensure!(dir.join("saved_model.pb").is_file(), "{} is not a SavedModel (no saved_model.pb); export one with alexnet export", dir.display());
+        let mut graph = Graph::new();
+        let bundle = SavedModelBundle::load(&SessionOptions::new(), [SERVE_TAG], &mut graph, dir)
+            .with_context(|| format!("cannot load the SavedModel in {} (tag '{SERVE_TAG}')", dir.display()))?;
+        let sig = bundle
+            .meta_graph_def()
+            .get_signature(SERVING_SIGNATURE)
+            .with_context(|| format!("{} has no '{SERVING_SIGNATURE}' signature", dir.display()))?;
+        ensure!(
+            sig.inputs().len() == 1,
+            "the '{SERVING_SIGNATURE}' signature of {} takes {} inputs ([{}]); predict needs one, of encoded images",
+            dir.display(),
+            sig.inputs().len(),
+            sig.inputs().keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        let (input_key, input) = sig.inputs().iter().next().unwrap();
+        ensure!(
+            input.dtype() == DataType::String,
+            "the '{SERVING_SIGNATURE}' input '{input_key}' of {} is {}, not a string of encoded images",
+            dir.display(),
+            input.dtype()
+        );
+        let output = |key: &str| -> Result<Option<Output>> {
+            let Ok(info) = sig.get_output(key) else { return Ok(None) };
+            let op = graph.operation_by_name_required(&info.name().name)?;
+            Ok(Some(Output { operation: op, index: info.name().index }))
+        };
+        let probabilities = output(inference::PROBABILITIES)?.with_context(|| {
+            format!(
+                "the '{SERVING_SIGNATURE}' signature of {} has no '{}' output (it has [{}])",
+                dir.display(),
+                inference::PROBABILITIES,
+                sig.outputs().keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        // The class count, when the signature states it: a wrong --labels fails before any image.
+        let classes = sig.get_output(inference::PROBABILITIES).ok().and_then(|i| if i.shape().dims() == Some(2) { i.shape()[1] } else { None });
+        if let (Some(l), Some(k)) = (&labels, classes) {
+            ensure!(l.len() == k as usize, "--labels gives {} class names, the model in {} has {k} classes", l.len(), dir.display());
+        }
+        let names = match (labels, output(inference::CLASSES)?) {
+            (Some(l), _) => Names::All(l),
+            (None, Some(o)) => Names::Output(o),
+            (None, None) => Names::None,
+        };
+        let images = Output { operation: graph.operation_by_name_required(&input.name().name)?, index: input.name().index };
+        Ok(Predictor { session: bundle.session, images, probabilities, names })
+    }
+
+    /// Predictions for image files, in order.
+    pub fn predict_files(&self, paths: &[PathBuf]) -> Result<Vec<Prediction>> {
+        let mut out = vec![];
+        for chunk in paths.chunks(BATCH) {
+            let bytes = chunk
+                .iter()
+                .map(|p| std::fs::read(p).with_context(|| format!("cannot read image {}", p.display())))
+                .collect::<Result<Vec<_>>>()?;
+            let (probs, names) = match self.run(&bytes) {
+                Ok(r) => r,
+                // Name the file that spoils the batch.
+                Err(e) if chunk.len() > 1 => {
+                    for (p, b) in chunk.iter().zip(&bytes) {
+                        self.run(std::slice::from_ref(b)).with_context(|| format!("cannot classify {}", p.display()))?;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e.context(format!("cannot classify {}", chunk[0].display()))),
+            };
+            for ((path, p), name) in chunk.iter().zip(probs).zip(names) {
+                let class_id = train::argmax(&p);
+                out.push(Prediction { path: path.clone(), class: name, class_id, probability: p[class_id], probabilities: p });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Probabilities and top class names of a batch of encoded images.
+    fn run(&self, encoded: &[Vec<u8>]) -> Result<(Vec<Vec<f32>>, Vec<String>)> {
+        let batch = inference::encoded_batch(encoded);
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.images.operation, self.images.index, &batch);
+        let pf = args.request_fetch(&self.probabilities.operation, self.probabilities.index);
+        let nf = match &self.names {
+            Names::Output(o) => Some(args.request_fetch(&o.operation, o.index)),
+            _ => None,
+        };
+        self.session.run(&mut args)?;
+        let t: Tensor<f32> = args.fetch(pf)?;
+        ensure!(t.dims().len() == 2 && t.dims()[0] == encoded.len() as u64, "probabilities of shape {:?} for {} images", t.dims(), encoded.len());
+        let k = t.dims()[1] as usize;
+        let probs: Vec<Vec<f32>> = t.chunks(k.max(1)).map(|c| c.to_vec()).collect();
+        let names = match (&self.names, nf) {
+            (Names::All(all), _) => {
+                if all.len() != k {
+                    bail!("{} class names (--labels) for a model of {k} classes", all.len());
+                }
+                probs.iter().map(|p| all[train::argmax(p)].clone()).collect()
+            }
+            (Names::Output(_), Some(f)) => args.fetch::<String>(f)?.to_vec(),
+            _ => probs.iter().map(|p| format!("class {}", train::argmax(p))).collect(),
+        };
+        Ok((probs, names))
+    }
+}
+
+/// Class names from a file, one per line (trailing blank lines ignored).
+pub fn read_labels(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read labels file {}", path.display()))?;
+    let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    while labels.last().is_some_and(|l| l.is_empty()) {
+        labels.pop();
+    }
+    ensure!(!labels.is_empty(), "labels file {} is empty (expected one class name per line)", path.display());
+    Ok(labels)
+}
