@@ -50,18 +50,7 @@ impl Saver {
         let mut tensors: Vec<Output> = vars.iter().map(|(_, v)| v.clone()).collect();
         tensors.push(epoch.clone());
 
-        // The generated SaveV2 wrapper takes a single tensor; the op takes a list.
-        let save = {
-            let name = scope.get_unique_name_for_op("SaveV2");
-            let mut graph = scope.graph_mut();
-            let mut nd = graph.new_operation("SaveV2", &name)?;
-            nd.add_input(prefix.clone());
-            nd.add_input(names_t.clone());
-            nd.add_input(slices.clone());
-            nd.add_input_list(&tensors);
-            nd.set_attr_type_list("dtypes", &dtypes)?;
-            nd.finish()?
-        };
+        let save = save_v2(scope, &prefix, &names_t.clone().into(), &slices.clone().into(), &tensors, &dtypes)?;
         let restore_v2 = ops::RestoreV2::new().dtypes(dtypes).build(prefix.clone(), names_t, slices, scope)?;
         let mut assigns = vec![];
         for (i, (_, var)) in vars.iter().enumerate() {
@@ -135,6 +124,19 @@ pub fn read_f32(prefix: &Path, keys: &[String]) -> Result<Vec<Tensor<f32>>> {
         .run(&mut args)
         .with_context(|| format!("cannot read [{}] from checkpoint {}", keys.join(", "), prefix.display()))?;
     fetches.into_iter().map(|f| Ok(args.fetch::<f32>(f)?)).collect()
+}
+
+/// A SaveV2 op. (The crate's generated wrapper takes a single tensor; the op takes a list.)
+pub fn save_v2(scope: &mut Scope, prefix: &Output, names: &Output, slices: &Output, tensors: &[Output], dtypes: &[DataType]) -> Result<Operation> {
+    let name = scope.get_unique_name_for_op("SaveV2");
+    let mut graph = scope.graph_mut();
+    let mut nd = graph.new_operation("SaveV2", &name)?;
+    nd.add_input(prefix.clone());
+    nd.add_input(names.clone());
+    nd.add_input(slices.clone());
+    nd.add_input_list(tensors);
+    nd.set_attr_type_list("dtypes", dtypes)?;
+    Ok(nd.finish()?)
 }
 
 fn path_str(p: &Path) -> Result<&str> {

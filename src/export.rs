@@ -154,18 +154,8 @@ impl ServingSaver {
         let slices = Tensor::<String>::new(&[n]).with_values(&vec![String::new(); vars.len()])?;
         let slices = ops::constant(slices, &mut s.with_op_name("shape_and_slices"))?;
         let dtypes = vec![DataType::Float; vars.len()];
-        // The generated SaveV2 wrapper takes a single tensor; the op takes a list.
-        let save_op = {
-            let name = s.get_unique_name_for_op("SaveV2");
-            let mut graph = s.graph_mut();
-            let mut nd = graph.new_operation("SaveV2", &name)?;
-            nd.add_input(filename.clone());
-            nd.add_input(names.clone());
-            nd.add_input(slices.clone());
-            nd.add_input_list(&vars.iter().map(|v| v.output().clone()).collect::<Vec<_>>());
-            nd.set_attr_type_list("dtypes", &dtypes)?;
-            nd.finish()?
-        };
+        let tensors: Vec<Output> = vars.iter().map(|v| v.output().clone()).collect();
+        let save_op = crate::checkpoint::save_v2(s, &filename, &names.clone().into(), &slices.clone().into(), &tensors, &dtypes)?;
         // SaveV2 has no output: the SaverDef names this instead, the filename once saved.
         let save: Output = ops::Identity::new()
             .add_control_input(save_op)
