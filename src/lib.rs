@@ -12,6 +12,7 @@ pub mod caffe;
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
+pub mod events;
 pub mod fsutil;
 pub mod gradients;
 pub mod metrics;
