@@ -5,8 +5,9 @@
 //! [`data`] (image folders and the in-graph input pipeline), [`weights`] (Caffe-layout files),
 //! [`caffe`] (importing `.caffemodel` files into them), [`gradients`] (add_gradients, with
 //! TensorFlow's LRN gradient repaired), [`train`] (the recipe, run directories), [`checkpoint`],
-//! [`eval`], [`runtime`] (sessions and devices); [`metrics`], [`rng`] and [`fsutil`] are small
-//! helpers.
+//! [`eval`], [`runtime`] (sessions and devices), [`tensorboard`] (summary ops in the graph; their
+//! event files are read back by [`events`]), [`plot`] (curves.png); [`metrics`], [`rng`] and
+//! [`fsutil`] are small helpers.
 
 pub mod caffe;
 pub mod checkpoint;
@@ -17,7 +18,9 @@ pub mod fsutil;
 pub mod gradients;
 pub mod metrics;
 pub mod model;
+pub mod plot;
 pub mod rng;
 pub mod runtime;
+pub mod tensorboard;
 pub mod train;
 pub mod weights;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use alexnet::model::LrnProfile;
 use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
 use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
-use alexnet::{caffe, data, eval};
+use alexnet::{caffe, data, eval, plot};
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -46,6 +46,15 @@ enum Command {
         /// Replace the weight files already in --out (and remove those of layers the model lacks).
         #[arg(long)]
         force: bool,
+    },
+    /// Redraw a run's curves.png from its metrics.csv, or overlay several runs to compare them.
+    Plot {
+        /// Run directories (each with a metrics.csv).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The PNG to write (default: RUN/curves.png for one run, ./curves.png for several).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -103,6 +112,9 @@ struct TrainArgs {
     /// Write a checkpoint every N epochs (and after the last).
     #[arg(long, default_value_t = 10)]
     checkpoint_every: usize,
+    /// Write conv1 filter and activation images to TensorBoard every N epochs (and after the last); 0: never.
+    #[arg(long, default_value_t = 10)]
+    image_summary_every: usize,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -202,6 +214,10 @@ fn run(cli: Cli) -> Result<()> {
             info.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             Ok(())
         }
+        Command::Plot { runs, out } => {
+            println!("wrote {}", plot::plot_runs(&runs, out.as_deref())?.display());
+            Ok(())
+        }
     }
 }
 
@@ -240,6 +256,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         cfg.seed = a.seed;
         cfg.val_every = a.val_every;
         cfg.checkpoint_every = a.checkpoint_every;
+        cfg.image_summary_every = a.image_summary_every;
         cfg.runtime = a.runtime.config();
         cfg
     };
