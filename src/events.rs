@@ -39,8 +39,9 @@ pub struct SessionLog {
 }
 
 impl SessionLog {
-    /// TensorBoard drops the events of steps at or after a START's step that came before it:
-    /// the epochs a crashed run trained past its last checkpoint.
+    /// At a START that is not a run's first, TensorBoard's Python loader drops the events of
+    /// steps at or after its step that came before it: the epochs a crashed run trained past
+    /// its last checkpoint.
     pub const START: i32 = 1;
 }
 

@@ -112,7 +112,7 @@ struct TrainArgs {
     /// Write a checkpoint every N epochs (and after the last).
     #[arg(long, default_value_t = 10)]
     checkpoint_every: usize,
-    /// Write conv1 filter and activation images to TensorBoard every N epochs (and after the last); 0: never.
+    /// Write conv1 filter and activation images to TensorBoard every N epochs (and at the first and last); 0: never.
     #[arg(long, default_value_t = 10)]
     image_summary_every: usize,
     #[command(flatten)]

@@ -4,6 +4,7 @@
 //! val accuracy in percent. Drawn with plotters into a pixel buffer, with a font embedded in the
 //! binary (assets/fonts, DejaVu Sans), so no system fonts are needed, and written atomically.
 
+use std::ops::Neg;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -121,7 +122,8 @@ fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
     // Whole epochs only: no repeated labels on short runs.
     let x_labels = (last_epoch as usize + 1).min(11);
 
-    // Loss: on a log axis once it spans a decade (late epochs stay readable), else linear from 0.
+    // Loss: on a log axis once it spans a decade (late epochs stay readable), else on a linear
+    // one fitted to the data (a loss that moves from 0.694 to 0.678 should not look flat).
     // The log axis is a linear one of log10(loss) with 10^y labels, so its ticks fall on decades.
     let losses = || curves.iter().flat_map(|c| c.rows.iter().map(|r| r.loss)).filter(|l| l.is_finite() && *l > 0.0);
     let lo = losses().fold(f64::INFINITY, f64::min);
@@ -130,9 +132,14 @@ fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
     let (y_range, y_labels) = if log {
         let (a, b) = (lo.log10().floor(), hi.log10().ceil());
         (a..b, (b - a) as usize + 1)
+    } else if lo.is_finite() {
+        let pad = ((hi - lo) * 0.1).max(hi * 0.01);
+        ((lo - pad).max(0.0)..hi + pad, 8)
     } else {
-        (0.0..if hi > 0.0 { hi * 1.1 } else { 1.0 }, 8)
+        (0.0..1.0, 8)
     };
+    // Enough decimals that neighbouring linear ticks differ.
+    let decimals = ((y_range.end - y_range.start) / 8.0).log10().neg().ceil().clamp(0.0, 6.0) as usize;
     let to_y = move |loss: f64| if log { loss.log10() } else { loss };
     let caption = if log { "training loss (mean cross-entropy, log scale)" } else { "training loss (mean cross-entropy)" };
     let mut chart = ChartBuilder::on(&top)
@@ -148,7 +155,7 @@ fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
         .x_labels(x_labels)
         .y_labels(y_labels)
         .x_label_formatter(&epoch_label)
-        .y_label_formatter(&|y| if log { format_loss(10f64.powf(*y)) } else { format!("{y:.2}") })
+        .y_label_formatter(&|y| if log { format_loss(10f64.powf(*y)) } else { format!("{y:.decimals$}") })
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 16))
         .light_line_style(RGBColor(235, 235, 235))
@@ -156,19 +163,10 @@ fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
     for (i, c) in curves.iter().enumerate() {
         let style = colour(i, 0).stroke_width(2);
         let points = c.rows.iter().filter(|r| r.loss.is_finite() && r.loss > 0.0).map(|r| (r.epoch as f64, to_y(r.loss)));
-        let label = if single { "train loss".to_string() } else { c.name.clone() };
-        chart
-            .draw_series(LineSeries::new(points, style))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+        chart.draw_series(LineSeries::new(points, style))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()?;
+    // No legend here: it would cover the curve's start; the accuracy panel's legend names the
+    // runs' colours.
 
     // Accuracies, percent.
     let mut chart = ChartBuilder::on(&bottom)
@@ -210,7 +208,12 @@ fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
             .draw_series(points.iter().map(|&p| Circle::new(p, 4, val_colour.filled())))?
             .label(label)
             .legend(move |(x, y)| {
-                EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (24, 0)], val) + Circle::new((12, 0), 4, val_colour.filled())
+                // Dashed like the series when runs are overlaid.
+                let gap = if single { 0 } else { 6 };
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (9 - gap / 2, 0)], val)
+                    + PathElement::new(vec![(15 + gap / 2, 0), (24, 0)], val)
+                    + Circle::new((12, 0), 4, val_colour.filled())
             });
     }
     chart

@@ -4,11 +4,19 @@
 //! one; steps are epochs, so its curves continue). Per epoch: `loss`, `accuracy/train`,
 //! `accuracy/val` (where measured) and `learning_rate`, fed through placeholders into
 //! WriteScalarSummary. Once per invocation: the graph (its GraphDef through WriteGraphSummary,
-//! for the Graphs tab). Every `image_summary_every` epochs and after the last: conv1's 96
+//! for the Graphs tab). Every `image_summary_every` epochs, and at the first and last epoch of
+//! each invocation: conv1's 96
 //! filters as one RGB grid, conv1's 96 activation maps of the first validation image as one
 //! grayscale mosaic, and that image itself, all tiled and scaled to 0..255 in the graph
 //! (each filter and map on its own scale, so weak ones stay visible) for WriteImageSummary.
 //! The writer is flushed after every epoch, so a crash loses nothing already trained.
+//!
+//! A resumed run restarts at its last checkpoint, which may be older than the last epoch the
+//! crashed invocation logged. TensorBoard drops such orphaned epochs in two ways, so both are
+//! served: its Python loader purges every step at or after a SessionLog START that is not the
+//! run's first (each invocation writes one), and its fast loader (the default) drops the steps
+//! of a time series at or after a step that goes back, so the first epoch of an invocation
+//! writes images as well as scalars.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -50,6 +58,7 @@ pub struct Summaries {
     indices: Output,
     example: i32,
     image_every: usize,
+    start_epoch: Cell<usize>,
     spent: Cell<Duration>,
     epochs_written: Cell<usize>,
 }
@@ -105,14 +114,14 @@ impl Summaries {
             indices: tg.indices.clone(),
             example,
             image_every: cfg.image_summary_every,
+            start_epoch: Cell::new(0),
             spent: Cell::new(Duration::ZERO),
             epochs_written: Cell::new(0),
         })
     }
 
-    /// Starts a new event file in `run_dir/tensorboard` and writes `graph` into it. A resumed
-    /// run (`start_epoch` > 0) first marks a restart, so TensorBoard drops any epochs of the
-    /// previous invocation past its last checkpoint, as metrics.csv does.
+    /// Starts a new event file in `run_dir/tensorboard`, marks the (re)start at `start_epoch`
+    /// and writes `graph`.
     pub fn open(&self, session: &Session, graph: &Graph, run_dir: &Path, start_epoch: usize) -> Result<PathBuf> {
         let t0 = Instant::now();
         let dir = run_dir.join(DIR);
@@ -125,11 +134,10 @@ impl Summaries {
         session.run(&mut args).with_context(|| format!("cannot start a TensorBoard event file in {}", dir.display()))?;
 
         let step = start_epoch as i64;
-        if start_epoch > 0 {
-            let wall_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
-            let restart = Event { wall_time, step, session_log: Some(SessionLog { status: SessionLog::START }), ..Default::default() };
-            self.write_proto(session, &self.import_event, step, &prost::Message::encode_to_vec(&restart))?;
-        }
+        self.start_epoch.set(start_epoch);
+        let wall_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+        let start = Event { wall_time, step, session_log: Some(SessionLog { status: SessionLog::START }), ..Default::default() };
+        self.write_proto(session, &self.import_event, step, &prost::Message::encode_to_vec(&start))?;
         self.write_proto(session, &self.graph, step, &graph.graph_def()?)?;
         self.run_target(session, &self.flush)?;
         self.spent.set(self.spent.get() + t0.elapsed());
@@ -155,7 +163,7 @@ impl Summaries {
             feed(&mut args, &self.val_accuracy, &val);
             args.add_target(&self.val_scalar);
         }
-        if images_due(self.image_every, row.epoch, last) {
+        if images_due(self.image_every, row.epoch, last || row.epoch == self.start_epoch.get()) {
             feed(&mut args, &self.indices, &idx);
             args.add_target(&self.images);
         }
@@ -197,9 +205,10 @@ fn feed<'l, T: tensorflow::TensorType>(args: &mut SessionRunArgs<'l>, o: &Output
     args.add_feed(&o.operation, o.index, t);
 }
 
-/// Whether epoch `epoch` gets image summaries: every `every` epochs (0: never) and the last.
-pub fn images_due(every: usize, epoch: usize, last: bool) -> bool {
-    every > 0 && (epoch % every == 0 || last)
+/// Whether epoch `epoch` gets image summaries: every `every` epochs (0: never) and at the
+/// `ends` (first and last) of an invocation.
+pub fn images_due(every: usize, epoch: usize, ends: bool) -> bool {
+    every > 0 && (epoch % every == 0 || ends)
 }
 
 /// The three image summaries, grouped into one op.

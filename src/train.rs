@@ -72,7 +72,7 @@ pub struct TrainConfig {
     pub seed: u64,
     pub val_every: usize,
     pub checkpoint_every: usize,
-    /// TensorBoard images (conv1 filters and activations) every N epochs and after the last; 0: never.
+    /// TensorBoard images (conv1 filters and activations) every N epochs, and at the first and last epoch of each invocation; 0: never.
     #[serde(default = "default_image_summary_every")]
     pub image_summary_every: usize,
     pub runtime: RuntimeConfig,
