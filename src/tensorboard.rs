@@ -5,10 +5,10 @@
 //! `accuracy/val` (where measured) and `learning_rate`, fed through placeholders into
 //! WriteScalarSummary. Once per invocation: the graph (its GraphDef through WriteGraphSummary,
 //! for the Graphs tab). Every `image_summary_every` epochs, and at the first and last epoch of
-//! each invocation: conv1's 96
-//! filters as one RGB grid, conv1's 96 activation maps of the first validation image as one
-//! grayscale mosaic, and that image itself, all tiled and scaled to 0..255 in the graph
-//! (each filter and map on its own scale, so weak ones stay visible) for WriteImageSummary.
+//! each invocation: conv1's 96 filters as one RGB grid, conv1's 96 activation maps of the first
+//! validation image as one grayscale mosaic, and that image itself, all tiled and scaled to
+//! 0..255 in the graph (each filter and map on its own scale, so weak ones stay visible) for
+//! WriteImageSummary.
 //! The writer is flushed after every epoch, so a crash loses nothing already trained.
 //!
 //! A resumed run restarts at its last checkpoint, which may be older than the last epoch the
