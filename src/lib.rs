@@ -7,7 +7,8 @@
 //! TensorFlow's LRN gradient repaired), [`train`] (the recipe, run directories), [`checkpoint`],
 //! [`eval`], [`inference`] (the graph from encoded images to class probabilities), [`export`]
 //! (SavedModel for serving, messages in [`proto`]), [`predict`], [`runtime`] (sessions and
-//! devices); [`metrics`], [`rng`] and [`fsutil`] are small helpers.
+//! devices), [`tensorboard`] (summary ops in the graph; their event files are read back by
+//! [`events`]), [`plot`] (curves.png); [`metrics`], [`rng`] and [`fsutil`] are small helpers.
 //!
 //! Comparing with the Swift original: [`network_graph`] (the network alone as a graph, and its
 //! GraphDef files through the messages of [`proto`]), [`graph_spec`] (the Swift original's layer
@@ -21,6 +22,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod data;
 pub mod eval;
+pub mod events;
 pub mod export;
 pub mod fsutil;
 pub mod gradients;
@@ -29,11 +31,13 @@ pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod network_graph;
+pub mod plot;
 pub mod predict;
 pub mod proto;
 pub mod reference;
 pub mod rng;
 pub mod runtime;
+pub mod tensorboard;
 pub mod train;
 pub mod visualize;
 pub mod weights;

@@ -9,7 +9,7 @@ use alexnet::model::{LrnProfile, ModelConfig};
 use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
 use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
 use alexnet::predict::{self, Predictor};
-use alexnet::{caffe, data, eval, export, graph_spec, network_graph};
+use alexnet::{caffe, data, eval, export, graph_spec, network_graph, plot};
 use anyhow::{Result, bail};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
@@ -112,6 +112,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Layout::Nhwc)]
         reference_layout: Layout,
     },
+    /// Redraw a run's curves.png from its metrics.csv, or overlay several runs to compare them.
+    Plot {
+        /// Run directories (each with a metrics.csv).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The PNG to write (default: RUN/curves.png for one run, ./curves.png for several).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -201,6 +210,9 @@ struct TrainArgs {
     /// Write a checkpoint every N epochs (and after the last).
     #[arg(long, default_value_t = 10)]
     checkpoint_every: usize,
+    /// Write conv1 filter and activation images to TensorBoard every N epochs (and at the first and last); 0: never.
+    #[arg(long, default_value_t = 10)]
+    image_summary_every: usize,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -344,6 +356,10 @@ fn run(cli: Cli) -> Result<()> {
             info.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             Ok(())
         }
+        Command::Plot { runs, out } => {
+            println!("wrote {}", plot::plot_runs(&runs, out.as_deref())?.display());
+            Ok(())
+        }
     }
 }
 
@@ -412,6 +428,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         cfg.seed = a.seed;
         cfg.val_every = a.val_every;
         cfg.checkpoint_every = a.checkpoint_every;
+        cfg.image_summary_every = a.image_summary_every;
         cfg.runtime = a.runtime.config();
         cfg
     };

@@ -22,6 +22,7 @@ use crate::fsutil;
 use crate::metrics::{self, Row};
 use crate::model::{self, ModelConfig, Network};
 use crate::runtime::RuntimeConfig;
+use crate::{plot, tensorboard};
 use crate::weights::{self, LayerParams, LoadOptions};
 
 /// Learning rate over epochs.
@@ -71,7 +72,14 @@ pub struct TrainConfig {
     pub seed: u64,
     pub val_every: usize,
     pub checkpoint_every: usize,
+    /// TensorBoard images (conv1 filters and activations) every N epochs, and at the first and last epoch of each invocation; 0: never.
+    #[serde(default = "default_image_summary_every")]
+    pub image_summary_every: usize,
     pub runtime: RuntimeConfig,
+}
+
+fn default_image_summary_every() -> usize {
+    10
 }
 
 impl TrainConfig {
@@ -95,6 +103,7 @@ impl TrainConfig {
             seed: 0,
             val_every: 10,
             checkpoint_every: 10,
+            image_summary_every: default_image_summary_every(),
             runtime: RuntimeConfig::default(),
         }
     }
@@ -157,7 +166,7 @@ pub struct TrainGraph {
     /// Owns the graph (the crate's Graph is reached through its Scope).
     pub scope: Scope,
     pub net: Network,
-    indices: Output,
+    pub(crate) indices: Output,
     learning_rate: Output,
     dropout_rate: Output,
     dropout_seed: Output,
@@ -492,6 +501,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
     say(report.to_string());
 
     let tg = TrainGraph::build(&cfg.model, cfg.momentum, cfg.weight_decay)?;
+    let tb = tensorboard::Summaries::build(&tg, cfg, dataset.train.len() as i32)?;
     let (session, device) = cfg.runtime.session(&tg.scope.graph())?;
     say(format!(
         "device: {device}; threads: intra-op {}, inter-op {} (0 = TensorFlow's default)",
@@ -525,6 +535,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         }
     }
     metrics::write(&metrics_path, &rows)?;
+    let tb_dir = tb.open(&session, &tg.scope.graph(), run_dir, start_epoch)?;
     if start_epoch >= cfg.epochs {
         say(format!("the run already has {} epochs; nothing to train (raise --epochs to continue)", cfg.epochs));
     }
@@ -567,6 +578,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         };
         let row = Row { epoch, loss: loss_sum / n_train as f64, train_accuracy, val_accuracy };
         print_row(row.display());
+        tb.epoch(&session, &row, lr, last)?;
         rows.push(row);
         metrics::write(&metrics_path, &rows)?;
         let stop = interrupted.load(Ordering::SeqCst);
@@ -575,6 +587,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         }
         if stop {
             bar.finish_and_clear();
+            plot::write_run_curves(run_dir, &rows)?;
             bail!(
                 "interrupted after epoch {epoch}; checkpoint written. Continue with: alexnet train --run-dir {} --resume",
                 run_dir.display()
@@ -582,6 +595,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         }
     }
     bar.finish_and_clear();
+    tb.close(&session)?;
     let seconds = started.elapsed().as_secs_f64();
     let trained = cfg.epochs.saturating_sub(start_epoch);
     let last = rows.last().context("no epochs were trained")?;
@@ -595,12 +609,19 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         device,
     };
     fsutil::write_atomic(&run_dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    plot::write_run_curves(run_dir, &rows)?;
     say(format!(
         "trained {trained} epochs in {:.1} s ({:.2} s per epoch); final train accuracy {:.2}%, val accuracy {}",
         seconds,
         summary.seconds_per_epoch,
         summary.final_train_accuracy,
         summary.final_val_accuracy.map(|v| format!("{v:.2}%")).unwrap_or("-".into())
+    ));
+    say(format!(
+        "tensorboard: {} ({:.0} ms of summaries per epoch); curves: {}",
+        tb_dir.display(),
+        tb.seconds_per_epoch() * 1000.0,
+        run_dir.join(plot::CURVES).display()
     ));
     Ok(summary)
 }
@@ -615,7 +636,7 @@ fn prepare_run_dir(run_dir: &Path, opts: &RunOptions) -> Result<()> {
                 run_dir.display()
             );
         }
-        for sub in ["checkpoints", "metrics.csv", "summary.json", "config.json"] {
+        for sub in ["checkpoints", "metrics.csv", "summary.json", "config.json", tensorboard::DIR, plot::CURVES] {
             let p = run_dir.join(sub);
             if p.is_dir() {
                 std::fs::remove_dir_all(&p)?;

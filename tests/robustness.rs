@@ -11,23 +11,6 @@ use alexnet::data::{self, Decoder, Preprocess};
 use alexnet::metrics;
 use common::TempDir;
 
-/// A small copy of the data set: `n` images per class and split.
-fn small_dataset(root: &Path, n: usize) -> PathBuf {
-    let images = root.join("images");
-    for split in ["train", "val"] {
-        for class in ["cat", "dog"] {
-            let dst = images.join(split).join(class);
-            std::fs::create_dir_all(&dst).unwrap();
-            let mut files: Vec<_> = std::fs::read_dir(common::images().join(split).join(class)).unwrap().map(|e| e.unwrap().path()).collect();
-            files.sort();
-            for f in files.iter().take(n) {
-                std::fs::copy(f, dst.join(f.file_name().unwrap())).unwrap();
-            }
-        }
-    }
-    images
-}
-
 fn train(images: &Path, run: &Path, extra: &[&str]) -> Command {
     let mut cmd = common::alexnet();
     cmd.args(["train", "--quiet", "--checkpoint-every", "1"])
@@ -52,7 +35,7 @@ fn a_real_jpeg() -> PathBuf {
 #[test]
 fn every_bad_image_is_listed_and_can_be_skipped() {
     let tmp = TempDir::new("bad-images");
-    let images = small_dataset(tmp.path(), 3);
+    let images = common::small_dataset(tmp.path(), 3);
     let cats = images.join("train/cat");
     std::fs::write(cats.join("empty.jpg"), b"").unwrap();
     let jpeg = std::fs::read(a_real_jpeg()).unwrap();
@@ -83,7 +66,7 @@ fn every_bad_image_is_listed_and_can_be_skipped() {
 #[test]
 fn other_formats_and_colour_modes_are_converted_and_used() {
     let tmp = TempDir::new("formats");
-    let images = small_dataset(tmp.path(), 2);
+    let images = common::small_dataset(tmp.path(), 2);
     let made = tmp.path().join("made");
     let status = Command::new(common::python())
         .arg(common::repo().join("tests/support/make_images.py"))
@@ -134,7 +117,7 @@ fn folder_structure_problems_are_explained() {
 
     assert!(err(&tmp.path().join("nope")).contains("does not exist"));
 
-    let images = small_dataset(tmp.path(), 1);
+    let images = common::small_dataset(tmp.path(), 1);
     std::fs::create_dir_all(images.join("train/bird")).unwrap();
     std::fs::create_dir_all(images.join("val/bird")).unwrap();
     let e = err(&images);
@@ -199,7 +182,7 @@ fn weight_file_problems_name_the_file() {
 #[test]
 fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let tmp = TempDir::new("nan");
-    let images = small_dataset(tmp.path(), 3);
+    let images = common::small_dataset(tmp.path(), 3);
     let run = tmp.path().join("run");
     let out = train(&images, &run, &["--epochs", "20", "--lr", "1e6", "--dropout", "0"]).output().unwrap();
     assert!(!out.status.success());
@@ -239,7 +222,7 @@ fn signal(child: &std::process::Child, sig: &str) {
 #[test]
 fn sigint_and_sigterm_checkpoint_and_say_how_to_resume() {
     let tmp = TempDir::new("signals");
-    let images = small_dataset(tmp.path(), 3);
+    let images = common::small_dataset(tmp.path(), 3);
     for sig in ["INT", "TERM"] {
         let run = tmp.path().join(format!("run-{sig}"));
         let child = start_and_wait(&images, &run, "1000", 1);
@@ -258,7 +241,7 @@ fn sigint_and_sigterm_checkpoint_and_say_how_to_resume() {
 #[test]
 fn sigkill_then_resume_gives_the_uninterrupted_result() {
     let tmp = TempDir::new("sigkill");
-    let images = small_dataset(tmp.path(), 3);
+    let images = common::small_dataset(tmp.path(), 3);
     let total = "12";
     let full = tmp.path().join("full");
     assert!(train(&images, &full, &["--epochs", total, "--seed", "7"]).status().unwrap().success());

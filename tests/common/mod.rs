@@ -25,6 +25,23 @@ pub fn weights() -> PathBuf {
     mirror().join("weights")
 }
 
+/// A small copy of the data set: `n` images per class and split.
+pub fn small_dataset(root: &Path, n: usize) -> PathBuf {
+    let copy = root.join("images");
+    for split in ["train", "val"] {
+        for class in ["cat", "dog"] {
+            let dst = copy.join(split).join(class);
+            std::fs::create_dir_all(&dst).unwrap();
+            let mut files: Vec<_> = std::fs::read_dir(images().join(split).join(class)).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            for f in files.iter().take(n) {
+                std::fs::copy(f, dst.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    copy
+}
+
 /// A scratch folder removed on drop.
 pub struct TempDir(pub PathBuf);
 

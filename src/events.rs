@@ -1,0 +1,199 @@
+//! TensorBoard event files: TFRecord framing and the few `Event` proto fields this project uses.
+//!
+//! A TFRecord file is a sequence of records, each `u64` little-endian length, masked CRC32C of
+//! those 8 bytes, the data, masked CRC32C of the data. In an event file every record is a
+//! `tensorflow.Event` (tensorflow/core/util/event.proto). TensorFlow's own summary writer makes
+//! the files ([`crate::tensorboard`]); this module reads them back, checking every CRC, and
+//! encodes the one event the project writes itself (a SessionLog START when a run resumes).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+
+// Field numbers from event.proto, summary.proto and tensor.proto (TensorFlow 2.21). Only the
+// fields read or written here; prost skips the others.
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Event {
+    #[prost(double, tag = "1")]
+    pub wall_time: f64,
+    #[prost(int64, tag = "2")]
+    pub step: i64,
+    // The rest are a oneof in event.proto: at most one is set.
+    #[prost(string, optional, tag = "3")]
+    pub file_version: Option<String>,
+    /// A serialized GraphDef.
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub graph_def: Option<Vec<u8>>,
+    #[prost(message, optional, tag = "5")]
+    pub summary: Option<Summary>,
+    #[prost(message, optional, tag = "7")]
+    pub session_log: Option<SessionLog>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionLog {
+    /// [`SessionLog::START`], ...
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+}
+
+impl SessionLog {
+    /// At a START that is not a run's first, TensorBoard's Python loader drops the events of
+    /// steps at or after its step that came before it: the epochs a crashed run trained past
+    /// its last checkpoint.
+    pub const START: i32 = 1;
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Summary {
+    #[prost(message, repeated, tag = "1")]
+    pub value: Vec<Value>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Value {
+    #[prost(string, tag = "1")]
+    pub tag: String,
+    /// What WriteScalarSummary writes.
+    #[prost(float, optional, tag = "2")]
+    pub simple_value: Option<f32>,
+    #[prost(message, optional, tag = "4")]
+    pub image: Option<Image>,
+    /// What TF2's Python `tf.summary.scalar` writes instead.
+    #[prost(message, optional, tag = "8")]
+    pub tensor: Option<TensorProto>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Image {
+    #[prost(int32, tag = "1")]
+    pub height: i32,
+    #[prost(int32, tag = "2")]
+    pub width: i32,
+    /// 1 grayscale, 3 RGB, 4 RGBA.
+    #[prost(int32, tag = "3")]
+    pub colorspace: i32,
+    /// A PNG.
+    #[prost(bytes = "vec", tag = "4")]
+    pub encoded_image_string: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TensorProto {
+    /// DataType: 1 float, 2 double.
+    #[prost(int32, tag = "1")]
+    pub dtype: i32,
+    #[prost(bytes = "vec", tag = "4")]
+    pub tensor_content: Vec<u8>,
+    #[prost(float, repeated, tag = "5")]
+    pub float_val: Vec<f32>,
+    #[prost(double, repeated, tag = "6")]
+    pub double_val: Vec<f64>,
+}
+
+impl Value {
+    /// The value of a scalar summary, whichever way it was written.
+    pub fn scalar(&self) -> Option<f64> {
+        if let Some(v) = self.simple_value {
+            return Some(v as f64);
+        }
+        let t = self.tensor.as_ref()?;
+        match t.dtype {
+            1 => t.float_val.first().map(|&v| v as f64).or_else(|| Some(f32::from_le_bytes(t.tensor_content.get(..4)?.try_into().ok()?) as f64)),
+            2 => t.double_val.first().copied().or_else(|| Some(f64::from_le_bytes(t.tensor_content.get(..8)?.try_into().ok()?))),
+            _ => None,
+        }
+    }
+}
+
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// TFRecord's masked CRC32C: rotated and offset so a CRC of data that holds CRCs stays strong.
+pub fn masked_crc32c(data: &[u8]) -> u32 {
+    let crc = CRC32C.checksum(data);
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
+/// Frames `data` as one TFRecord.
+pub fn encode_record(data: &[u8]) -> Vec<u8> {
+    let len = (data.len() as u64).to_le_bytes();
+    let mut out = Vec::with_capacity(data.len() + 16);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&masked_crc32c(&len).to_le_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(&masked_crc32c(data).to_le_bytes());
+    out
+}
+
+/// Splits a TFRecord file into its records, checking both CRCs of each. `name` goes into errors.
+pub fn decode_records<'a>(bytes: &'a [u8], name: &str) -> Result<Vec<&'a [u8]>> {
+    let mut records = vec![];
+    let mut at = 0;
+    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
+    while at < bytes.len() {
+        ensure!(bytes.len() - at >= 12, "{name}: truncated record header at byte {at}");
+        let len_bytes = &bytes[at..at + 8];
+        ensure!(u32_at(at + 8) == masked_crc32c(len_bytes), "{name}: length CRC mismatch at byte {at}");
+        let len = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
+        let start = at + 12;
+        if bytes.len() - start < len.saturating_add(4) {
+            bail!("{name}: record at byte {at} claims {len} bytes, the file ends first (truncated?)");
+        }
+        let data = &bytes[start..start + len];
+        ensure!(u32_at(start + len) == masked_crc32c(data), "{name}: data CRC mismatch in the record at byte {at}");
+        records.push(data);
+        at = start + len + 4;
+    }
+    Ok(records)
+}
+
+/// Every event of one event file, in order.
+pub fn read_events(path: &Path) -> Result<Vec<Event>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path.display().to_string();
+    decode_records(&bytes, &name)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| <Event as prost::Message>::decode(r).with_context(|| format!("{name}: record {i} is not an Event proto")))
+        .collect()
+}
+
+/// The event files in `dir`, oldest first (TensorFlow names them events.out.tfevents.<seconds>...).
+pub fn event_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = vec![];
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.file_name().is_some_and(|n| n.to_string_lossy().contains("tfevents")) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn crc32c_matches_the_standard_check_value() {
+        // CRC-32C of "123456789" is 0xE3069283 (RFC 3720).
+        assert_eq!(CRC32C.checksum(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn records_round_trip_and_corruption_is_named() {
+        let ev = Event { wall_time: 1.5, step: 7, session_log: Some(SessionLog { status: SessionLog::START }), ..Default::default() };
+        let mut file = encode_record(&ev.encode_to_vec());
+        file.extend(encode_record(b""));
+        let records = decode_records(&file, "f").unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(Event::decode(records[0]).unwrap(), ev);
+        let mut bad = file.clone();
+        bad[14] ^= 1;
+        assert!(format!("{:#}", decode_records(&bad, "f").unwrap_err()).contains("data CRC mismatch"));
+        assert!(format!("{:#}", decode_records(&file[..file.len() - 1], "f").unwrap_err()).contains("f: "));
+    }
+}
