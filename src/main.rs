@@ -49,7 +49,7 @@ enum Command {
         force: bool,
     },
     /// Top class and probability of image files (JPEG, PNG, GIF, BMP), from a run or a SavedModel.
-    #[command(group(ArgGroup::new("source").required(true).args(["run_dir", "saved_model"])))]
+    #[command(group(ArgGroup::new("source").required(true).args(["run_dir", "saved_model", "weights"])))]
     Predict {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<PathBuf>,
@@ -62,9 +62,17 @@ enum Command {
         /// One JSON object per line: path, class, class_id, probability, probabilities (by class id).
         #[arg(long)]
         json: bool,
-        /// Class names, one per line, for a SavedModel that doesn't name its classes.
+        /// A folder with all eight layers' weight files (e.g. from import-caffe), used as it is.
+        #[arg(long, conflicts_with_all = ["run_dir", "saved_model"])]
+        weights: Option<PathBuf>,
+        /// Class names, one per line, for a SavedModel or weight files that don't name their classes.
         #[arg(long, conflicts_with = "run_dir")]
         labels: Option<PathBuf>,
+        /// With --weights: LRN parameters (the BVLC AlexNet uses Caffe's).
+        #[arg(long, value_enum, default_value_t = LrnProfile::Swift, requires = "weights")]
+        lrn: LrnProfile,
+        #[command(flatten)]
+        input: InputArgs,
     },
     /// The devices TensorFlow sees, with their memory.
     Devices,
@@ -263,6 +271,15 @@ struct RuntimeArgs {
     inter_op_threads: i32,
 }
 
+impl InputArgs {
+    fn preprocess(&self) -> Result<alexnet::data::Preprocess> {
+        if self.pixel_mean.len() != 1 && self.pixel_mean.len() != 3 {
+            bail!("--pixel-mean takes one value or three (R,G,B), got {}", self.pixel_mean.len());
+        }
+        Ok(alexnet::data::Preprocess { pixel_mean: self.pixel_mean.clone(), bgr: !self.rgb, ..Default::default() })
+    }
+}
+
 impl RuntimeArgs {
     fn config(&self) -> RuntimeConfig {
         RuntimeConfig { device: self.device, intra_op_threads: self.intra_op_threads, inter_op_threads: self.inter_op_threads }
@@ -328,11 +345,13 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Predict { images, run_dir, saved_model, json, labels } => {
-            let predictor = match (run_dir, saved_model) {
-                (Some(run), _) => Predictor::from_run(&run)?,
-                (None, Some(dir)) => Predictor::from_saved_model(&dir, labels.as_deref().map(predict::read_labels).transpose()?)?,
-                (None, None) => bail!("give --run-dir or --saved-model"),
+        Command::Predict { images, run_dir, saved_model, weights, json, labels, lrn, input } => {
+            let labels = labels.as_deref().map(predict::read_labels).transpose()?;
+            let predictor = match (run_dir, saved_model, weights) {
+                (Some(run), _, _) => Predictor::from_run(&run)?,
+                (None, Some(dir), _) => Predictor::from_saved_model(&dir, labels)?,
+                (None, None, Some(dir)) => Predictor::from_weights(&dir, labels, lrn, &input.preprocess()?)?,
+                (None, None, None) => bail!("give --run-dir, --saved-model or --weights"),
             };
             for p in predictor.predict_files(&images)? {
                 if json {
@@ -407,11 +426,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         let mut cfg = TrainConfig::swift_recipe(a.images.clone(), a.weights.clone(), dataset.classes);
         cfg.model.fc_width = a.model.fc_width;
         cfg.model.lrn = a.model.lrn;
-        if a.input.pixel_mean.len() != 1 && a.input.pixel_mean.len() != 3 {
-            bail!("--pixel-mean takes one value or three (R,G,B), got {}", a.input.pixel_mean.len());
-        }
-        cfg.preprocess.pixel_mean = a.input.pixel_mean.clone();
-        cfg.preprocess.bgr = !a.input.rgb;
+        cfg.preprocess = a.input.preprocess()?;
         cfg.strict_weights = a.strict_weights;
         cfg.skip_bad_images = a.skip_bad_images;
         cfg.epochs = a.epochs;

@@ -1,5 +1,5 @@
-//! `alexnet predict`: class probabilities of image files, from a run's latest checkpoint or from
-//! an exported SavedModel. Both feed the file bytes to the same [`InferenceGraph`], so for the
+//! `alexnet predict`: class probabilities of image files, from a run's latest checkpoint, an
+//! exported SavedModel, or a complete folder of weight files (an imported Caffe model). Both feed the file bytes to the same [`InferenceGraph`], so for the
 //! same model they give the same numbers.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,9 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 use tensorflow::{DataType, Graph, Output, SavedModelBundle, Session, SessionOptions, SessionRunArgs, Tensor};
 
+use crate::data::Preprocess;
 use crate::export::{SERVE_TAG, SERVING_SIGNATURE};
+use crate::model::{LrnProfile, ModelConfig};
 use crate::inference::{self, InferenceGraph};
 use crate::train;
 
@@ -59,6 +61,36 @@ impl Predictor {
             probabilities: g.probabilities.clone(),
             names: Names::All(cfg.classes.clone()),
         })
+    }
+
+    /// A folder of weight files with every layer present (e.g. an imported Caffe model), used as
+    /// it is. The class count and fc width come from fc8's and fc7's bias files; class names from
+    /// `labels` (its length must match), else "class N".
+    pub fn from_weights(dir: &Path, labels: Option<Vec<String>>, lrn: LrnProfile, preprocess: &Preprocess) -> Result<Predictor> {
+        let count = |name: &str| -> Result<usize> {
+            let path = dir.join(name);
+            let len = std::fs::metadata(&path)
+                .with_context(|| format!("{} is missing: predicting from --weights needs all eight layers (import a full model with alexnet import-caffe)", path.display()))?
+                .len();
+            Ok(len as usize / 4)
+        };
+        let classes = count("fc8.biases")?;
+        let mut model = ModelConfig::new(classes);
+        model.fc_width = count("fc7.biases")?;
+        model.lrn = lrn;
+        let names = match labels {
+            Some(l) => {
+                ensure!(l.len() == classes, "--labels gives {} class names, the weights in {} are for {classes} classes", l.len(), dir.display());
+                l
+            }
+            None => (0..classes).map(|i| format!("class {i}")).collect(),
+        };
+        let specs = crate::model::param_specs(&model);
+        let (params, _) = crate::weights::load(Some(dir), &specs, &crate::weights::LoadOptions { strict: true, seed: 0 })?;
+        let g = InferenceGraph::build(&model, preprocess, &names)?;
+        let session = Session::new(&SessionOptions::new(), &g.scope.graph())?;
+        train::init_params(&session, &g.net, &params)?;
+        Ok(Predictor { session, images: g.images.clone(), probabilities: g.probabilities.clone(), names: Names::All(names) })
     }
 
     /// A SavedModel's `serving_default` signature: one string input of encoded images and a

@@ -326,6 +326,26 @@ fn full_bvlc_alexnet_shapes_import_and_load_for_fc_width_4096() {
     let (_, report) = weights::load(Some(&out_dir), &model::param_specs(&cfg2), &LoadOptions { strict: false, seed: 0 }).unwrap();
     assert_eq!(report.loaded().len(), 14);
     assert_eq!(report.initialised(), ["fc8.weights", "fc8.biases"]);
+
+    // And predict classifies with the imported model as it is: 1000 classes named by --labels.
+    let labels = tmp.path().join("labels.txt");
+    std::fs::write(&labels, (0..1000).map(|i| format!("synset{i}\n")).collect::<String>()).unwrap();
+    let image = common::images().join("val/dog/pexels-photo-1851471.jpeg");
+    let out = common::alexnet()
+        .args(["predict", "--json", "--lrn", "caffe", "--pixel-mean", "123,117,104", "--weights"])
+        .arg(&out_dir)
+        .arg("--labels")
+        .arg(&labels)
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probs: Vec<f64> = p["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(probs.len(), 1000);
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-3);
+    let id = p["class_id"].as_u64().unwrap() as usize;
+    assert_eq!(p["class"], format!("synset{id}"));
     eprintln!(
         "BVLC shapes: written by Python in {written:.1} s, imported in {imported:.1} s, all checks done after {:.1} s",
         started.elapsed().as_secs_f64()
