@@ -19,6 +19,7 @@
 pub mod activations;
 pub mod caffe;
 pub mod checkpoint;
+pub mod cluster;
 pub mod compare;
 pub mod data;
 pub mod eval;
