@@ -202,7 +202,14 @@ impl TrainGraph {
                 let mut replicas = vec![];
                 for (i, dev) in p.workers.iter().enumerate() {
                     let rs = &mut s.new_sub_scope(&format!("replica_{i}")).with_device(dev);
-                    let mut r = build_replica(rs, cfg, &dropout, Some(&shared), &format!("replica_{i}/"), dev)?;
+                    // Replica 0 is built in place (its unplaced backward ops run on the chief,
+                    // which is worker 0); the others are imported, to put their backward on
+                    // their worker too.
+                    let mut r = if i == 0 {
+                        build_replica(rs, cfg, &dropout, Some(&shared), &format!("replica_{i}/"), dev)?
+                    } else {
+                        import_replica(s, cfg, &dropout, &shared, i, dev)?
+                    };
                     r.shard.weight = Some(
                         ops::Placeholder::new()
                             .dtype(DataType::Float)
@@ -424,6 +431,48 @@ fn build_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, sha
     let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.into(), cfg.classes)?;
     let grads = crate::gradients::gradients_named(s, &net, loss.clone(), name_prefix)?;
     Ok(Replica { shard: Shard { indices, weight: None, images_init, labels_init }, net, loss, grads })
+}
+
+/// A replica built in a graph of its own and imported with `dev` as the default device: ops
+/// that add_gradients creates carry no device, and import is where TensorFlow's C API lets a
+/// default one be given. Its variables and dropout inputs are mapped onto the shared ones.
+fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, shared: &[model::LayerVars], i: usize, dev: &str) -> Result<Replica> {
+    let mut own = Scope::new_root_scope();
+    let own_dropout = model::dropout_inputs(&mut own)?;
+    let r = build_replica(&mut own, cfg, &own_dropout, None, "", "")?;
+    let def = own.graph().graph_def()?;
+    let mut opts = tensorflow::ImportGraphDefOptions::new();
+    opts.set_prefix(&format!("replica_{i}"))?;
+    opts.set_default_device(dev)?;
+    for v in shared {
+        for var in [&v.weights, &v.biases] {
+            opts.add_input_mapping(var.name(), 0, var.output())?;
+        }
+    }
+    for (mine, theirs) in [(&own_dropout.rate, &dropout.rate), (&own_dropout.seed, &dropout.seed)] {
+        opts.add_input_mapping(&mine.operation.name()?, mine.index as usize, theirs)?;
+    }
+    let mut wanted: Vec<Output> = vec![
+        r.shard.indices.clone(),
+        r.loss.clone(),
+        r.shard.images_init.0.clone(),
+        r.shard.images_init.1.output(0),
+        r.shard.labels_init.0.clone(),
+        r.shard.labels_init.1.output(0),
+    ];
+    wanted.extend(r.grads.iter().cloned());
+    for o in &wanted {
+        opts.add_return_output(&o.operation.name()?, o.index as usize)?;
+    }
+    let outs = s.graph_mut().import_graph_def_with_return_outputs(&def, &opts)?;
+    let shard = Shard {
+        indices: outs[0].clone(),
+        weight: None,
+        images_init: (outs[2].clone(), outs[3].operation.clone()),
+        labels_init: (outs[4].clone(), outs[5].operation.clone()),
+    };
+    // The network handle stays replica 0's: only its forward pass is read (eval, TensorBoard).
+    Ok(Replica { shard, net: r.net, loss: outs[1].clone(), grads: outs[6..].to_vec() })
 }
 
 /// Mean softmax cross-entropy of `logits` against int32 class `labels`.
