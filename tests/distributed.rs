@@ -1,6 +1,6 @@
 //! Training on a loopback cluster (1 ps + 2 workers): the same losses as one process with the
-//! same global batch, and a killed worker named by the chief. Every process is killed at the
-//! end, pass or fail.
+//! same global batch, also after a chief restart with --resume, and a killed worker named by the
+//! chief. Every process is killed at the end, pass or fail.
 
 mod common;
 
@@ -111,6 +111,20 @@ fn cluster_matches_one_process_and_names_a_lost_worker() {
         assert!((x.loss - y.loss).abs() <= 1e-4 * x.loss.abs(), "epoch {}: one process {} vs cluster {}", x.epoch, x.loss, y.loss);
         assert_eq!(x.train_accuracy, y.train_accuracy, "epoch {}", x.epoch);
     }
+
+    // A restarted chief continues from its last checkpoint: the ps' values are replaced by it,
+    // and the fourth epoch is the one process's fourth epoch.
+    let out = run_bounded(train_cmd(&images, &single, &["--epochs", "4", "--resume"]), limit);
+    assert!(out.status.success(), "single process resume failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut cmd = train_cmd(&images, &dist, &["--epochs", "4", "--resume", "--job", "worker", "--task", "0"]);
+    cmd.arg("--cluster").arg(&cluster);
+    let out = run_bounded(cmd, limit);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && err.contains("resumed from"), "chief resume failed:\n{err}");
+    let a = metrics::read(&single.join("metrics.csv")).unwrap();
+    let b = metrics::read(&dist.join("metrics.csv")).unwrap();
+    assert_eq!(b.len(), 4);
+    assert!((a[3].loss - b[3].loss).abs() <= 1e-4 * a[3].loss.abs(), "resumed epoch 3: one process {} vs cluster {}", a[3].loss, b[3].loss);
 
     // Worker 1 killed mid-run: the chief stops and names it.
     let mut servers = servers;
