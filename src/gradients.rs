@@ -16,6 +16,12 @@ use crate::model::{Layer, Network, layers};
 
 /// Gradients in the order of `net.variables()`.
 pub fn gradients(scope: &mut Scope, net: &Network, loss: Output) -> Result<Vec<Output>> {
+    gradients_named(scope, net, loss, "")
+}
+
+/// As `gradients`, with `name_prefix` ("replica_1/") before the names of the ops add_gradients
+/// creates (their names are absolute, not relative to `scope`): one backward pass per replica.
+pub fn gradients_named(scope: &mut Scope, net: &Network, loss: Output, name_prefix: &str) -> Result<Vec<Output>> {
     let table = layers(&net.config);
     let lrn = net.config.lrn.params();
     let variables = net.variables();
@@ -43,14 +49,14 @@ pub fn gradients(scope: &mut Scope, net: &Network, loss: Output) -> Result<Vec<O
         if let Some(name) = lrn_below {
             xs.push(net.activation(name).context("LRN output")?.clone());
         }
-        let prefix = format!("gradients_{}", table[start].name());
+        let prefix = format!("{name_prefix}gradients_{}", table[start].name());
         // Seeding add_gradients with `dx` would be the direct route, but the crate (0.21) frees
         // the dx array before TensorFlow reads it. The same gradients come from the scalar
         // sum(y * StopGradient(dy)), whose derivative with respect to y is dy.
         let target: Output = match &dy {
             None => y.clone(),
             Some(d) => {
-                let s = &mut scope.new_sub_scope(&format!("{prefix}_seed"));
+                let s = &mut scope.new_sub_scope(&format!("gradients_{}_seed", table[start].name()));
                 let fixed = ops::stop_gradient(d.clone(), s)?;
                 let product = ops::mul(y.clone(), fixed, s)?;
                 let axes = ops::constant(&[0i32, 1, 2, 3][..], s)?;

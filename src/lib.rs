@@ -7,8 +7,9 @@
 //! TensorFlow's LRN gradient repaired), [`train`] (the recipe, run directories), [`checkpoint`],
 //! [`eval`], [`inference`] (the graph from encoded images to class probabilities), [`export`]
 //! (SavedModel for serving, messages in [`proto`]), [`predict`], [`runtime`] (sessions and
-//! devices), [`tensorboard`] (summary ops in the graph; their event files are read back by
-//! [`events`]), [`plot`] (curves.png); [`metrics`], [`rng`] and [`fsutil`] are small helpers.
+//! devices), [`cluster`] (TensorFlow servers and training placed on a cluster), [`tensorboard`]
+//! (summary ops in the graph; their event files are read back by [`events`]), [`plot`]
+//! (curves.png); [`metrics`], [`rng`] and [`fsutil`] are small helpers.
 //!
 //! Comparing with the Swift original: [`network_graph`] (the network alone as a graph, and its
 //! GraphDef files through the messages of [`proto`]), [`graph_spec`] (the Swift original's layer
@@ -19,6 +20,7 @@
 pub mod activations;
 pub mod caffe;
 pub mod checkpoint;
+pub mod cluster;
 pub mod compare;
 pub mod data;
 pub mod eval;

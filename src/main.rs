@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use alexnet::activations::{self, Engine, Setup};
+use alexnet::cluster::{self, ClusterConfig};
 use alexnet::compare::{self, Layout};
 use alexnet::model::{LrnProfile, ModelConfig};
 use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
@@ -76,6 +77,11 @@ enum Command {
     },
     /// The devices TensorFlow sees, with their memory.
     Devices,
+    /// Run this task's TensorFlow server (a ps, or a worker other than the chief) until SIGINT or SIGTERM.
+    Server {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Convert a Caffe .caffemodel (e.g. the BVLC AlexNet) into weight files for --weights.
     ImportCaffe {
         /// The binary .caffemodel, in Caffe's current `layer` or legacy V1 `layers` format.
@@ -227,9 +233,31 @@ struct TrainArgs {
     input: InputArgs,
     #[command(flatten)]
     runtime: RuntimeArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// No per-epoch table.
     #[arg(long)]
     quiet: bool,
+}
+
+/// The cluster: --cluster FILE with --job and --task, or the TF_CONFIG environment variable.
+#[derive(Args)]
+struct ClusterArgs {
+    /// JSON as in TF_CONFIG: {"cluster": {"ps": ["host:port"], "worker": ["host:port", ...]}}.
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// This task's job in the cluster: ps or worker (worker 0 is the chief that trains).
+    #[arg(long, requires = "cluster")]
+    job: Option<String>,
+    /// This task's index in its job.
+    #[arg(long, requires = "job")]
+    task: Option<usize>,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> Result<Option<ClusterConfig>> {
+        ClusterConfig::from_args_or_env(self.cluster.as_deref(), self.job.as_deref(), self.task)
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -300,6 +328,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => run_train(args),
+        Command::Server { cluster } => match cluster.config()? {
+            Some(c) => cluster::serve(&c),
+            None => bail!("alexnet server needs the cluster: --cluster FILE --job NAME --task N, or the TF_CONFIG environment variable"),
+        },
         Command::Eval { run_dir, images } => {
             let images = match images {
                 Some(i) => i,
@@ -413,7 +445,7 @@ fn run_activations(a: ActivationsArgs) -> Result<()> {
 }
 
 fn run_train(a: TrainArgs) -> Result<()> {
-    let opts = RunOptions { resume: a.resume, force: a.force, quiet: a.quiet };
+    let opts = RunOptions { resume: a.resume, force: a.force, quiet: a.quiet, cluster: a.cluster.config()? };
     let cfg = if a.resume && a.run_dir.join("config.json").exists() {
         let mut cfg = TrainConfig::read(&a.run_dir)?;
         if cfg.epochs != a.epochs {

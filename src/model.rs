@@ -250,6 +250,37 @@ impl Network {
 
 /// Adds AlexNet on top of `input` (NHWC float32, already preprocessed).
 pub fn build(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dropout) -> Result<Network> {
+    build_with(scope, cfg, input, dropout, None)
+}
+
+/// The network's variables alone, named as `build` names them ("conv1/weights"), each on the
+/// device `device` gives it: for a graph with several replicas of the forward pass.
+pub fn create_vars(scope: &mut Scope, cfg: &ModelConfig, device: &dyn Fn(&str) -> String) -> Result<Vec<LayerVars>> {
+    param_specs(cfg)
+        .iter()
+        .map(|spec| {
+            let s = &mut scope.new_sub_scope(spec.layer);
+            let [w, b] = spec.variable_names();
+            let (weights, weights_init) = variable(&mut s.with_device(&device(&w)), "weights", &spec.weights)?;
+            let (biases, biases_init) = variable(&mut s.with_device(&device(&b)), "biases", &[spec.biases])?;
+            Ok(LayerVars { layer: spec.layer, weights, biases, weights_init, biases_init })
+        })
+        .collect()
+}
+
+/// AlexNet on top of `input`, reading the variables of `shared` (from `create_vars`) instead of
+/// creating its own.
+pub fn build_shared(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dropout, shared: &[LayerVars]) -> Result<Network> {
+    build_with(scope, cfg, input, dropout, Some(shared))
+}
+
+fn build_with(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dropout, shared: Option<&[LayerVars]>) -> Result<Network> {
+    let take = |scope: &mut Scope, spec: &ParamSpec| -> Result<LayerVars> {
+        match shared {
+            None => layer_vars(scope, spec),
+            Some(vs) => vs.iter().find(|v| v.layer == spec.layer).cloned().with_context(|| format!("no shared variables for {}", spec.layer)),
+        }
+    };
     ensure!(cfg.classes >= 1, "the model needs at least one class");
     let specs = param_specs(cfg);
     let mut x = input;
@@ -260,7 +291,7 @@ pub fn build(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Drop
         let scope = &mut scope.new_sub_scope(name);
         x = match layer {
             Layer::Conv { stride, padding, .. } => {
-                let v = layer_vars(scope, specs.iter().find(|s| s.layer == name).unwrap())?;
+                let v = take(scope, specs.iter().find(|s| s.layer == name).unwrap())?;
                 let s = stride as i64;
                 let conv = ops::Conv2D::new()
                     .strides(vec![1, s, s, 1])
@@ -291,7 +322,7 @@ pub fn build(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Drop
             }
             Layer::Fc { relu_dropout, .. } => {
                 let spec = specs.iter().find(|s| s.layer == name).unwrap();
-                let v = layer_vars(scope, spec)?;
+                let v = take(scope, spec)?;
                 if spec.flattened_from.is_some() {
                     let flat_shape = ops::constant(&[-1i64, spec.weights[0] as i64][..], scope)?;
                     x = ops::reshape(x, flat_shape, &mut scope.with_op_name("flatten"))?.into();

@@ -40,6 +40,12 @@ struct ConfigProto {
     gpu_options: Option<GpuOptions>,
     #[prost(bool, tag = "7")]
     allow_soft_placement: bool,
+    /// Only these devices (job prefixes) take part: in a cluster, the ps and the workers.
+    #[prost(string, repeated, tag = "4")]
+    device_filters: Vec<String>,
+    /// A bound on every session run, so a lost task ends a run instead of hanging it.
+    #[prost(int64, tag = "11")]
+    operation_timeout_in_ms: i64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -62,7 +68,24 @@ impl RuntimeConfig {
             gpu_options: Some(GpuOptions { allow_growth: true }),
             // Ops without a GPU kernel (DecodeJpeg, SaveV2, ...) fall back to the CPU.
             allow_soft_placement: true,
+            device_filters: vec![],
+            operation_timeout_in_ms: 0,
         }
+    }
+
+    /// A session on the TensorFlow server at `target` (the chief's own, "grpc://..."), running
+    /// `graph` on the devices of the cluster's ps and worker jobs.
+    pub fn cluster_session(&self, graph: &Graph, target: &str) -> Result<(Session, String)> {
+        let mut config = self.config_proto();
+        config.device_filters = vec!["/job:ps".into(), "/job:worker".into()];
+        config.operation_timeout_in_ms = CLUSTER_STEP_TIMEOUT_MS;
+        let mut options = SessionOptions::new();
+        options.set_config(&config.encode_to_vec())?;
+        options.set_target(target)?;
+        let session = Session::new(&options, graph)?;
+        let devices = session.device_list()?;
+        let gpus = devices.iter().filter(|d| d.device_type == "GPU").count();
+        Ok((session, format!("cluster through {target}: {} devices, {gpus} GPUs", devices.len())))
     }
 
     pub fn session_options(&self) -> Result<SessionOptions> {
@@ -86,6 +109,10 @@ impl RuntimeConfig {
         Ok((session, used))
     }
 }
+
+/// The longest a session run may take on a cluster (loading the data set onto every worker is
+/// the longest one).
+pub const CLUSTER_STEP_TIMEOUT_MS: i64 = 300_000;
 
 /// The devices TensorFlow sees.
 pub fn list_devices() -> Result<Vec<Device>> {

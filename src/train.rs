@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
 use crate::checkpoint::{self, Saver};
+use crate::cluster::{ClusterConfig, Placement, Server};
 use crate::data::{self, Dataset, Decoder, Preprocess};
 use crate::fsutil;
 use crate::metrics::{self, Row};
@@ -172,37 +173,77 @@ pub struct TrainGraph {
     dropout_seed: Output,
     pub loss: Output,
     train_op: Operation,
-    images_init: (Output, Operation),
-    labels_init: (Output, Operation),
+    /// One per replica (one without a cluster).
+    shards: Vec<Shard>,
     slots_init: Vec<Operation>,
     pub saver: Saver,
 }
 
 impl TrainGraph {
     pub fn build(cfg: &ModelConfig, momentum: f32, weight_decay: f32) -> Result<TrainGraph> {
+        Self::build_placed(cfg, momentum, weight_decay, None)
+    }
+
+    /// With a `placement`, the variables and momentum slots go on the ps tasks and each worker
+    /// gets a replica (its own copy of the data set, its shard of every batch, its forward pass);
+    /// the update uses the shards' gradients weighted by shard size, which is the gradient of the
+    /// whole batch's mean loss.
+    pub fn build_placed(cfg: &ModelConfig, momentum: f32, weight_decay: f32, placement: Option<&Placement>) -> Result<TrainGraph> {
         let mut scope = Scope::new_root_scope();
         let s = &mut scope;
-        let side = cfg.input_size as i64;
-
-        // The decoded data set, train and val together, fed once.
-        let (images, images_init) = fed_variable(&mut s.new_sub_scope("data"), "images", DataType::Float, &[None, Some(side), Some(side), Some(3)])?;
-        let (labels, labels_init) = fed_variable(&mut s.new_sub_scope("data"), "labels", DataType::Int32, &[None])?;
-        let indices: Output = ops::Placeholder::new()
-            .dtype(DataType::Int32)
-            .shape(Shape::from(Some(vec![None])))
-            .build(&mut s.with_op_name("indices"))?
-            .into();
-        let axis = ops::constant(0i32, s)?;
-        let batch_images = ops::gather_v2(images, indices.clone(), axis.clone(), &mut s.with_op_name("batch_images"))?;
-        let batch_labels = ops::gather_v2(labels, indices.clone(), axis, &mut s.with_op_name("batch_labels"))?;
-
         let dropout = model::dropout_inputs(s)?;
-        let net = model::build(s, cfg, batch_images.into(), &dropout)?;
-
-        let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.into(), cfg.classes)?;
-
+        let (net, loss, grads, shards) = match placement {
+            None => {
+                let r = build_replica(s, cfg, &dropout, None, "", "")?;
+                (r.net, r.loss, r.grads, vec![r.shard])
+            }
+            Some(p) => {
+                let shared = model::create_vars(s, cfg, &|name| p.variable_device(name))?;
+                let mut replicas = vec![];
+                for (i, dev) in p.workers.iter().enumerate() {
+                    let rs = &mut s.new_sub_scope(&format!("replica_{i}")).with_device(dev);
+                    // Replica 0 is built in place (its unplaced backward ops run on the chief,
+                    // which is worker 0); the others are imported, to put their backward on
+                    // their worker too.
+                    let mut r = if i == 0 {
+                        build_replica(rs, cfg, &dropout, Some(&shared), &format!("replica_{i}/"), dev)?
+                    } else {
+                        import_replica(s, cfg, &dropout, &shared, i, dev)?
+                    };
+                    r.shard.weight = Some(
+                        ops::Placeholder::new()
+                            .dtype(DataType::Float)
+                            .shape(Shape::from(Some(vec![])))
+                            .build(&mut rs.with_op_name("shard_weight"))?
+                            .into(),
+                    );
+                    replicas.push(r);
+                }
+                // The weighted sums: the batch's mean loss and its gradients.
+                let s = &mut s.new_sub_scope("average");
+                let weighted = |s: &mut Scope, x: &dyn Fn(&Replica) -> Output| -> Result<Output> {
+                    let mut acc: Option<Output> = None;
+                    for r in &replicas {
+                        let term: Output = ops::mul(r.shard.weight.clone().unwrap(), x(r), s)?.into();
+                        acc = Some(match acc {
+                            None => term,
+                            Some(a) => ops::add(a, term, s)?.into(),
+                        });
+                    }
+                    Ok(acc.unwrap())
+                };
+                let loss = weighted(s, &|r| r.loss.clone())?;
+                let mut grads = vec![];
+                for j in 0..replicas[0].grads.len() {
+                    grads.push(weighted(s, &|r| r.grads[j].clone())?);
+                }
+                let shards = replicas.iter().map(|r| r.shard.clone()).collect();
+                (replicas.swap_remove(0).net, loss, grads, shards)
+            }
+        };
         let variables = net.variables();
-        let grads = crate::gradients::gradients(s, &net, loss.clone())?;
+        let indices = shards[0].indices.clone();
+        let slot_device = |v: &tensorflow::Variable| placement.map(|p| p.variable_device(v.name())).unwrap_or_default();
 
         let learning_rate: Output = ops::Placeholder::new()
             .dtype(DataType::Float)
@@ -240,7 +281,7 @@ impl TrainGraph {
                     .initial_value(zeros)
                     .data_type(DataType::Float)
                     .shape(v.shape().clone())
-                    .build(&mut s.with_op_name(&format!("{}/Momentum", v.name())))?;
+                    .build(&mut s.with_op_name(&format!("{}/Momentum", v.name())).with_device(&slot_device(v)))?;
                 // Every gradient is computed before any variable changes: ref variables are
                 // read in place, and an update racing a backward op would change its result.
                 let mut apply = ops::ApplyMomentum::new();
@@ -271,8 +312,7 @@ impl TrainGraph {
             dropout_seed: dropout.seed,
             loss,
             train_op,
-            images_init,
-            labels_init,
+            shards,
             slots_init,
             saver,
         })
@@ -281,12 +321,14 @@ impl TrainGraph {
     /// Feeds the data set and the initial parameters into the variables.
     pub fn initialise(&self, session: &Session, images: &Tensor<f32>, labels: &[i32], params: &[LayerParams]) -> Result<()> {
         let labels_t = Tensor::<i32>::new(&[labels.len() as u64]).with_values(labels)?;
-        let mut args = SessionRunArgs::new();
-        args.add_feed(&self.images_init.0.operation, 0, images);
-        args.add_target(&self.images_init.1);
-        args.add_feed(&self.labels_init.0.operation, 0, &labels_t);
-        args.add_target(&self.labels_init.1);
-        session.run(&mut args).context("cannot load the data set into the graph")?;
+        for shard in &self.shards {
+            let mut args = SessionRunArgs::new();
+            args.add_feed(&shard.images_init.0.operation, 0, images);
+            args.add_target(&shard.images_init.1);
+            args.add_feed(&shard.labels_init.0.operation, 0, &labels_t);
+            args.add_target(&shard.labels_init.1);
+            session.run(&mut args).context("cannot load the data set into the graph")?;
+        }
         init_params(session, &self.net, params)?;
         let mut args = SessionRunArgs::new();
         for op in &self.slots_init {
@@ -298,12 +340,29 @@ impl TrainGraph {
 
     /// One momentum-SGD step on the examples at `batch`; returns the batch's mean loss.
     pub fn step(&self, session: &Session, batch: &[i32], lr: f32, dropout: f32, seed: [i64; 2]) -> Result<f32> {
-        let idx = Tensor::<i32>::new(&[batch.len() as u64]).with_values(batch)?;
+        let n = self.shards.len();
+        ensure!(batch.len() >= n, "a batch of {} examples cannot be split across {n} workers: use a larger --batch-size", batch.len());
+        // Contiguous shards whose sizes differ by at most one, each weighted by its share.
+        let mut feeds = vec![];
+        let mut start = 0;
+        for (i, shard) in self.shards.iter().enumerate() {
+            let len = batch.len() / n + usize::from(i < batch.len() % n);
+            let part = &batch[start..start + len];
+            start += len;
+            let idx = Tensor::<i32>::new(&[len as u64]).with_values(part)?;
+            let w = Tensor::<f32>::from(len as f32 / batch.len() as f32);
+            feeds.push((shard, idx, w));
+        }
         let lr_t = Tensor::<f32>::from(lr);
         let rate_t = Tensor::<f32>::from(dropout);
         let seed_t = Tensor::<i64>::new(&[2]).with_values(&seed)?;
         let mut args = SessionRunArgs::new();
-        args.add_feed(&self.indices.operation, self.indices.index, &idx);
+        for (shard, idx, w) in &feeds {
+            args.add_feed(&shard.indices.operation, shard.indices.index, idx);
+            if let Some(weight) = &shard.weight {
+                args.add_feed(&weight.operation, weight.index, w);
+            }
+        }
         args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &lr_t);
         args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &rate_t);
         args.add_feed(&self.dropout_seed.operation, self.dropout_seed.index, &seed_t);
@@ -334,6 +393,88 @@ impl TrainGraph {
     }
 }
 
+/// The per-replica part of the graph: where the batch comes from, and what it feeds.
+#[derive(Clone)]
+struct Shard {
+    indices: Output,
+    /// The shard's share of the batch (None without a cluster).
+    weight: Option<Output>,
+    images_init: (Output, Operation),
+    labels_init: (Output, Operation),
+}
+
+struct Replica {
+    shard: Shard,
+    net: Network,
+    loss: Output,
+    grads: Vec<Output>,
+}
+
+/// Data variables, batch gather, forward pass, loss and gradients, all in `s` (on `device`).
+fn build_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, shared: Option<&[model::LayerVars]>, name_prefix: &str, device: &str) -> Result<Replica> {
+    let side = cfg.input_size as i64;
+    // The decoded data set, train and val together, fed once.
+    let (images, images_init) = fed_variable(&mut s.new_sub_scope("data"), "images", DataType::Float, &[None, Some(side), Some(side), Some(3)], device)?;
+    let (labels, labels_init) = fed_variable(&mut s.new_sub_scope("data"), "labels", DataType::Int32, &[None], device)?;
+    let indices: Output = ops::Placeholder::new()
+        .dtype(DataType::Int32)
+        .shape(Shape::from(Some(vec![None])))
+        .build(&mut s.with_op_name("indices"))?
+        .into();
+    let axis = ops::constant(0i32, s)?;
+    let batch_images = ops::gather_v2(images, indices.clone(), axis.clone(), &mut s.with_op_name("batch_images"))?;
+    let batch_labels = ops::gather_v2(labels, indices.clone(), axis, &mut s.with_op_name("batch_labels"))?;
+    let net = match shared {
+        None => model::build(s, cfg, batch_images.into(), dropout)?,
+        Some(vars) => model::build_shared(s, cfg, batch_images.into(), dropout, vars)?,
+    };
+    let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.into(), cfg.classes)?;
+    let grads = crate::gradients::gradients_named(s, &net, loss.clone(), name_prefix)?;
+    Ok(Replica { shard: Shard { indices, weight: None, images_init, labels_init }, net, loss, grads })
+}
+
+/// A replica built in a graph of its own and imported with `dev` as the default device: ops
+/// that add_gradients creates carry no device, and import is where TensorFlow's C API lets a
+/// default one be given. Its variables and dropout inputs are mapped onto the shared ones.
+fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, shared: &[model::LayerVars], i: usize, dev: &str) -> Result<Replica> {
+    let mut own = Scope::new_root_scope();
+    let own_dropout = model::dropout_inputs(&mut own)?;
+    let r = build_replica(&mut own, cfg, &own_dropout, None, "", "")?;
+    let def = own.graph().graph_def()?;
+    let mut opts = tensorflow::ImportGraphDefOptions::new();
+    opts.set_prefix(&format!("replica_{i}"))?;
+    opts.set_default_device(dev)?;
+    for v in shared {
+        for var in [&v.weights, &v.biases] {
+            opts.add_input_mapping(var.name(), 0, var.output())?;
+        }
+    }
+    for (mine, theirs) in [(&own_dropout.rate, &dropout.rate), (&own_dropout.seed, &dropout.seed)] {
+        opts.add_input_mapping(&mine.operation.name()?, mine.index as usize, theirs)?;
+    }
+    let mut wanted: Vec<Output> = vec![
+        r.shard.indices.clone(),
+        r.loss.clone(),
+        r.shard.images_init.0.clone(),
+        r.shard.images_init.1.output(0),
+        r.shard.labels_init.0.clone(),
+        r.shard.labels_init.1.output(0),
+    ];
+    wanted.extend(r.grads.iter().cloned());
+    for o in &wanted {
+        opts.add_return_output(&o.operation.name()?, o.index as usize)?;
+    }
+    let outs = s.graph_mut().import_graph_def_with_return_outputs(&def, &opts)?;
+    let shard = Shard {
+        indices: outs[0].clone(),
+        weight: None,
+        images_init: (outs[2].clone(), outs[3].operation.clone()),
+        labels_init: (outs[4].clone(), outs[5].operation.clone()),
+    };
+    // The network handle stays replica 0's: only its forward pass is read (eval, TensorBoard).
+    Ok(Replica { shard, net: r.net, loss: outs[1].clone(), grads: outs[6..].to_vec() })
+}
+
 /// Mean softmax cross-entropy of `logits` against int32 class `labels`.
 pub fn softmax_loss(s: &mut Scope, logits: Output, labels: Output, classes: usize) -> Result<Output> {
     let depth = ops::constant(classes as i32, s)?;
@@ -347,7 +488,7 @@ pub fn softmax_loss(s: &mut Scope, logits: Output, labels: Output, classes: usiz
 }
 
 /// A variable of unknown leading size, initialised by feeding its placeholder.
-fn fed_variable(scope: &mut Scope, name: &str, dtype: DataType, dims: &[Option<i64>]) -> Result<(Output, (Output, Operation))> {
+fn fed_variable(scope: &mut Scope, name: &str, dtype: DataType, dims: &[Option<i64>], device: &str) -> Result<(Output, (Output, Operation))> {
     let init: Output = ops::Placeholder::new()
         .dtype(dtype)
         .shape(Shape::from(Some(dims.to_vec())))
@@ -360,6 +501,7 @@ fn fed_variable(scope: &mut Scope, name: &str, dtype: DataType, dims: &[Option<i
         nd.set_attr_type("dtype", dtype)?;
         // An unknown shape: VariableV2 refuses partially known ones.
         nd.set_attr_shape("shape", &Shape::from(None))?;
+        nd.set_device(device)?;
         nd.finish()?
     };
     // validate_shape=false: the variable takes the shape of whatever data set is fed.
@@ -450,6 +592,8 @@ pub struct RunOptions {
     pub force: bool,
     /// No per-epoch table (setup lines and errors are still printed).
     pub quiet: bool,
+    /// Train on a cluster (this process must be its chief, worker 0).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Set by SIGINT/SIGTERM: the loop finishes its step, checkpoints and stops. A second signal
@@ -500,14 +644,45 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
     let (params, report) = weights::load(cfg.weights.as_deref(), &specs, &LoadOptions { strict: cfg.strict_weights, seed: cfg.seed })?;
     say(report.to_string());
 
-    let tg = TrainGraph::build(&cfg.model, cfg.momentum, cfg.weight_decay)?;
+    let cluster = opts.cluster.as_ref();
+    let (placement, server) = match cluster {
+        None => (None, None),
+        Some(c) => {
+            ensure!(
+                c.is_chief(),
+                "{} is not the chief: in this in-graph design only worker 0 runs `alexnet train`; run `alexnet server` with the same cluster for the other tasks",
+                c.task_name()
+            );
+            (Some(c.placement(&specs)?), Some(Server::start(c)?))
+        }
+    };
+    let tg = TrainGraph::build_placed(&cfg.model, cfg.momentum, cfg.weight_decay, placement.as_ref())?;
     let tb = tensorboard::Summaries::build(&tg, cfg, dataset.train.len() as i32)?;
-    let (session, device) = cfg.runtime.session(&tg.scope.graph())?;
+    let (session, device) = match &server {
+        None => cfg.runtime.session(&tg.scope.graph())?,
+        Some(server) => {
+            cluster.unwrap().wait_for_tasks(std::time::Duration::from_secs(60))?;
+            cfg.runtime.cluster_session(&tg.scope.graph(), &server.target())?
+        }
+    };
+    // On a cluster, a failed run is most likely a lost task: name it.
+    let blame = |e: anyhow::Error| -> anyhow::Error {
+        let Some(c) = cluster else { return e };
+        let down = c.unreachable_tasks();
+        if down.is_empty() {
+            return e.context("a session run on the cluster failed");
+        }
+        e.context(format!(
+            "lost {}: synchronous training cannot go on without it; restart it, then continue with: alexnet train --run-dir {} --resume (and the same cluster)",
+            down.join(", "),
+            run_dir.display()
+        ))
+    };
     say(format!(
         "device: {device}; threads: intra-op {}, inter-op {} (0 = TensorFlow's default)",
         cfg.runtime.intra_op_threads, cfg.runtime.inter_op_threads
     ));
-    tg.initialise(&session, &images, &labels, &params)?;
+    tg.initialise(&session, &images, &labels, &params).map_err(blame)?;
 
     let n_train = dataset.train.len();
     let train_idx: Vec<i32> = (0..n_train as i32).collect();
@@ -557,7 +732,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         let mut loss_sum = 0.0;
         for (b, part) in order.chunks(batch).enumerate() {
             let step = (epoch * steps_per_epoch + b) as i64;
-            let loss = tg.step(&session, part, lr, cfg.dropout, [cfg.seed as i64, step])?;
+            let loss = tg.step(&session, part, lr, cfg.dropout, [cfg.seed as i64, step]).map_err(blame)?;
             if !loss.is_finite() {
                 bar.finish_and_clear();
                 let kept = checkpoint::latest(run_dir)?.map(|(p, e)| format!("the last good checkpoint ({}, epoch {e}) is kept", p.parent().unwrap().display()));
@@ -569,7 +744,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
             loss_sum += loss as f64 * part.len() as f64;
             bar.inc(1);
         }
-        let train_accuracy = accuracy(&tg.logits(&session, &train_idx, eval_chunk)?, &train_labels);
+        let train_accuracy = accuracy(&tg.logits(&session, &train_idx, eval_chunk).map_err(blame)?, &train_labels);
         let last = epoch + 1 == cfg.epochs;
         let val_accuracy = if epoch % cfg.val_every.max(1) == 0 || last {
             Some(accuracy(&tg.logits(&session, &val_idx, eval_chunk)?, &val_labels))

@@ -1,0 +1,328 @@
+//! Distributed training on TensorFlow's own runtime: the cluster description (TF_CONFIG or
+//! `--cluster FILE --job NAME --task N`), the ServerDef handed to TF_NewServer, a small safe
+//! wrapper over the C API's server functions, and where variables and replicas are placed.
+//!
+//! The design is in-graph replication: the chief (worker 0) is the only client. Its graph holds
+//! the variables on the `ps` tasks and one forward pass per worker, pinned to that worker; the
+//! gradients of the shards are averaged into one momentum update. The other workers and the ps
+//! only run `alexnet server`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CStr;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::model::ParamSpec;
+
+/// The TF_CONFIG layout: `{"cluster": {"ps": [...], "worker": [...]}, "task": {"type": "worker", "index": 0}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// Job name to the addresses (host:port) of its tasks, in task order.
+    pub cluster: BTreeMap<String, Vec<String>>,
+    pub task: Task,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    #[serde(rename = "type")]
+    pub job: String,
+    pub index: usize,
+}
+
+impl ClusterConfig {
+    /// From `--cluster FILE` (the TF_CONFIG JSON; its "task" may be left out) with `--job` and
+    /// `--task`, else from the TF_CONFIG environment variable; None when neither is given.
+    pub fn from_args_or_env(file: Option<&Path>, job: Option<&str>, task: Option<usize>) -> Result<Option<ClusterConfig>> {
+        let (text, origin) = match file {
+            Some(f) => (std::fs::read_to_string(f).with_context(|| format!("cannot read the cluster file {}", f.display()))?, f.display().to_string()),
+            None => match std::env::var("TF_CONFIG") {
+                Ok(t) if !t.trim().is_empty() => (t, "TF_CONFIG".to_string()),
+                _ => {
+                    ensure!(job.is_none() && task.is_none(), "--job and --task need --cluster FILE (or TF_CONFIG)");
+                    return Ok(None);
+                }
+            },
+        };
+        let mut value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{origin} is not JSON"))?;
+        if let (Some(job), Some(obj)) = (job, value.as_object_mut()) {
+            obj.insert("task".into(), serde_json::json!({"type": job, "index": task.unwrap_or(0)}));
+        }
+        let cfg: ClusterConfig = serde_json::from_value(value).with_context(|| {
+            format!(r#"{origin} must look like {{"cluster": {{"ps": ["host:port"], "worker": ["host:port", ...]}}, "task": {{"type": "worker", "index": 0}}}} (or give --job and --task)"#)
+        })?;
+        cfg.validate()?;
+        Ok(Some(cfg))
+    }
+
+    fn validate(&self) -> Result<()> {
+        let tasks = self.cluster.get(&self.task.job).with_context(|| {
+            format!("task type '{}' is not a job of the cluster ({})", self.task.job, self.cluster.keys().cloned().collect::<Vec<_>>().join(", "))
+        })?;
+        ensure!(self.task.index < tasks.len(), "task {} of job '{}' does not exist: the job has {} tasks", self.task.index, self.task.job, tasks.len());
+        ensure!(!self.workers().is_empty(), "the cluster has no 'worker' job");
+        Ok(())
+    }
+
+    pub fn workers(&self) -> &[String] {
+        self.cluster.get("worker").map(|v| v.as_slice()).unwrap_or(&[])
+    }
+
+    pub fn ps(&self) -> &[String] {
+        self.cluster.get("ps").map(|v| v.as_slice()).unwrap_or(&[])
+    }
+
+    pub fn is_chief(&self) -> bool {
+        self.task.job == "worker" && self.task.index == 0
+    }
+
+    pub fn task_name(&self) -> String {
+        device(&self.task.job, self.task.index)
+    }
+
+    /// tensorflow.ServerDef for this task.
+    pub fn server_def(&self) -> Vec<u8> {
+        let job = self
+            .cluster
+            .iter()
+            .map(|(name, addrs)| JobDef { name: name.clone(), tasks: addrs.iter().enumerate().map(|(i, a)| (i as i32, a.clone())).collect() })
+            .collect();
+        ServerDef {
+            cluster: Some(ClusterDef { job }),
+            job_name: self.task.job.clone(),
+            task_index: self.task.index as i32,
+            protocol: "grpc".into(),
+        }
+        .encode_to_vec()
+    }
+
+    /// Tasks whose port accepts no connection: what a step failure is blamed on.
+    pub fn unreachable_tasks(&self) -> Vec<String> {
+        let mut down = vec![];
+        for (job, addrs) in &self.cluster {
+            for (i, addr) in addrs.iter().enumerate() {
+                let reachable = addr
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+                if !reachable {
+                    down.push(format!("{job} {i} ({} at {addr})", device(job, i)));
+                }
+            }
+        }
+        down
+    }
+
+    /// Waits until every task accepts connections: TensorFlow's master would wait for a missing
+    /// one forever.
+    pub fn wait_for_tasks(&self, timeout: Duration) -> Result<()> {
+        let start = std::time::Instant::now();
+        loop {
+            let down = self.unreachable_tasks();
+            if down.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "cannot reach {} after {} s: start each with `alexnet server` and the same cluster (--cluster FILE --job NAME --task N)",
+                    down.join(", "),
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Where the chief's graph puts things.
+    pub fn placement(&self, specs: &[ParamSpec]) -> Result<Placement> {
+        ensure!(!self.ps().is_empty(), "the cluster has no 'ps' job to hold the variables");
+        Ok(Placement::new(self.ps().len(), self.workers().len(), specs))
+    }
+}
+
+/// "/job:NAME/replica:0/task:N"
+pub fn device(job: &str, index: usize) -> String {
+    format!("/job:{job}/replica:0/task:{index}")
+}
+
+/// Variables on the ps tasks, spread by size; one replica of the forward pass per worker.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub workers: Vec<String>,
+    /// Variable name ("conv1/weights") to its ps device.
+    pub variables: HashMap<String, String>,
+}
+
+impl Placement {
+    /// Greedy: largest variable first, each to the least loaded ps task.
+    pub fn new(n_ps: usize, n_workers: usize, specs: &[ParamSpec]) -> Placement {
+        let mut vars: Vec<(String, usize)> = vec![];
+        for s in specs {
+            let [w, b] = s.variable_names();
+            vars.push((w, s.weight_count()));
+            vars.push((b, s.biases));
+        }
+        vars.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut load = vec![0usize; n_ps.max(1)];
+        let mut variables = HashMap::new();
+        for (name, size) in vars {
+            let k = (0..load.len()).min_by_key(|&k| load[k]).unwrap();
+            load[k] += size;
+            variables.insert(name, device("ps", k));
+        }
+        Placement { workers: (0..n_workers).map(|i| device("worker", i)).collect(), variables }
+    }
+
+    pub fn variable_device(&self, name: &str) -> String {
+        self.variables.get(name).cloned().unwrap_or_else(|| device("ps", 0))
+    }
+}
+
+// tensorflow/core/protobuf/tensorflow_server.proto and cluster.proto (field numbers checked
+// against the Python wheel's descriptors).
+
+#[derive(Clone, PartialEq, Message)]
+struct ServerDef {
+    #[prost(message, optional, tag = "1")]
+    cluster: Option<ClusterDef>,
+    #[prost(string, tag = "2")]
+    job_name: String,
+    #[prost(int32, tag = "3")]
+    task_index: i32,
+    #[prost(string, tag = "5")]
+    protocol: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ClusterDef {
+    #[prost(message, repeated, tag = "1")]
+    job: Vec<JobDef>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct JobDef {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(btree_map = "int32, string", tag = "2")]
+    tasks: BTreeMap<i32, String>,
+}
+
+/// A started in-process TensorFlow server (TF_NewServer + TF_ServerStart).
+pub struct Server {
+    raw: *mut tensorflow_sys::TF_Server,
+}
+
+// SAFETY: TF_Server is thread-safe in TensorFlow; the pointer is owned by this struct.
+unsafe impl Send for Server {}
+
+struct Status(*mut tensorflow_sys::TF_Status);
+
+impl Status {
+    fn new() -> Status {
+        Status(unsafe { tensorflow_sys::TF_NewStatus() })
+    }
+    fn check(&self, what: &str) -> Result<()> {
+        unsafe {
+            if tensorflow_sys::TF_GetCode(self.0) as i32 == tensorflow_sys::TF_Code::TF_OK as i32 {
+                return Ok(());
+            }
+            let msg = CStr::from_ptr(tensorflow_sys::TF_Message(self.0)).to_string_lossy().into_owned();
+            bail!("{what}: {msg}")
+        }
+    }
+}
+
+impl Drop for Status {
+    fn drop(&mut self) {
+        unsafe { tensorflow_sys::TF_DeleteStatus(self.0) }
+    }
+}
+
+impl Server {
+    /// Creates and starts this task's server (its gRPC port is bound here).
+    pub fn start(cfg: &ClusterConfig) -> Result<Server> {
+        let def = cfg.server_def();
+        let status = Status::new();
+        let raw = unsafe { tensorflow_sys::TF_NewServer(def.as_ptr().cast(), def.len(), status.0) };
+        status.check(&format!(
+            "cannot create the TensorFlow server of {} (is its port {} free?)",
+            cfg.task_name(),
+            cfg.cluster[&cfg.task.job][cfg.task.index]
+        ))?;
+        let server = Server { raw };
+        unsafe { tensorflow_sys::TF_ServerStart(server.raw, status.0) };
+        status.check("cannot start the TensorFlow server")?;
+        Ok(server)
+    }
+
+    /// The session target of this server ("grpc://host:port").
+    pub fn target(&self) -> String {
+        unsafe { CStr::from_ptr(tensorflow_sys::TF_ServerTarget(self.raw)).to_string_lossy().into_owned() }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // gRPC servers cannot be stopped cleanly (TF_ServerStop returns Unimplemented) and
+        // deleting a running one blocks: the server is left to the end of the process.
+        let status = Status::new();
+        unsafe { tensorflow_sys::TF_ServerStop(self.raw, status.0) };
+        if status.check("stop").is_ok() {
+            unsafe { tensorflow_sys::TF_DeleteServer(self.raw) };
+        }
+    }
+}
+
+/// `alexnet server`: runs this task's server until SIGINT or SIGTERM.
+pub fn serve(cfg: &ClusterConfig) -> Result<()> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let server = Server::start(cfg)?;
+    eprintln!("{} serving at {}; stop with Ctrl-C or SIGTERM", cfg.task_name(), server.target());
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{}: stopped", cfg.task_name());
+    // See Server's Drop: the process exit ends the gRPC server.
+    std::mem::forget(server);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_spreads_by_size() {
+        let specs = crate::model::param_specs(&crate::model::ModelConfig::new(2));
+        let p = Placement::new(2, 2, &specs);
+        let total = |k: usize| -> usize {
+            specs
+                .iter()
+                .flat_map(|s| {
+                    let [w, b] = s.variable_names();
+                    [(w, s.weight_count()), (b, s.biases)]
+                })
+                .filter(|(n, _)| p.variable_device(n) == device("ps", k))
+                .map(|(_, c)| c)
+                .sum()
+        };
+        let (a, b) = (total(0), total(1));
+        assert!(a > 0 && b > 0 && a.abs_diff(b) < a.max(b) / 2, "{a} vs {b}");
+    }
+
+    #[test]
+    fn server_def_layout() {
+        let cfg: ClusterConfig = serde_json::from_str(r#"{"cluster": {"ps": ["h:1"], "worker": ["h:2"]}, "task": {"type": "worker", "index": 0}}"#).unwrap();
+        let def = ServerDef::decode(&cfg.server_def()[..]).unwrap();
+        assert_eq!(def.job_name, "worker");
+        assert_eq!(def.cluster.unwrap().job[1].tasks[&0], "h:2");
+    }
+}

@@ -1,0 +1,147 @@
+//! Training on a loopback cluster (1 ps + 2 workers): the same losses as one process with the
+//! same global batch, also after a chief restart with --resume, and a killed worker named by the
+//! chief. Every process is killed at the end, pass or fail.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use alexnet::metrics;
+
+/// Kills its processes on drop.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Three free loopback ports, as a cluster file: 1 ps, 2 workers.
+fn cluster_file(dir: &Path) -> PathBuf {
+    let listeners: Vec<_> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let addr: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    let json = format!(r#"{{"cluster": {{"ps": ["{}"], "worker": ["{}", "{}"]}}}}"#, addr[0], addr[1], addr[2]);
+    let path = dir.join("cluster.json");
+    std::fs::write(&path, json).unwrap();
+    path
+}
+
+/// `alexnet server` for the ps and worker 1.
+fn start_servers(cluster: &Path) -> Procs {
+    let mut procs = Procs(vec![]);
+    for (job, task) in [("ps", "0"), ("worker", "1")] {
+        let child = common::alexnet()
+            .args(["server", "--job", job, "--task", task, "--cluster"])
+            .arg(cluster)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        procs.0.push(child);
+    }
+    procs
+}
+
+fn train_cmd(images: &Path, run: &Path, extra: &[&str]) -> Command {
+    let mut cmd = common::alexnet();
+    cmd.args(["train", "--quiet", "--dropout", "0", "--seed", "1", "--batch-size", "12", "--val-every", "1", "--image-summary-every", "0"])
+        .arg("--images")
+        .arg(images)
+        .arg("--run-dir")
+        .arg(run)
+        .args(extra)
+        .env_remove("TF_CONFIG");
+    cmd
+}
+
+/// Runs `cmd` to the end, killing it after `limit`.
+fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let watchdog = std::thread::spawn(move || {
+        let start = Instant::now();
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            if start.elapsed() > limit {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    watchdog.join().unwrap();
+    out
+}
+
+#[test]
+fn cluster_matches_one_process_and_names_a_lost_worker() {
+    let tmp = common::TempDir::new("distributed");
+    // 24 training images: 2 steps of 12 per epoch, 6 per worker.
+    let images = common::small_dataset(tmp.path(), 12);
+    let cluster = cluster_file(tmp.path());
+    let limit = Duration::from_secs(240);
+
+    let single = tmp.path().join("single");
+    let out = run_bounded(train_cmd(&images, &single, &["--epochs", "3"]), limit);
+    assert!(out.status.success(), "single process failed:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let servers = start_servers(&cluster);
+    let dist = tmp.path().join("dist");
+    let mut cmd = train_cmd(&images, &dist, &["--epochs", "3", "--job", "worker", "--task", "0"]);
+    cmd.arg("--cluster").arg(&cluster);
+    let out = run_bounded(cmd, limit);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "chief failed:\n{err}");
+    assert!(err.contains("cluster through grpc://"), "{err}");
+
+    let a = metrics::read(&single.join("metrics.csv")).unwrap();
+    let b = metrics::read(&dist.join("metrics.csv")).unwrap();
+    assert_eq!(a.len(), 3);
+    assert_eq!(b.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.loss - y.loss).abs() <= 1e-4 * x.loss.abs(), "epoch {}: one process {} vs cluster {}", x.epoch, x.loss, y.loss);
+        assert_eq!(x.train_accuracy, y.train_accuracy, "epoch {}", x.epoch);
+    }
+
+    // A restarted chief continues from its last checkpoint: the ps' values are replaced by it,
+    // and the fourth epoch is the one process's fourth epoch.
+    let out = run_bounded(train_cmd(&images, &single, &["--epochs", "4", "--resume"]), limit);
+    assert!(out.status.success(), "single process resume failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut cmd = train_cmd(&images, &dist, &["--epochs", "4", "--resume", "--job", "worker", "--task", "0"]);
+    cmd.arg("--cluster").arg(&cluster);
+    let out = run_bounded(cmd, limit);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && err.contains("resumed from"), "chief resume failed:\n{err}");
+    let a = metrics::read(&single.join("metrics.csv")).unwrap();
+    let b = metrics::read(&dist.join("metrics.csv")).unwrap();
+    assert_eq!(b.len(), 4);
+    assert!((a[3].loss - b[3].loss).abs() <= 1e-4 * a[3].loss.abs(), "resumed epoch 3: one process {} vs cluster {}", a[3].loss, b[3].loss);
+
+    // Worker 1 killed mid-run: the chief stops and names it.
+    let mut servers = servers;
+    let lost = tmp.path().join("lost");
+    let mut cmd = train_cmd(&images, &lost, &["--epochs", "1000", "--checkpoint-every", "1", "--job", "worker", "--task", "0"]);
+    cmd.arg("--cluster").arg(&cluster);
+    let chief = std::thread::spawn(move || run_bounded(cmd, Duration::from_secs(240)));
+    let start = Instant::now();
+    while metrics::read(&lost.join("metrics.csv")).map(|r| r.len()).unwrap_or(0) < 1 {
+        assert!(start.elapsed() < Duration::from_secs(180), "the chief wrote no epoch");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    servers.0[1].kill().unwrap();
+    let out = chief.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the chief went on without worker 1:\n{err}");
+    assert!(err.contains("lost worker 1 (/job:worker/replica:0/task:1"), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    assert!(alexnet::checkpoint::latest(&lost).unwrap().is_some(), "no checkpoint kept");
+}
