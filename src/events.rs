@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::proto::TensorProto;
+
 // Field numbers from event.proto, summary.proto and tensor.proto (TensorFlow 2.21). Only the
 // fields read or written here; prost skips the others.
 
@@ -77,19 +79,6 @@ pub struct Image {
     /// A PNG.
     #[prost(bytes = "vec", tag = "4")]
     pub encoded_image_string: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct TensorProto {
-    /// DataType: 1 float, 2 double.
-    #[prost(int32, tag = "1")]
-    pub dtype: i32,
-    #[prost(bytes = "vec", tag = "4")]
-    pub tensor_content: Vec<u8>,
-    #[prost(float, repeated, tag = "5")]
-    pub float_val: Vec<f32>,
-    #[prost(double, repeated, tag = "6")]
-    pub double_val: Vec<f64>,
 }
 
 impl Value {
