@@ -39,9 +39,15 @@ pub fn gradients(scope: &mut Scope, net: &Network, loss: Output) -> Result<Vec<O
             }
         }
         // And the output of the LRN below the segment, to carry the gradient across it.
-        let lrn_below = (segment > 0).then(|| table[start - 1].name());
-        if let Some(name) = lrn_below {
-            xs.push(net.activation(name).context("LRN output")?.clone());
+        let lrn_below = match segment {
+            0 => None,
+            _ => {
+                let name = table[start - 1].name();
+                Some(net.lrns.iter().find(|t| t.layer == name).with_context(|| format!("LRN {name} not in the network"))?)
+            }
+        };
+        if let Some(tap) = lrn_below {
+            xs.push(tap.output.clone());
         }
         let prefix = format!("gradients_{}", table[start].name());
         // Seeding add_gradients with `dx` would be the direct route, but the crate (0.21) frees
@@ -61,10 +67,11 @@ pub fn gradients(scope: &mut Scope, net: &Network, loss: Output) -> Result<Vec<O
         for (slot, g) in slots.iter().zip(&out) {
             grads[*slot] = g.clone();
         }
-        if let Some(name) = lrn_below {
+        if let Some(tap) = lrn_below {
+            let name = tap.layer;
             let d_out = out.last().cloned().flatten().with_context(|| format!("no gradient reaches {name}"))?;
-            let lrn_input = net.activations[start - 1].1.clone(); // activations[0] is the input
-            let lrn_output = net.activation(name).unwrap().clone();
+            // Float32 in either precision (bf16 graphs cast around LRN).
+            let (lrn_input, lrn_output) = (tap.input.clone(), tap.output.clone());
             let d_in = ops::LRNGrad::new()
                 .depth_radius(lrn.depth_radius)
                 .bias(lrn.bias)
