@@ -22,7 +22,7 @@ pub enum DeviceChoice {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuntimeConfig {
     pub device: DeviceChoice,
-    /// 0: TensorFlow's default (one per core).
+    /// 0: chosen for the machine (see [`RuntimeConfig::threads`]).
     pub intra_op_threads: i32,
     pub inter_op_threads: i32,
 }
@@ -49,15 +49,27 @@ struct GpuOptions {
 }
 
 impl RuntimeConfig {
+    /// The (intra-op, inter-op) thread counts a session gets. Where the user gave 0: every core
+    /// inside an op, and one op at a time. AlexNet's graph is a chain (a step has almost no
+    /// independent ops worth overlapping), so TensorFlow's default of one inter-op thread per
+    /// core only makes oneDNN kernels compete for the same cores (measured in `alexnet bench`;
+    /// see the README's performance section).
+    pub fn threads(&self) -> (i32, i32) {
+        let cores = std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1);
+        let pick = |given: i32, default: i32| if given > 0 { given } else { default };
+        (pick(self.intra_op_threads, cores), pick(self.inter_op_threads, 1))
+    }
+
     fn config_proto(&self) -> ConfigProto {
+        let (intra, inter) = self.threads();
         let mut device_count = HashMap::new();
         if self.device == DeviceChoice::Cpu {
             device_count.insert("GPU".to_string(), 0);
         }
         ConfigProto {
             device_count,
-            intra_op_parallelism_threads: self.intra_op_threads,
-            inter_op_parallelism_threads: self.inter_op_threads,
+            intra_op_parallelism_threads: intra,
+            inter_op_parallelism_threads: inter,
             // Share a GPU politely instead of taking all its memory up front.
             gpu_options: Some(GpuOptions { allow_growth: true }),
             // Ops without a GPU kernel (DecodeJpeg, SaveV2, ...) fall back to the CPU.
