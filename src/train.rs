@@ -20,7 +20,7 @@ use crate::checkpoint::{self, Saver};
 use crate::data::{self, Dataset, Decoder, Preprocess};
 use crate::fsutil;
 use crate::metrics::{self, Row};
-use crate::model::{self, ModelConfig, Network};
+use crate::model::{self, ModelConfig, Network, Precision};
 use crate::runtime::RuntimeConfig;
 use crate::weights::{self, LayerParams, LoadOptions};
 
@@ -72,6 +72,18 @@ pub struct TrainConfig {
     pub val_every: usize,
     pub checkpoint_every: usize,
     pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub precision: Precision,
+    /// Bytes the decoded data set may take in memory; above, batches are decoded from disk each step.
+    #[serde(default = "default_cache_limit")]
+    pub cache_limit: u64,
+}
+
+/// 4 GiB: about 6,900 decoded 227 x 227 images.
+pub const DEFAULT_CACHE_LIMIT: u64 = 4 << 30;
+
+fn default_cache_limit() -> u64 {
+    DEFAULT_CACHE_LIMIT
 }
 
 impl TrainConfig {
@@ -96,6 +108,8 @@ impl TrainConfig {
             val_every: 10,
             checkpoint_every: 10,
             runtime: RuntimeConfig::default(),
+            precision: Precision::F32,
+            cache_limit: DEFAULT_CACHE_LIMIT,
         }
     }
 
@@ -116,6 +130,11 @@ pub struct TrainGraph {
     pub scope: Scope,
     pub net: Network,
     indices: Output,
+    /// The gathered batch: fed directly when the data set is streamed from disk.
+    batch_images: Output,
+    batch_labels: Output,
+    /// The batch's logits with dropout off, from the training forward pass's convolutions.
+    pub eval_logits: Output,
     learning_rate: Output,
     dropout_rate: Output,
     dropout_seed: Output,
@@ -129,6 +148,10 @@ pub struct TrainGraph {
 
 impl TrainGraph {
     pub fn build(cfg: &ModelConfig, momentum: f32, weight_decay: f32) -> Result<TrainGraph> {
+        Self::build_with(cfg, momentum, weight_decay, Precision::F32)
+    }
+
+    pub fn build_with(cfg: &ModelConfig, momentum: f32, weight_decay: f32, precision: Precision) -> Result<TrainGraph> {
         let mut scope = Scope::new_root_scope();
         let s = &mut scope;
         let side = cfg.input_size as i64;
@@ -142,13 +165,14 @@ impl TrainGraph {
             .build(&mut s.with_op_name("indices"))?
             .into();
         let axis = ops::constant(0i32, s)?;
-        let batch_images = ops::gather_v2(images, indices.clone(), axis.clone(), &mut s.with_op_name("batch_images"))?;
-        let batch_labels = ops::gather_v2(labels, indices.clone(), axis, &mut s.with_op_name("batch_labels"))?;
+        let batch_images: Output = ops::gather_v2(images, indices.clone(), axis.clone(), &mut s.with_op_name("batch_images"))?.into();
+        let batch_labels: Output = ops::gather_v2(labels, indices.clone(), axis, &mut s.with_op_name("batch_labels"))?.into();
 
         let dropout = model::dropout_inputs(s)?;
-        let net = model::build(s, cfg, batch_images.into(), &dropout)?;
+        let net = model::build_with(s, cfg, batch_images.clone(), &dropout, precision)?;
+        let eval_logits = model::inference_head(&mut s.new_sub_scope("eval"), &net)?;
 
-        let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.into(), cfg.classes)?;
+        let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.clone(), cfg.classes)?;
 
         let variables = net.variables();
         let grads = crate::gradients::gradients(s, &net, loss.clone())?;
@@ -162,7 +186,8 @@ impl TrainGraph {
             let s = &mut s.new_sub_scope("train");
             let momentum = ops::constant(momentum, s)?;
             let decay = ops::constant(weight_decay, s)?;
-            let mut grad_ops = vec![];
+            // The inference head reads fc weights too: it must finish before they change.
+            let mut grad_ops = vec![eval_logits.operation.clone()];
             let mut grad_outputs = vec![];
             for (v, g) in variables.iter().zip(&grads) {
                 let g = g.clone();
@@ -215,6 +240,9 @@ impl TrainGraph {
             scope,
             net,
             indices,
+            batch_images,
+            batch_labels,
+            eval_logits,
             learning_rate,
             dropout_rate: dropout.rate,
             dropout_seed: dropout.seed,
@@ -229,13 +257,23 @@ impl TrainGraph {
 
     /// Feeds the data set and the initial parameters into the variables.
     pub fn initialise(&self, session: &Session, images: &Tensor<f32>, labels: &[i32], params: &[LayerParams]) -> Result<()> {
+        self.load_data(session, images, labels)?;
+        self.init_variables(session, params)
+    }
+
+    /// Puts the decoded data set into the graph (steps then feed only indices).
+    pub fn load_data(&self, session: &Session, images: &Tensor<f32>, labels: &[i32]) -> Result<()> {
         let labels_t = Tensor::<i32>::new(&[labels.len() as u64]).with_values(labels)?;
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.images_init.0.operation, 0, images);
         args.add_target(&self.images_init.1);
         args.add_feed(&self.labels_init.0.operation, 0, &labels_t);
         args.add_target(&self.labels_init.1);
-        session.run(&mut args).context("cannot load the data set into the graph")?;
+        session.run(&mut args).context("cannot load the data set into the graph")
+    }
+
+    /// The initial parameters, and zero momentum.
+    pub fn init_variables(&self, session: &Session, params: &[LayerParams]) -> Result<()> {
         init_params(session, &self.net, params)?;
         let mut args = SessionRunArgs::new();
         for op in &self.slots_init {
@@ -247,40 +285,109 @@ impl TrainGraph {
 
     /// One momentum-SGD step on the examples at `batch`; returns the batch's mean loss.
     pub fn step(&self, session: &Session, batch: &[i32], lr: f32, dropout: f32, seed: [i64; 2]) -> Result<f32> {
-        let idx = Tensor::<i32>::new(&[batch.len() as u64]).with_values(batch)?;
-        let lr_t = Tensor::<f32>::from(lr);
-        let rate_t = Tensor::<f32>::from(dropout);
-        let seed_t = Tensor::<i64>::new(&[2]).with_values(&seed)?;
+        Ok(self.run_step(session, &Batch::indices(batch)?, lr, dropout, seed)?.loss)
+    }
+
+    /// One momentum-SGD step; also returns the batch's inference-mode logits before the update.
+    pub fn run_step(&self, session: &Session, batch: &Batch, lr: f32, dropout: f32, seed: [i64; 2]) -> Result<StepOutput> {
+        let feeds = StepFeeds::new(lr, dropout, seed)?;
         let mut args = SessionRunArgs::new();
-        args.add_feed(&self.indices.operation, self.indices.index, &idx);
-        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &lr_t);
-        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &rate_t);
-        args.add_feed(&self.dropout_seed.operation, self.dropout_seed.index, &seed_t);
-        args.add_target(&self.train_op);
+        self.feed_step(&mut args, batch, &feeds);
         let loss = args.request_fetch(&self.loss.operation, self.loss.index);
+        let logits = args.request_fetch(&self.eval_logits.operation, self.eval_logits.index);
         session.run(&mut args)?;
-        Ok(args.fetch::<f32>(loss)?[0])
+        let logits: Tensor<f32> = args.fetch(logits)?;
+        Ok(StepOutput { loss: args.fetch::<f32>(loss)?[0], logits: logits.chunks(self.net.config.classes).map(|c| c.to_vec()).collect() })
     }
 
     /// Logits of the examples at `indices`, dropout off, in chunks of `chunk`.
     pub fn logits(&self, session: &Session, indices: &[i32], chunk: usize) -> Result<Vec<Vec<f32>>> {
         let mut out = vec![];
         for part in indices.chunks(chunk.max(1)) {
-            let idx = Tensor::<i32>::new(&[part.len() as u64]).with_values(part)?;
-            let mut args = SessionRunArgs::new();
-            args.add_feed(&self.indices.operation, self.indices.index, &idx);
-            let f = args.request_fetch(&self.net.logits.operation, self.net.logits.index);
-            session.run(&mut args)?;
-            let t: Tensor<f32> = args.fetch(f)?;
-            out.extend(t.chunks(self.net.config.classes).map(|c| c.to_vec()));
+            out.extend(self.batch_logits(session, &Batch::indices(part)?)?);
         }
         Ok(out)
+    }
+
+    /// Logits of one batch, dropout off.
+    pub fn batch_logits(&self, session: &Session, batch: &Batch) -> Result<Vec<Vec<f32>>> {
+        let mut args = SessionRunArgs::new();
+        let f = self.feed_logits(&mut args, batch);
+        session.run(&mut args)?;
+        let t: Tensor<f32> = args.fetch(f)?;
+        Ok(t.chunks(self.net.config.classes).map(|c| c.to_vec()).collect())
+    }
+
+    /// A training step's feeds and target (no fetches).
+    pub fn feed_step<'a>(&'a self, args: &mut SessionRunArgs<'a>, batch: &'a Batch, feeds: &'a StepFeeds) {
+        self.feed_batch(args, batch);
+        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
+        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
+        args.add_feed(&self.dropout_seed.operation, self.dropout_seed.index, &feeds.seed);
+        args.add_target(&self.train_op);
+    }
+
+    /// An inference pass's feeds, and its logits fetch.
+    pub fn feed_logits<'a>(&'a self, args: &mut SessionRunArgs<'a>, batch: &'a Batch) -> tensorflow::FetchToken {
+        self.feed_batch(args, batch);
+        args.request_fetch(&self.net.logits.operation, self.net.logits.index)
+    }
+
+    /// Feeds indices into the data variable, or the images and labels themselves.
+    fn feed_batch<'a>(&self, args: &mut SessionRunArgs<'a>, batch: &'a Batch) {
+        match batch {
+            Batch::Indices(idx) => args.add_feed(&self.indices.operation, self.indices.index, idx),
+            Batch::Fed { images, labels } => {
+                // Feeding the gather ops' outputs prunes the data variable from the run.
+                args.add_feed(&self.batch_images.operation, self.batch_images.index, images);
+                args.add_feed(&self.batch_labels.operation, self.batch_labels.index, labels);
+            }
+        }
     }
 
     /// Current values of every layer's parameters.
     pub fn params(&self, session: &Session) -> Result<Vec<LayerParams>> {
         read_params(session, &self.net)
     }
+}
+
+/// A step's examples.
+pub enum Batch {
+    /// Rows of the data variable.
+    Indices(Tensor<i32>),
+    /// Decoded images [N, S, S, 3] and their labels, when the data set is streamed from disk.
+    Fed { images: Tensor<f32>, labels: Tensor<i32> },
+}
+
+impl Batch {
+    pub fn indices(idx: &[i32]) -> Result<Batch> {
+        Ok(Batch::Indices(Tensor::<i32>::new(&[idx.len() as u64]).with_values(idx)?))
+    }
+    pub fn fed(images: Tensor<f32>, labels: &[i32]) -> Result<Batch> {
+        Ok(Batch::Fed { images, labels: Tensor::<i32>::new(&[labels.len() as u64]).with_values(labels)? })
+    }
+}
+
+/// A step's learning rate, drop rate and dropout seed, as tensors.
+pub struct StepFeeds {
+    lr: Tensor<f32>,
+    dropout: Tensor<f32>,
+    seed: Tensor<i64>,
+}
+
+impl StepFeeds {
+    pub fn new(lr: f32, dropout: f32, seed: [i64; 2]) -> Result<Self> {
+        Ok(StepFeeds { lr: Tensor::from(lr), dropout: Tensor::from(dropout), seed: Tensor::<i64>::new(&[2]).with_values(&seed)? })
+    }
+}
+
+/// What a training step returns.
+pub struct StepOutput {
+    /// The batch's mean loss.
+    pub loss: f32,
+    /// The batch's logits with dropout off, before the update: with one full-set step per epoch,
+    /// those of the previous epoch's final weights.
+    pub logits: Vec<Vec<f32>>,
 }
 
 /// Mean softmax cross-entropy of `logits` against int32 class `labels`.
@@ -433,13 +540,17 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         say(format!("note: ignoring {} files that are hidden or have no image extension: {}{more}", dataset.ignored.len(), names.join(", ")));
     }
     let t0 = Instant::now();
-    let (dataset, images, labels) = load_images(&dataset, &cfg.preprocess, cfg.skip_bad_images)?;
+    let (dataset, images, source) = load_source(&dataset, &cfg.preprocess, cfg.skip_bad_images, cfg.cache_limit)?;
     say(format!(
-        "data: {} classes [{}], {} train + {} val images decoded in {:.2} s",
+        "data: {} classes [{}], {} train + {} val images {} in {:.2} s",
         dataset.classes.len(),
         dataset.classes.join(", "),
         dataset.train.len(),
         dataset.val.len(),
+        match source {
+            Source::InGraph => "decoded".to_string(),
+            Source::Streamed { .. } => format!("checked (over the {} MiB --cache-limit: decoded from disk every step)", cfg.cache_limit >> 20),
+        },
         t0.elapsed().as_secs_f64()
     ));
 
@@ -447,13 +558,15 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
     let (params, report) = weights::load(cfg.weights.as_deref(), &specs, &LoadOptions { strict: cfg.strict_weights, seed: cfg.seed })?;
     say(report.to_string());
 
-    let tg = TrainGraph::build(&cfg.model, cfg.momentum, cfg.weight_decay)?;
+    let tg = TrainGraph::build_with(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision)?;
     let (session, device) = cfg.runtime.session(&tg.scope.graph())?;
-    say(format!(
-        "device: {device}; threads: intra-op {}, inter-op {} (0 = TensorFlow's default)",
-        cfg.runtime.intra_op_threads, cfg.runtime.inter_op_threads
-    ));
-    tg.initialise(&session, &images, &labels, &params)?;
+    let (intra, inter) = cfg.runtime.threads();
+    say(format!("device: {device}; threads: intra-op {intra}, inter-op {inter}; precision {}", cfg.precision.name()));
+    if let Some((images, labels)) = images {
+        tg.load_data(&session, &images, &labels)?;
+        // The graph holds its own copy now.
+    }
+    tg.init_variables(&session, &params)?;
 
     let n_train = dataset.train.len();
     let train_idx: Vec<i32> = (0..n_train as i32).collect();
@@ -494,6 +607,19 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
     };
     print_row(metrics::display_header());
     let steps_per_epoch = n_train.div_ceil(batch);
+    // Train accuracy is the Swift original's: inference mode, after the epoch's step. With one
+    // full-set step per epoch, the next step computes exactly that on the way (the convolutions
+    // are shared, and its dropout-off fc head gives the pre-update logits), so the row waits one
+    // step instead of running another forward pass. Epochs that end in a checkpoint (and the
+    // last, and an interrupted one) still run the pass: every row on disk is final, and a
+    // resumed run computes every row the way the uninterrupted run did.
+    let lookahead = steps_per_epoch == 1;
+    let mut pending: Option<Row> = None;
+    let finish = |row: Row, rows: &mut Vec<Row>| -> Result<()> {
+        print_row(row.display());
+        rows.push(row);
+        metrics::write(&metrics_path, rows)
+    };
     let started = Instant::now();
     for epoch in start_epoch..cfg.epochs {
         let mut order = train_idx.clone();
@@ -502,7 +628,13 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         let mut loss_sum = 0.0;
         for (b, part) in order.chunks(batch).enumerate() {
             let step = (epoch * steps_per_epoch + b) as i64;
-            let loss = tg.step(&session, part, lr, cfg.dropout, [cfg.seed as i64, step])?;
+            let out = tg.run_step(&session, &source.batch(part)?, lr, cfg.dropout, [cfg.seed as i64, step])?;
+            if let Some(mut row) = pending.take() {
+                let labels: Vec<usize> = part.iter().map(|&i| train_labels[i as usize]).collect();
+                row.train_accuracy = accuracy(&out.logits, &labels);
+                finish(row, &mut rows)?;
+            }
+            let loss = out.loss;
             if !loss.is_finite() {
                 bar.finish_and_clear();
                 let kept = checkpoint::latest(run_dir)?.map(|(p, e)| format!("the last good checkpoint ({}, epoch {e}) is kept", p.parent().unwrap().display()));
@@ -514,19 +646,22 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
             loss_sum += loss as f64 * part.len() as f64;
             bar.inc(1);
         }
-        let train_accuracy = accuracy(&tg.logits(&session, &train_idx, eval_chunk)?, &train_labels);
         let last = epoch + 1 == cfg.epochs;
+        let stop = interrupted.load(Ordering::SeqCst);
+        let checkpoint_now = last || stop || (cfg.checkpoint_every > 0 && (epoch + 1) % cfg.checkpoint_every == 0);
         let val_accuracy = if epoch % cfg.val_every.max(1) == 0 || last {
-            Some(accuracy(&tg.logits(&session, &val_idx, eval_chunk)?, &val_labels))
+            Some(accuracy(&source.logits(&tg, &session, &val_idx, eval_chunk)?, &val_labels))
         } else {
             None
         };
-        let row = Row { epoch, loss: loss_sum / n_train as f64, train_accuracy, val_accuracy };
-        print_row(row.display());
-        rows.push(row);
-        metrics::write(&metrics_path, &rows)?;
-        let stop = interrupted.load(Ordering::SeqCst);
-        if last || stop || (cfg.checkpoint_every > 0 && (epoch + 1) % cfg.checkpoint_every == 0) {
+        let mut row = Row { epoch, loss: loss_sum / n_train as f64, train_accuracy: f64::NAN, val_accuracy };
+        if lookahead && !checkpoint_now {
+            pending = Some(row);
+        } else {
+            row.train_accuracy = accuracy(&source.logits(&tg, &session, &train_idx, eval_chunk)?, &train_labels);
+            finish(row, &mut rows)?;
+        }
+        if checkpoint_now {
             tg.saver.save(&session, run_dir, epoch)?;
         }
         if stop {
@@ -594,15 +729,22 @@ pub fn decode_dataset(dataset: &Dataset, p: &Preprocess) -> Result<(Tensor<f32>,
 /// out. Returns the data set of the images kept.
 pub fn load_images(dataset: &Dataset, p: &Preprocess, skip_bad: bool) -> Result<(Dataset, Tensor<f32>, Vec<i32>)> {
     let decoder = Decoder::new(p)?;
-    let all: Vec<_> = dataset.train.iter().chain(&dataset.val).collect();
-    let paths: Vec<&Path> = all.iter().map(|e| e.path.as_path()).collect();
-    let (images, bad) = decoder.decode_checked(&paths);
+    let all: Vec<&Path> = dataset.train.iter().chain(&dataset.val).map(|e| e.path.as_path()).collect();
+    let (images, bad) = decoder.decode_checked(&all);
+    let kept = keep_good(dataset, &bad, skip_bad)?;
+    let labels = kept.train.iter().chain(&kept.val).map(|e| e.label as i32).collect();
+    Ok((kept, images, labels))
+}
+
+/// The data set without its bad images, or the error that lists them.
+fn keep_good(dataset: &Dataset, bad: &[data::BadImage], skip_bad: bool) -> Result<Dataset> {
+    let total = dataset.train.len() + dataset.val.len();
     if !bad.is_empty() {
         let list: String = bad.iter().map(|b| format!("\n  {b}")).collect();
         if !skip_bad {
-            bail!("{} of {} images can't be used:{list}\nfix or remove them, or pass --skip-bad-images to train without them", bad.len(), all.len());
+            bail!("{} of {total} images can't be used:{list}\nfix or remove them, or pass --skip-bad-images to train without them", bad.len());
         }
-        eprintln!("warning: skipping {} of {} images that can't be used:{list}", bad.len(), all.len());
+        eprintln!("warning: skipping {} of {total} images that can't be used:{list}", bad.len());
     }
     let is_bad = |e: &data::Example| bad.iter().any(|b| b.path == e.path);
     let kept = Dataset {
@@ -615,8 +757,60 @@ pub fn load_images(dataset: &Dataset, p: &Preprocess, skip_bad: bool) -> Result<
         ensure!(kept.train.iter().any(|e| e.label == label), "class '{class}' has no usable training image left");
     }
     ensure!(!kept.val.is_empty(), "no usable validation image left");
+    Ok(kept)
+}
+
+/// Where the steps' images come from.
+pub enum Source {
+    /// Decoded once into the graph's data variable; steps feed indices.
+    InGraph,
+    /// Decoded from disk for every batch and fed (the data set is over the cache limit).
+    Streamed { decoder: Decoder, paths: Vec<PathBuf>, labels: Vec<i32> },
+}
+
+impl Source {
+    /// The examples at `idx` (train then val numbering).
+    pub fn batch(&self, idx: &[i32]) -> Result<Batch> {
+        match self {
+            Source::InGraph => Batch::indices(idx),
+            Source::Streamed { decoder, paths, labels } => {
+                let files: Vec<&Path> = idx.iter().map(|&i| paths[i as usize].as_path()).collect();
+                let l: Vec<i32> = idx.iter().map(|&i| labels[i as usize]).collect();
+                Batch::fed(decoder.decode_files(&files)?, &l)
+            }
+        }
+    }
+
+    /// Logits (dropout off) of the examples at `idx`, `chunk` at a time.
+    pub fn logits(&self, tg: &TrainGraph, session: &Session, idx: &[i32], chunk: usize) -> Result<Vec<Vec<f32>>> {
+        let mut out = vec![];
+        for part in idx.chunks(chunk.max(1)) {
+            out.extend(tg.batch_logits(session, &self.batch(part)?)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Bytes of one decoded image.
+pub fn decoded_bytes(p: &Preprocess) -> u64 {
+    (p.size * p.size * 3 * 4) as u64
+}
+
+/// The kept data set, and either its decoded images and labels (to load into the graph) or, when
+/// they would take more than `cache_limit` bytes, a streaming source (every image decode-checked).
+pub fn load_source(dataset: &Dataset, p: &Preprocess, skip_bad: bool, cache_limit: u64) -> Result<(Dataset, Option<(Tensor<f32>, Vec<i32>)>, Source)> {
+    let total = (dataset.train.len() + dataset.val.len()) as u64;
+    if total * decoded_bytes(p) <= cache_limit {
+        let (kept, images, labels) = load_images(dataset, p, skip_bad)?;
+        return Ok((kept, Some((images, labels)), Source::InGraph));
+    }
+    let decoder = Decoder::new(p)?;
+    let all: Vec<&Path> = dataset.train.iter().chain(&dataset.val).map(|e| e.path.as_path()).collect();
+    let bad = decoder.check(&all);
+    let kept = keep_good(dataset, &bad, skip_bad)?;
+    let paths = kept.train.iter().chain(&kept.val).map(|e| e.path.clone()).collect();
     let labels = kept.train.iter().chain(&kept.val).map(|e| e.label as i32).collect();
-    Ok((kept, images, labels))
+    Ok((kept, None, Source::Streamed { decoder, paths, labels }))
 }
 
 fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
