@@ -5,9 +5,10 @@
 //! [`data`] (image folders and the in-graph input pipeline), [`weights`] (Caffe-layout files),
 //! [`caffe`] (importing `.caffemodel` files into them), [`gradients`] (add_gradients, with
 //! TensorFlow's LRN gradient repaired), [`train`] (the recipe, run directories), [`checkpoint`],
-//! [`eval`], [`runtime`] (sessions and devices); [`metrics`], [`rng`] and [`fsutil`] are small
+//! [`eval`], [`runtime`] (sessions and devices), [`bench`] (speed, against Python TensorFlow); [`metrics`], [`rng`] and [`fsutil`] are small
 //! helpers.
 
+pub mod bench;
 pub mod caffe;
 pub mod checkpoint;
 pub mod data;
