@@ -4,12 +4,13 @@
 //! Every figure is the median (with min and max) of `steps` timed repetitions after `warmup`
 //! untimed ones: a training step on the training set (forward, backward, momentum update), the
 //! logits of 1 and of 60 images, decoding and resizing every image of the folder. The machine
-//! may be shared, so comparisons are made within one invocation, ours then the peer's, and
-//! `rounds` > 1 alternates them and reports the median of the rounds.
+//! may be shared, so with a peer the two are interleaved repetition by repetition (the peer runs
+//! as a subprocess serving one repetition per request): both see the same load.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -47,18 +48,31 @@ pub struct Stat {
     pub n: usize,
 }
 
-/// Runs `f` `warmup` times untimed, then `steps` times timed.
-pub fn time(warmup: usize, steps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Stat> {
+/// Runs `f` `warmup` times untimed, then `steps` times timed; with a peer, each of our
+/// repetitions is followed by one of the peer's `key`.
+pub fn time(warmup: usize, steps: usize, mut peer: Option<&mut Peer>, key: &str, mut f: impl FnMut() -> Result<()>) -> Result<Stat> {
     for _ in 0..warmup {
         f()?;
+        if let Some(p) = peer.as_deref_mut() {
+            p.once(key, false)?;
+        }
     }
     let mut t = vec![];
     for _ in 0..steps.max(1) {
         let t0 = Instant::now();
         f()?;
         t.push(t0.elapsed().as_secs_f64());
+        if let Some(p) = peer.as_deref_mut() {
+            p.once(key, true)?;
+        }
     }
-    Ok(Stat { median_s: median(&mut t.clone()), min_s: t.iter().cloned().fold(f64::MAX, f64::min), max_s: t.iter().cloned().fold(0.0, f64::max), n: t.len() })
+    Ok(Stat::of(&t))
+}
+
+impl Stat {
+    pub fn of(t: &[f64]) -> Stat {
+        Stat { median_s: median(&mut t.to_vec()), min_s: t.iter().cloned().fold(f64::MAX, f64::min), max_s: t.iter().cloned().fold(0.0, f64::max), n: t.len() }
+    }
 }
 
 pub fn median(v: &mut [f64]) -> f64 {
@@ -105,8 +119,9 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Measures our figures; one JSON object (see [`FIGURES`]) plus the settings and raw timings.
-pub fn run(opts: &BenchOptions) -> Result<Map<String, Value>> {
+/// Measures our figures (and the peer's, interleaved); one JSON object (see [`FIGURES`]) plus the
+/// settings and raw timings.
+pub fn run(opts: &BenchOptions, mut peer: Option<&mut Peer>) -> Result<Map<String, Value>> {
     ensure!(opts.steps >= 1, "--steps must be at least 1");
     let dataset = data::scan(&opts.images)?;
     let n_train = dataset.train.len();
@@ -121,7 +136,7 @@ pub fn run(opts: &BenchOptions) -> Result<Map<String, Value>> {
     // Decoding: every image, train and val, as `alexnet train` does it.
     let decoder = Decoder::new(&opts.preprocess)?;
     let mut images = None;
-    let t = time(1, opts.steps, || {
+    let t = time(1, opts.steps, peer.as_deref_mut(), "decode", || {
         let (tensor, bad) = decoder.decode_checked(&paths);
         if let Some(b) = bad.first() {
             bail!("cannot use image {b}");
@@ -152,7 +167,7 @@ pub fn run(opts: &BenchOptions) -> Result<Map<String, Value>> {
 
         let batch = Batch::indices(&train_idx)?;
         let mut step = 0i64;
-        let t = time(opts.warmup, opts.steps, || {
+        let t = time(opts.warmup, opts.steps, peer.as_deref_mut(), &format!("train_step{suffix}"), || {
             step += 1;
             let out = tg.run_step(&session, &batch, 0.002, 0.5, [0, step])?;
             ensure!(out.loss.is_finite(), "the benchmark's training step diverged (loss {})", out.loss);
@@ -163,12 +178,12 @@ pub fn run(opts: &BenchOptions) -> Result<Map<String, Value>> {
         timings.insert(format!("train_step{suffix}"), t);
 
         let one = Batch::indices(&val_idx[..1])?;
-        let t = time(opts.warmup, opts.steps, || tg.batch_logits(&session, &one).map(drop))?;
+        let t = time(opts.warmup, opts.steps, peer.as_deref_mut(), &format!("infer_b1{suffix}"), || tg.batch_logits(&session, &one).map(drop))?;
         out.insert(format!("infer_b1_images_per_sec{suffix}"), json!(1.0 / t.median_s));
         timings.insert(format!("infer_b1{suffix}"), t);
 
         let many = Batch::indices(&val_idx)?;
-        let t = time(opts.warmup, opts.steps, || tg.batch_logits(&session, &many).map(drop))?;
+        let t = time(opts.warmup, opts.steps, peer.as_deref_mut(), &format!("infer_b60{suffix}"), || tg.batch_logits(&session, &many).map(drop))?;
         out.insert(format!("infer_b60_images_per_sec{suffix}"), json!(val_idx.len() as f64 / t.median_s));
         out.insert(format!("infer_b60_gflops{suffix}"), json!(2.0 * macs * val_idx.len() as f64 / t.median_s / 1e9));
         timings.insert(format!("infer_b60{suffix}"), t);
@@ -211,30 +226,64 @@ fn python(repo: &Path) -> Result<PathBuf> {
     Ok(stdout.lines().last().context("scripts/python-env printed no python path")?.trim().into())
 }
 
-/// Runs `scripts/bench-python-peer` with the same data and settings; its JSON object.
-pub fn run_peer(opts: &BenchOptions) -> Result<Map<String, Value>> {
-    let repo = repo_dir();
-    let py = python(&repo)?;
-    let precision = match opts.precisions.as_slice() {
-        [Precision::F32] => "f32",
-        [Precision::Bf16] => "bf16",
-        _ => "both",
-    };
-    let mut cmd = Command::new(&py);
-    cmd.arg(repo.join("scripts/bench-python-peer")).arg("--json").arg("--images").arg(&opts.images);
-    cmd.args(["--steps", &opts.steps.to_string(), "--warmup", &opts.warmup.to_string(), "--precision", precision]);
-    match &opts.weights {
-        Some(w) => cmd.arg("--weights").arg(w),
-        None => cmd.args(["--weights", ""]),
-    };
-    cmd.env("TF_CPP_MIN_LOG_LEVEL", std::env::var("TF_CPP_MIN_LOG_LEVEL").unwrap_or("2".into()));
-    cmd.stderr(std::process::Stdio::inherit());
-    let out = cmd.output().with_context(|| format!("cannot run {}", py.display()))?;
-    ensure!(out.status.success(), "scripts/bench-python-peer failed ({})", out.status);
-    let value: Value = serde_json::from_slice(&out.stdout).context("scripts/bench-python-peer printed no JSON object")?;
-    match value {
-        Value::Object(m) => Ok(m),
-        _ => bail!("scripts/bench-python-peer printed JSON that is not an object"),
+/// `scripts/bench-python-peer --serve` running beside us: one timed repetition per request.
+pub struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    /// Starts the peer with the same data and settings and waits until it has decoded the images.
+    pub fn start(opts: &BenchOptions) -> Result<Peer> {
+        let repo = repo_dir();
+        let py = python(&repo)?;
+        let mut cmd = Command::new(&py);
+        cmd.arg(repo.join("scripts/bench-python-peer")).arg("--serve").arg("--images").arg(&opts.images);
+        cmd.args(["--steps", &opts.steps.to_string(), "--warmup", &opts.warmup.to_string()]);
+        match &opts.weights {
+            Some(w) => cmd.arg("--weights").arg(w),
+            None => cmd.args(["--weights", ""]),
+        };
+        cmd.env("TF_CPP_MIN_LOG_LEVEL", std::env::var("TF_CPP_MIN_LOG_LEVEL").unwrap_or("2".into()));
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().with_context(|| format!("cannot run {}", py.display()))?;
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut peer = Peer { child, stdin, stdout };
+        let line = peer.read_line()?;
+        ensure!(line.trim() == "ready", "scripts/bench-python-peer did not start: {line}");
+        Ok(peer)
+    }
+
+    fn read_line(&mut self) -> Result<String> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        if line.is_empty() {
+            let status = self.child.wait()?;
+            bail!("scripts/bench-python-peer stopped ({status}; its error is above)");
+        }
+        Ok(line)
+    }
+
+    /// One repetition of `key` (decode, train_step, infer_b1, infer_b60, with _bf16); seconds.
+    pub fn once(&mut self, key: &str, timed: bool) -> Result<f64> {
+        writeln!(self.stdin, "{} {key}", if timed { "time" } else { "warmup" })?;
+        self.stdin.flush()?;
+        let line = self.read_line()?;
+        line.trim().parse().with_context(|| format!("scripts/bench-python-peer answered {line:?}"))
+    }
+
+    /// The peer's figures over its timed repetitions, in our JSON keys.
+    pub fn finish(mut self) -> Result<Map<String, Value>> {
+        writeln!(self.stdin, "done")?;
+        self.stdin.flush()?;
+        let line = self.read_line()?;
+        self.child.wait()?;
+        match serde_json::from_str(&line).context("scripts/bench-python-peer printed no JSON object")? {
+            Value::Object(m) => Ok(m),
+            _ => bail!("scripts/bench-python-peer printed JSON that is not an object"),
+        }
     }
 }
 
@@ -246,21 +295,6 @@ pub fn figure_keys(precisions: &[Precision]) -> Vec<String> {
         keys.extend(PER_PRECISION.iter().map(|k| format!("{k}{suffix}")));
     }
     keys
-}
-
-/// The median over rounds of every figure (the first round's settings and timings are kept).
-pub fn combine(rounds: Vec<Map<String, Value>>, keys: &[String]) -> Map<String, Value> {
-    let mut out = rounds[0].clone();
-    for k in keys {
-        let mut v: Vec<f64> = rounds.iter().filter_map(|r| r.get(k).and_then(Value::as_f64)).collect();
-        if !v.is_empty() {
-            out.insert(k.clone(), json!(median(&mut v)));
-        }
-    }
-    if rounds.len() > 1 {
-        out.insert("rounds".into(), json!(rounds.len()));
-    }
-    out
 }
 
 /// Ours divided by the peer's, for every figure both have; plus our bf16 training against the
@@ -394,7 +428,10 @@ pub fn profile(opts: &BenchOptions, precision: Precision) -> Result<Vec<(String,
         for dev in meta.step_stats.unwrap_or_default().dev_stats {
             for n in dev.node_stats {
                 // timeline_label: "name = OpType(inputs)".
-                let op = n.timeline_label.split(" = ").nth(1).and_then(|r| r.split('(').next()).unwrap_or(&n.node_name).to_string();
+                let mut op = n.timeline_label.split(" = ").nth(1).and_then(|r| r.split('(').next()).unwrap_or(&n.node_name).to_string();
+                if std::env::var_os("ALEXNET_PROFILE_NODES").is_some() {
+                    op = format!("{op} {}", n.node_name);
+                }
                 let e = by_type.entry(op).or_default();
                 e.0 += n.all_end_rel_micros as f64 / 1e3;
                 e.1 += 1;

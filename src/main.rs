@@ -139,12 +139,10 @@ struct BenchArgs {
     /// Precisions to measure (both: f32 and bf16).
     #[arg(long, value_enum, default_value_t = BenchPrecision::Both)]
     precision: BenchPrecision,
-    /// Also run scripts/bench-python-peer (the same network in Python TensorFlow) and print ratios.
+    /// Also run scripts/bench-python-peer (the same network in Python TensorFlow), interleaved with
+    /// ours repetition by repetition, and print ratios.
     #[arg(long)]
     compare_python: bool,
-    /// With --compare-python: alternate ours and the peer this many times; medians of the rounds.
-    #[arg(long, default_value_t = 1)]
-    rounds: usize,
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -213,7 +211,7 @@ struct RuntimeArgs {
     /// Threads inside one op (0: one per core).
     #[arg(long, default_value_t = 0)]
     intra_op_threads: i32,
-    /// Ops run at once (0: chosen for the machine, see `alexnet bench`).
+    /// Ops run at once (0: one per core).
     #[arg(long, default_value_t = 0)]
     inter_op_threads: i32,
 }
@@ -342,18 +340,9 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         return Ok(());
     }
     let keys = bench::figure_keys(&opts.precisions);
-    let (mut ours, mut peers) = (vec![], vec![]);
-    for round in 0..a.rounds.max(1) {
-        if a.rounds > 1 {
-            eprintln!("bench: round {} of {}", round + 1, a.rounds);
-        }
-        ours.push(bench::run(&opts)?);
-        if a.compare_python {
-            peers.push(bench::run_peer(&opts)?);
-        }
-    }
-    let ours = bench::combine(ours, &keys);
-    let peer = (!peers.is_empty()).then(|| bench::combine(peers, &keys));
+    let mut peer = if a.compare_python { Some(bench::Peer::start(&opts)?) } else { None };
+    let ours = bench::run(&opts, peer.as_mut())?;
+    let peer = peer.map(bench::Peer::finish).transpose()?;
     if a.json {
         let mut out = ours.clone();
         if let Some(p) = &peer {
