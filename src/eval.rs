@@ -29,7 +29,7 @@ pub fn evaluate(run_dir: &Path, images: &Path) -> Result<(Vec<String>, Vec<Evalu
     );
     let (prefix, _) = checkpoint::latest(run_dir)?
         .ok_or_else(|| anyhow::anyhow!("{} has no checkpoint yet (train it first)", run_dir.display()))?;
-    let tg = TrainGraph::build(&cfg.model, cfg.momentum, cfg.weight_decay)?;
+    let tg = TrainGraph::build_with(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision)?;
     let (session, _) = cfg.runtime.session(&tg.scope.graph())?;
     let (tensor, labels) = train::decode_dataset(&dataset, &cfg.preprocess)?;
     let specs = crate::model::param_specs(&cfg.model);
