@@ -2,9 +2,10 @@
 //! directories, checkpoints and exact resumption.
 //!
 //! The decoded images live in a TensorFlow variable and each step feeds only the indices of its
-//! batch, so no image data crosses the C API per step. Shuffles come from the host RNG keyed by
-//! (seed, epoch) and dropout masks from stateless ops keyed by (seed, step): a resumed run draws
-//! exactly what the uninterrupted run would have.
+//! batch, so no image data crosses the C API per step (unless the decoded set would exceed
+//! `cache_limit`: then each batch is decoded from disk and fed, and the variable stays empty).
+//! Shuffles come from the host RNG keyed by (seed, epoch) and dropout masks from stateless ops
+//! keyed by (seed, step): a resumed run draws exactly what the uninterrupted run would have.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -563,8 +564,8 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
     let (intra, inter) = cfg.runtime.threads();
     say(format!("device: {device}; threads: intra-op {intra}, inter-op {inter}; precision {}", cfg.precision.name()));
     if let Some((images, labels)) = images {
+        // The host copy is dropped right after: the graph holds the data set from here on.
         tg.load_data(&session, &images, &labels)?;
-        // The graph holds its own copy now.
     }
     tg.init_variables(&session, &params)?;
 
