@@ -246,14 +246,6 @@ pub struct LayerVars {
     pub biases_init: Operation,
 }
 
-/// One LRN op's float32 input and output: where gradients.rs splits the backward pass.
-#[derive(Clone, Debug)]
-pub struct LrnTap {
-    pub layer: &'static str,
-    pub input: Output,
-    pub output: Output,
-}
-
 /// The built network.
 #[derive(Clone, Debug)]
 pub struct Network {
@@ -264,7 +256,6 @@ pub struct Network {
     /// `input` and every layer's output, in table order, for activation dumps (bfloat16 ones in
     /// bf16 precision, but LRN outputs and the logits are float32).
     pub activations: Vec<(&'static str, Output)>,
-    pub lrns: Vec<LrnTap>,
     pub vars: Vec<LayerVars>,
 }
 
@@ -290,7 +281,6 @@ pub fn build_with(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: 
     let mut activations = vec![("input", input.clone())];
     let mut x = to_compute(&mut scope.with_op_name("input_cast"), input)?;
     let mut vars = vec![];
-    let mut lrns = vec![];
     for layer in layers(cfg) {
         let name = layer.name();
         let scope = &mut scope.new_sub_scope(name);
@@ -317,9 +307,8 @@ pub fn build_with(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: 
                     .bias(p.bias)
                     .alpha(p.alpha)
                     .beta(p.beta)
-                    .build(input.clone(), scope)?
+                    .build(input, scope)?
                     .into();
-                lrns.push(LrnTap { layer: name, input, output: output.clone() });
                 recorded = Some(output.clone());
                 to_compute(scope, output)?
             }
@@ -348,7 +337,7 @@ pub fn build_with(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: 
         };
         activations.push((name, recorded.unwrap_or_else(|| x.clone())));
     }
-    Ok(Network { config: cfg.clone(), precision, logits: x, activations, lrns, vars })
+    Ok(Network { config: cfg.clone(), precision, logits: x, activations, vars })
 }
 
 /// MatMul + bias (flattening fc6's input first).
