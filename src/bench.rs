@@ -8,8 +8,8 @@
 //! as a subprocess serving one repetition per request): both see the same load.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
@@ -23,9 +23,8 @@ use crate::runtime::RuntimeConfig;
 use crate::train::{Batch, StepFeeds, TrainGraph};
 use crate::weights::{self, LoadOptions};
 
-/// The figures both implementations report (each also with the suffix `_bf16` but decoding and
-/// memory); the ratios are ours divided by the peer's.
-pub const FIGURES: [&str; 5] = ["train_images_per_sec", "infer_b1_images_per_sec", "infer_b60_images_per_sec", "decode_images_per_sec", "peak_rss_mb"];
+/// The figures measured per precision (bf16 ones with the suffix `_bf16`); decode_images_per_sec
+/// and peak_rss_mb are measured once. Both implementations report the same keys.
 const PER_PRECISION: [&str; 5] = ["train_images_per_sec", "train_gflops", "infer_b1_images_per_sec", "infer_b60_images_per_sec", "infer_b60_gflops"];
 
 #[derive(Clone, Debug)]
@@ -119,7 +118,7 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Measures our figures (and the peer's, interleaved); one JSON object (see [`FIGURES`]) plus the
+/// Measures our figures (and the peer's, interleaved); one JSON object (see [`figure_keys`]) plus the
 /// settings and raw timings.
 pub fn run(opts: &BenchOptions, mut peer: Option<&mut Peer>) -> Result<Map<String, Value>> {
     ensure!(opts.steps >= 1, "--steps must be at least 1");
@@ -390,6 +389,7 @@ mod trace {
 
 /// Time per op type (as TensorFlow ran it, after its graph rewrites) in one traced training step
 /// and one traced batch-60 inference: (what, op type, milliseconds, count), slowest first.
+/// With ALEXNET_PROFILE_NODES set, per node instead (op type and node name).
 pub fn profile(opts: &BenchOptions, precision: Precision) -> Result<Vec<(String, String, f64, usize)>> {
     use prost::Message;
     use tensorflow::SessionRunArgs;

@@ -146,7 +146,8 @@ struct BenchArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     json: bool,
-    /// Instead: where the time goes, per op type, in one traced training step and inference pass.
+    /// Instead: where the time goes, per op type (per node with ALEXNET_PROFILE_NODES=1), in one
+    /// traced training step and inference pass (TensorFlow's RunMetadata step stats).
     #[arg(long, conflicts_with_all = ["compare_python", "json"])]
     profile: bool,
     #[command(flatten)]
