@@ -170,13 +170,15 @@ pub fn decode_kind(bytes: &[u8]) -> Decode {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) { Decode::Jpeg } else { Decode::Any }
 }
 
-/// A small graph and session that turn image files into network inputs.
+/// A small graph and session that turn image files into network inputs, several files at once
+/// (Session::run is thread-safe; DecodeJpeg itself uses one thread per image).
 pub struct Decoder {
     session: Session,
     path: Output,
     jpeg: Output,
     any: Output,
     size: usize,
+    threads: usize,
 }
 
 impl Decoder {
@@ -191,7 +193,14 @@ impl Decoder {
         let jpeg = preprocess_graph(&mut scope.new_sub_scope("jpeg"), encoded.clone(), Decode::Jpeg, p)?;
         let any = preprocess_graph(&mut scope.new_sub_scope("image"), encoded, Decode::Any, p)?;
         let session = Session::new(&SessionOptions::new(), &scope.graph())?;
-        Ok(Decoder { session, path, jpeg, any, size: p.size })
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Ok(Decoder { session, path, jpeg, any, size: p.size, threads })
+    }
+
+    /// Files decoded at once (default: one per core).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
     }
 
     /// Decodes one image file into `out` (S * S * 3 floats).
@@ -226,18 +235,68 @@ impl Decoder {
     /// Decodes every file it can; returns the good ones in order and every bad one with why.
     pub fn decode_checked(&self, paths: &[&Path]) -> (Tensor<f32>, Vec<BadImage>) {
         let per_image = self.size * self.size * 3;
-        let mut values = Vec::with_capacity(paths.len() * per_image);
+        let side = self.size as u64;
+        // Decoded straight into the tensor that is fed: no second copy of the data set.
+        let mut tensor = Tensor::<f32>::new(&[paths.len() as u64, side, side, 3]);
+        let errors = self.decode_into(paths, &mut tensor);
+        let bad: Vec<BadImage> = paths
+            .iter()
+            .zip(&errors)
+            .filter_map(|(p, e)| e.as_ref().map(|reason| BadImage { path: p.to_path_buf(), reason: reason.clone() }))
+            .collect();
+        if bad.is_empty() {
+            return (tensor, bad);
+        }
+        let good: Vec<usize> = (0..paths.len()).filter(|&i| errors[i].is_none()).collect();
+        let mut kept = Tensor::<f32>::new(&[good.len() as u64, side, side, 3]);
+        for (slot, &i) in kept.chunks_mut(per_image).zip(&good) {
+            slot.copy_from_slice(&tensor[i * per_image..(i + 1) * per_image]);
+        }
+        (kept, bad)
+    }
+
+    /// Decode-checks every file without keeping the pixels (for data sets streamed from disk).
+    pub fn check(&self, paths: &[&Path]) -> Vec<BadImage> {
+        let chunk = 16 * self.threads;
+        let mut buffer = vec![0f32; chunk.min(paths.len()) * self.size * self.size * 3];
         let mut bad = vec![];
-        let mut buffer = vec![0f32; per_image];
-        for path in paths {
-            match check_file(path).and_then(|()| self.decode_file(path, &mut buffer)) {
-                Ok(()) => values.extend_from_slice(&buffer),
-                Err(e) => bad.push(BadImage { path: path.to_path_buf(), reason: first_line(&format!("{e:#}")) }),
+        for part in paths.chunks(chunk) {
+            let errors = self.decode_into(part, &mut buffer);
+            for (p, e) in part.iter().zip(errors) {
+                if let Some(reason) = e {
+                    bad.push(BadImage { path: p.to_path_buf(), reason });
+                }
             }
         }
-        let n = (values.len() / per_image) as u64;
-        let tensor = Tensor::<f32>::new(&[n, self.size as u64, self.size as u64, 3]).with_values(&values).unwrap();
-        (tensor, bad)
+        bad
+    }
+
+    /// Decodes `paths[i]` into the i-th image of `out`, `threads` files at a time, taking the next
+    /// file as each finishes (sizes vary); returns each file's error.
+    fn decode_into(&self, paths: &[&Path], out: &mut [f32]) -> Vec<Option<String>> {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let per_image = self.size * self.size * 3;
+        let slots: Vec<Mutex<&mut [f32]>> = out.chunks_mut(per_image).take(paths.len()).map(Mutex::new).collect();
+        let errors: Vec<Mutex<Option<String>>> = paths.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let work = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(path) = paths.get(i) else { break };
+                let mut slot = slots[i].lock().unwrap();
+                if let Err(e) = check_file(path).and_then(|()| self.decode_file(path, &mut slot)) {
+                    *errors[i].lock().unwrap() = Some(first_line(&format!("{e:#}")));
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            for _ in 1..self.threads.min(paths.len()) {
+                s.spawn(work);
+            }
+            work();
+        });
+        errors.into_iter().map(|e| e.into_inner().unwrap()).collect()
     }
 }
 

@@ -27,7 +27,7 @@ pub fn evaluate(run_dir: &Path, images: &Path) -> Result<(Vec<String>, Vec<Evalu
         dataset.classes.join(", "),
         cfg.classes.join(", ")
     );
-    let tg = TrainGraph::build(&cfg.model, cfg.momentum, cfg.weight_decay)?;
+    let tg = TrainGraph::build_with(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision)?;
     let (session, _) = cfg.runtime.session(&tg.scope.graph())?;
     let (tensor, labels) = train::decode_dataset(&dataset, &cfg.preprocess)?;
     tg.initialise(&session, &tensor, &labels, &run.params)?;

@@ -5,9 +5,9 @@
 //! [`data`] (image folders and the in-graph input pipeline), [`weights`] (Caffe-layout files),
 //! [`caffe`] (importing `.caffemodel` files into them), [`gradients`] (add_gradients, with
 //! TensorFlow's LRN gradient repaired), [`train`] (the recipe, run directories), [`checkpoint`],
-//! [`eval`], [`inference`] (the graph from encoded images to class probabilities), [`export`]
-//! (SavedModel for serving, messages in [`proto`]), [`predict`], [`runtime`] (sessions and
-//! devices), [`cluster`] (TensorFlow servers and training placed on a cluster), [`tensorboard`]
+//! [`eval`], [`bench`] (speed and memory, against Python TensorFlow), [`inference`] (the graph
+//! from encoded images to class probabilities), [`export`] (SavedModel for serving, messages in
+//! [`proto`]), [`predict`], [`runtime`] (sessions and devices), [`cluster`] (TensorFlow servers and training placed on a cluster), [`tensorboard`]
 //! (summary ops in the graph; their event files are read back by [`events`]), [`plot`]
 //! (curves.png); [`metrics`], [`rng`] and [`fsutil`] are small helpers.
 //!
@@ -18,6 +18,7 @@
 //! [`visualize`] (activation pictures) and [`compare`] (activation dumps side by side).
 
 pub mod activations;
+pub mod bench;
 pub mod caffe;
 pub mod checkpoint;
 pub mod cluster;

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use alexnet::activations::{self, Engine, Setup};
 use alexnet::cluster::{self, ClusterConfig};
 use alexnet::compare::{self, Layout};
-use alexnet::model::{LrnProfile, ModelConfig};
+use alexnet::model::{LrnProfile, ModelConfig, Precision};
 use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
 use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
 use alexnet::predict::{self, Predictor};
-use alexnet::{caffe, data, eval, export, graph_spec, network_graph, plot};
+use alexnet::{bench, caffe, data, eval, export, graph_spec, network_graph, plot};
 use anyhow::{Result, bail};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
@@ -82,6 +82,8 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Speed and memory: training step, inference, decoding; optionally against Python TensorFlow.
+    Bench(BenchArgs),
     /// Convert a Caffe .caffemodel (e.g. the BVLC AlexNet) into weight files for --weights.
     ImportCaffe {
         /// The binary .caffemodel, in Caffe's current `layer` or legacy V1 `layers` format.
@@ -235,6 +237,12 @@ struct TrainArgs {
     runtime: RuntimeArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Arithmetic of the convolutions and matmuls (bf16: for CPUs with AMX or AVX512_BF16, and GPUs).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
+    /// Memory the decoded images may take (e.g. 4G, 512M); a larger data set is decoded from disk every step.
+    #[arg(long, default_value = "4G", value_parser = parse_size)]
+    cache_limit: u64,
     /// No per-epoch table.
     #[arg(long)]
     quiet: bool,
@@ -258,6 +266,62 @@ impl ClusterArgs {
     fn config(&self) -> Result<Option<ClusterConfig>> {
         ClusterConfig::from_args_or_env(self.cluster.as_deref(), self.job.as_deref(), self.task)
     }
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Image folder with train/<class>/ and val/<class>/ (the training step uses all of train/).
+    #[arg(long, default_value = "images")]
+    images: PathBuf,
+    /// Folder of weight files (layers without one are initialised); default: weights/ if it exists.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Timed repetitions of each measurement (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed repetitions first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Precisions to measure (both: f32 and bf16).
+    #[arg(long, value_enum, default_value_t = BenchPrecision::Both)]
+    precision: BenchPrecision,
+    /// Also run scripts/bench-python-peer (the same network in Python TensorFlow), interleaved with
+    /// ours repetition by repetition, and print ratios.
+    #[arg(long)]
+    compare_python: bool,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Instead: where the time goes, per op type (per node with ALEXNET_PROFILE_NODES=1), in one
+    /// traced training step and inference pass (TensorFlow's RunMetadata step stats).
+    #[arg(long, conflicts_with_all = ["compare_python", "json"])]
+    profile: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchPrecision {
+    F32,
+    Bf16,
+    Both,
+}
+
+/// A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches(['B', 'b']);
+    let (num, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("'{s}' is not a size (e.g. 4G, 512M, 1000000)"))?;
+    if !(n >= 0.0) {
+        return Err(format!("'{s}' is not a size"));
+    }
+    Ok((n * (1u64 << shift) as f64) as u64)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -291,10 +355,10 @@ struct InputArgs {
 struct RuntimeArgs {
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
-    /// Threads inside one op (0: TensorFlow's default, one per core).
+    /// Threads inside one op (0: one per core).
     #[arg(long, default_value_t = 0)]
     intra_op_threads: i32,
-    /// Ops run at once (0: TensorFlow's default).
+    /// Ops run at once (0: one per core).
     #[arg(long, default_value_t = 0)]
     inter_op_threads: i32,
 }
@@ -394,6 +458,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench(args) => run_bench(args),
         Command::Devices => {
             for d in runtime::list_devices()? {
                 let mem = if d.memory_bytes > 0 { format!("{:.1} GiB", d.memory_bytes as f64 / (1u64 << 30) as f64) } else { "-".into() };
@@ -477,8 +542,53 @@ fn run_train(a: TrainArgs) -> Result<()> {
         cfg.checkpoint_every = a.checkpoint_every;
         cfg.image_summary_every = a.image_summary_every;
         cfg.runtime = a.runtime.config();
+        cfg.precision = a.precision;
+        cfg.cache_limit = a.cache_limit;
         cfg
     };
     train::train(&cfg, &a.run_dir, &opts)?;
+    Ok(())
+}
+
+fn run_bench(a: BenchArgs) -> Result<()> {
+    let weights = a.weights.or_else(|| Some(PathBuf::from("weights")).filter(|w| w.is_dir()));
+    let opts = bench::BenchOptions {
+        images: a.images,
+        weights,
+        steps: a.steps,
+        warmup: a.warmup,
+        precisions: match a.precision {
+            BenchPrecision::F32 => vec![Precision::F32],
+            BenchPrecision::Bf16 => vec![Precision::Bf16],
+            BenchPrecision::Both => vec![Precision::F32, Precision::Bf16],
+        },
+        runtime: a.runtime.config(),
+        preprocess: data::Preprocess::default(),
+    };
+    if a.profile {
+        for &p in &opts.precisions {
+            println!("precision {}: op type, milliseconds (summed over ops; inter-op overlap counts twice), ops", p.name());
+            for (what, op, ms, n) in bench::profile(&opts, p)? {
+                if ms >= 0.5 {
+                    println!("  {what:<10} {op:<44} {ms:>9.1} ms  x{n}");
+                }
+            }
+        }
+        return Ok(());
+    }
+    let keys = bench::figure_keys(&opts.precisions);
+    let mut peer = if a.compare_python { Some(bench::Peer::start(&opts)?) } else { None };
+    let ours = bench::run(&opts, peer.as_mut())?;
+    let peer = peer.map(bench::Peer::finish).transpose()?;
+    if a.json {
+        let mut out = ours.clone();
+        if let Some(p) = &peer {
+            out.insert("ratios".into(), serde_json::Value::Object(bench::ratios(&ours, p, &keys)));
+            out.insert("python".into(), serde_json::Value::Object(p.clone()));
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", bench::table(&ours, peer.as_ref(), &keys));
+    }
     Ok(())
 }

@@ -38,6 +38,33 @@ impl LrnProfile {
     }
 }
 
+/// Arithmetic of the convolutions and matmuls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Convolutions, matmuls and the activations between them in bfloat16 (Cast ops in the graph),
+    /// for CPUs with AVX512_BF16 or AMX and for GPUs. Weights stay float32 (cast on every read,
+    /// updated in float32); LRN, the logits, softmax and loss are float32.
+    Bf16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DataType {
+        match self {
+            Precision::F32 => DataType::Float,
+            Precision::Bf16 => DataType::BFloat16,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
 /// Everything that decides the graph's shape.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -233,8 +260,11 @@ pub struct LayerVars {
 #[derive(Clone, Debug)]
 pub struct Network {
     pub config: ModelConfig,
+    pub precision: Precision,
+    /// Float32 in either precision.
     pub logits: Output,
-    /// `input` and every layer's output, in table order, for activation dumps.
+    /// `input` and every layer's output, in table order, for activation dumps (bfloat16 ones in
+    /// bf16 precision, but LRN outputs and the logits are float32).
     pub activations: Vec<(&'static str, Output)>,
     pub vars: Vec<LayerVars>,
 }
@@ -248,9 +278,14 @@ impl Network {
     }
 }
 
-/// Adds AlexNet on top of `input` (NHWC float32, already preprocessed).
+/// Adds AlexNet on top of `input` (NHWC float32, already preprocessed), in float32.
 pub fn build(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dropout) -> Result<Network> {
-    build_with(scope, cfg, input, dropout, None)
+    build_impl(scope, cfg, input, dropout, Precision::F32, None)
+}
+
+/// Adds AlexNet on top of `input` (NHWC float32, already preprocessed) in `precision`.
+pub fn build_with(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dropout, precision: Precision) -> Result<Network> {
+    build_impl(scope, cfg, input, dropout, precision, None)
 }
 
 /// The network's variables alone, named as `build` names them ("conv1/weights"), each on the
@@ -270,11 +305,11 @@ pub fn create_vars(scope: &mut Scope, cfg: &ModelConfig, device: &dyn Fn(&str) -
 
 /// AlexNet on top of `input`, reading the variables of `shared` (from `create_vars`) instead of
 /// creating its own.
-pub fn build_shared(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dropout, shared: &[LayerVars]) -> Result<Network> {
-    build_with(scope, cfg, input, dropout, Some(shared))
+pub fn build_shared(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dropout, precision: Precision, shared: &[LayerVars]) -> Result<Network> {
+    build_impl(scope, cfg, input, dropout, precision, Some(shared))
 }
 
-fn build_with(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dropout, shared: Option<&[LayerVars]>) -> Result<Network> {
+fn build_impl(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dropout, precision: Precision, shared: Option<&[LayerVars]>) -> Result<Network> {
     let take = |scope: &mut Scope, spec: &ParamSpec| -> Result<LayerVars> {
         match shared {
             None => layer_vars(scope, spec),
@@ -283,33 +318,40 @@ fn build_with(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dro
     };
     ensure!(cfg.classes >= 1, "the model needs at least one class");
     let specs = param_specs(cfg);
-    let mut x = input;
-    let mut activations = vec![("input", x.clone())];
+    let to_compute = |s: &mut Scope, x: Output| precision.from_f32(s, x);
+    let mut activations = vec![("input", input.clone())];
+    let mut x = to_compute(&mut scope.with_op_name("input_cast"), input)?;
     let mut vars = vec![];
     for layer in layers(cfg) {
         let name = layer.name();
         let scope = &mut scope.new_sub_scope(name);
+        let mut recorded = None;
         x = match layer {
             Layer::Conv { stride, padding, .. } => {
                 let v = take(scope, specs.iter().find(|s| s.layer == name).unwrap())?;
                 let s = stride as i64;
+                let w = to_compute(scope, v.weights.output().clone())?;
                 let conv = ops::Conv2D::new()
                     .strides(vec![1, s, s, 1])
                     .padding(padding.as_str())
-                    .build(x, v.weights.output().clone(), scope)?;
-                let biased = ops::bias_add(conv, v.biases.output().clone(), scope)?;
+                    .build(x, w, scope)?;
+                let biased = ops::bias_add(conv, to_compute(scope, v.biases.output().clone())?, scope)?;
                 vars.push(v);
                 ops::relu(biased, scope)?.into()
             }
             Layer::Lrn { .. } => {
+                // LRN and LRNGrad have float32 and half CPU kernels, no bfloat16 ones.
+                let input = precision.to_f32(scope, x)?;
                 let p = cfg.lrn.params();
-                ops::LRN::new()
+                let output: Output = ops::LRN::new()
                     .depth_radius(p.depth_radius)
                     .bias(p.bias)
                     .alpha(p.alpha)
                     .beta(p.beta)
-                    .build(x, scope)?
-                    .into()
+                    .build(input, scope)?
+                    .into();
+                recorded = Some(output.clone());
+                to_compute(scope, output)?
             }
             Layer::MaxPool { .. } => {
                 let (w, s) = (POOL_WINDOW as i64, POOL_STRIDE as i64);
@@ -323,23 +365,68 @@ fn build_with(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dro
             Layer::Fc { relu_dropout, .. } => {
                 let spec = specs.iter().find(|s| s.layer == name).unwrap();
                 let v = take(scope, spec)?;
-                if spec.flattened_from.is_some() {
-                    let flat_shape = ops::constant(&[-1i64, spec.weights[0] as i64][..], scope)?;
-                    x = ops::reshape(x, flat_shape, &mut scope.with_op_name("flatten"))?.into();
-                }
-                let product = ops::mat_mul(x, v.weights.output().clone(), scope)?;
-                let mut y: Output = ops::bias_add(product, v.biases.output().clone(), scope)?.into();
+                let mut y = fc(scope, x, &v, spec, precision)?;
                 if relu_dropout {
                     y = ops::relu(y, scope)?.into();
-                    y = apply_dropout(scope, y, dropout, name)?;
+                    y = apply_dropout(scope, y, dropout, name, precision)?;
+                } else {
+                    y = precision.to_f32(&mut scope.with_op_name("logits"), y)?;
                 }
                 vars.push(v);
                 y
             }
         };
-        activations.push((name, x.clone()));
+        activations.push((name, recorded.unwrap_or_else(|| x.clone())));
     }
-    Ok(Network { config: cfg.clone(), logits: x, activations, vars })
+    Ok(Network { config: cfg.clone(), precision, logits: x, activations, vars })
+}
+
+/// MatMul + bias (flattening fc6's input first).
+fn fc(scope: &mut Scope, mut x: Output, v: &LayerVars, spec: &ParamSpec, precision: Precision) -> Result<Output> {
+    if spec.flattened_from.is_some() {
+        let flat_shape = ops::constant(&[-1i64, spec.weights[0] as i64][..], scope)?;
+        x = ops::reshape(x, flat_shape, &mut scope.with_op_name("flatten"))?.into();
+    }
+    let product = ops::mat_mul(x, precision.from_f32(scope, v.weights.output().clone())?, scope)?;
+    Ok(ops::bias_add(product, precision.from_f32(scope, v.biases.output().clone())?, scope)?.into())
+}
+
+/// The fc layers again on top of the last conv block's output, with dropout off: the
+/// inference-mode logits (float32) of the same batch, at almost no cost, since dropout only
+/// touches fc6 and fc7 and the convolutions (99.8% of the work) are shared.
+pub fn inference_head(scope: &mut Scope, net: &Network) -> Result<Output> {
+    let table = layers(&net.config);
+    let specs = param_specs(&net.config);
+    let first_fc = table.iter().position(|l| matches!(l, Layer::Fc { .. })).context("the network has no fc layer")?;
+    let mut x = net.activations[first_fc].1.clone(); // activations[0] is the input
+    for layer in &table[first_fc..] {
+        let Layer::Fc { name, relu_dropout, .. } = *layer else { bail!("layer {} after the fc layers", layer.name()) };
+        let scope = &mut scope.new_sub_scope(name);
+        let spec = specs.iter().find(|s| s.layer == name).unwrap();
+        let v = net.vars.iter().find(|v| v.layer == name).unwrap();
+        x = fc(scope, x, v, spec, net.precision)?;
+        if relu_dropout {
+            x = ops::relu(x, scope)?.into();
+        }
+    }
+    net.precision.to_f32(&mut scope.with_op_name("logits"), x)
+}
+
+impl Precision {
+    /// A float32 value in the compute type (no op in float32).
+    fn from_f32(self, scope: &mut Scope, x: Output) -> Result<Output> {
+        match self {
+            Precision::F32 => Ok(x),
+            _ => Ok(ops::Cast::new().DstT(self.dtype()).build(x, scope)?.into()),
+        }
+    }
+    /// A compute-type value in float32 (no op in float32).
+    fn to_f32(self, scope: &mut Scope, x: Output) -> Result<Output> {
+        match self {
+            Precision::F32 => Ok(x),
+            _ => Ok(ops::Cast::new().DstT(DataType::Float).build(x, scope)?.into()),
+        }
+    }
 }
 
 fn variable(scope: &mut Scope, name: &str, shape: &[usize]) -> Result<(Variable, Operation)> {
@@ -363,7 +450,7 @@ fn layer_vars(scope: &mut Scope, spec: &ParamSpec) -> Result<LayerVars> {
 }
 
 /// Inverted dropout: keep a unit where uniform >= rate, scale kept units by 1 / (1 - rate).
-fn apply_dropout(scope: &mut Scope, x: Output, d: &Dropout, layer: &str) -> Result<Output> {
+fn apply_dropout(scope: &mut Scope, x: Output, d: &Dropout, layer: &str, precision: Precision) -> Result<Output> {
     let scope = &mut scope.new_sub_scope("dropout");
     // A different stream per layer: fc6 and fc7 have the same shape.
     let layer_no: i64 = layer.trim_start_matches("fc").parse().context("dropout layer name")?;
@@ -376,7 +463,7 @@ fn apply_dropout(scope: &mut Scope, x: Output, d: &Dropout, layer: &str) -> Resu
     let one = ops::constant(1.0f32, scope)?;
     let keep_prob = ops::sub(one, d.rate.clone(), scope)?;
     let mask = ops::div(keep, keep_prob, scope)?;
-    Ok(ops::mul(x, mask, scope)?.into())
+    Ok(ops::mul(x, precision.from_f32(scope, mask.into())?, scope)?.into())
 }
 
 /// Dropout inputs as placeholders with defaults (rate 0, seed [0, 0]), so the same graph serves

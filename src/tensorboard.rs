@@ -28,7 +28,7 @@ use tensorflow::{DataType, Graph, Operation, Output, Scope, Session, SessionRunA
 use crate::events::{Event, SessionLog};
 use crate::metrics::Row;
 use crate::model;
-use crate::train::{TrainConfig, TrainGraph};
+use crate::train::{Batch, TrainConfig, TrainGraph};
 
 /// The folder of a run that holds the event files.
 pub const DIR: &str = "tensorboard";
@@ -54,9 +54,6 @@ pub struct Summaries {
     images: Operation,
     flush: Operation,
     close: Operation,
-    /// The training graph's example-index placeholder, and the example the images show.
-    indices: Output,
-    example: i32,
     image_every: usize,
     start_epoch: Cell<usize>,
     spent: Cell<Duration>,
@@ -64,9 +61,8 @@ pub struct Summaries {
 }
 
 impl Summaries {
-    /// Adds the summary ops to `tg`'s graph; `example` is the index (in the graph's data
-    /// variable) of the image whose activations are shown.
-    pub fn build(tg: &TrainGraph, cfg: &TrainConfig, example: i32) -> Result<Summaries> {
+    /// Adds the summary ops to `tg`'s graph.
+    pub fn build(tg: &TrainGraph, cfg: &TrainConfig) -> Result<Summaries> {
         let s = &mut tg.scope.new_sub_scope("tensorboard");
         let writer = ops::SummaryWriter::new().shared_name("alexnet_tensorboard").build(&mut s.with_op_name("writer"))?;
         let logdir = placeholder(s, "logdir", DataType::String)?;
@@ -111,8 +107,6 @@ impl Summaries {
             images,
             flush,
             close,
-            indices: tg.indices.clone(),
-            example,
             image_every: cfg.image_summary_every,
             start_epoch: Cell::new(0),
             spent: Cell::new(Duration::ZERO),
@@ -144,15 +138,21 @@ impl Summaries {
         Ok(dir)
     }
 
-    /// Writes one epoch's scalars (and, when due, the images), then flushes.
-    pub fn epoch(&self, session: &Session, row: &Row, learning_rate: f32, last: bool) -> Result<()> {
+    /// Whether `epoch` gets image summaries (so its weights must be the epoch's own when
+    /// `epoch` is called).
+    pub fn images_due(&self, epoch: usize, last: bool) -> bool {
+        images_due(self.image_every, epoch, last || epoch == self.start_epoch.get())
+    }
+
+    /// Writes one epoch's scalars (and, when due, the images of `example`, a one-image batch),
+    /// then flushes.
+    pub fn epoch(&self, session: &Session, tg: &TrainGraph, example: &Batch, row: &Row, learning_rate: f32, last: bool) -> Result<()> {
         let t0 = Instant::now();
         let step = Tensor::<i64>::from(row.epoch as i64);
         let loss = Tensor::<f32>::from(row.loss as f32);
         let train = Tensor::<f32>::from(row.train_accuracy as f32);
         let lr = Tensor::<f32>::from(learning_rate);
         let val = Tensor::<f32>::from(row.val_accuracy.unwrap_or(0.0) as f32);
-        let idx = Tensor::<i32>::new(&[1]).with_values(&[self.example])?;
         let mut args = SessionRunArgs::new();
         feed(&mut args, &self.step, &step);
         feed(&mut args, &self.loss, &loss);
@@ -163,8 +163,8 @@ impl Summaries {
             feed(&mut args, &self.val_accuracy, &val);
             args.add_target(&self.val_scalar);
         }
-        if images_due(self.image_every, row.epoch, last || row.epoch == self.start_epoch.get()) {
-            feed(&mut args, &self.indices, &idx);
+        if self.images_due(row.epoch, last) {
+            tg.feed_batch(&mut args, example);
             args.add_target(&self.images);
         }
         session.run(&mut args).context("cannot write the epoch's TensorBoard summaries")?;

@@ -2,9 +2,10 @@
 //! directories, checkpoints and exact resumption.
 //!
 //! The decoded images live in a TensorFlow variable and each step feeds only the indices of its
-//! batch, so no image data crosses the C API per step. Shuffles come from the host RNG keyed by
-//! (seed, epoch) and dropout masks from stateless ops keyed by (seed, step): a resumed run draws
-//! exactly what the uninterrupted run would have.
+//! batch, so no image data crosses the C API per step (unless the decoded set would exceed
+//! `cache_limit`: then each batch is decoded from disk and fed, and the variable stays empty).
+//! Shuffles come from the host RNG keyed by (seed, epoch) and dropout masks from stateless ops
+//! keyed by (seed, step): a resumed run draws exactly what the uninterrupted run would have.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use crate::cluster::{ClusterConfig, Placement, Server};
 use crate::data::{self, Dataset, Decoder, Preprocess};
 use crate::fsutil;
 use crate::metrics::{self, Row};
-use crate::model::{self, ModelConfig, Network};
+use crate::model::{self, ModelConfig, Network, Precision};
 use crate::runtime::RuntimeConfig;
 use crate::{plot, tensorboard};
 use crate::weights::{self, LayerParams, LoadOptions};
@@ -77,6 +78,18 @@ pub struct TrainConfig {
     #[serde(default = "default_image_summary_every")]
     pub image_summary_every: usize,
     pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub precision: Precision,
+    /// Bytes the decoded data set may take in memory; above, batches are decoded from disk each step.
+    #[serde(default = "default_cache_limit")]
+    pub cache_limit: u64,
+}
+
+/// 4 GiB: about 6,900 decoded 227 x 227 images.
+pub const DEFAULT_CACHE_LIMIT: u64 = 4 << 30;
+
+fn default_cache_limit() -> u64 {
+    DEFAULT_CACHE_LIMIT
 }
 
 fn default_image_summary_every() -> usize {
@@ -106,6 +119,8 @@ impl TrainConfig {
             checkpoint_every: 10,
             image_summary_every: default_image_summary_every(),
             runtime: RuntimeConfig::default(),
+            precision: Precision::F32,
+            cache_limit: DEFAULT_CACHE_LIMIT,
         }
     }
 
@@ -167,7 +182,9 @@ pub struct TrainGraph {
     /// Owns the graph (the crate's Graph is reached through its Scope).
     pub scope: Scope,
     pub net: Network,
-    pub(crate) indices: Output,
+    /// The batch's logits with dropout off, from the training forward pass's convolutions
+    /// (replica 0's on a cluster).
+    pub eval_logits: Output,
     learning_rate: Output,
     dropout_rate: Output,
     dropout_seed: Output,
@@ -181,20 +198,24 @@ pub struct TrainGraph {
 
 impl TrainGraph {
     pub fn build(cfg: &ModelConfig, momentum: f32, weight_decay: f32) -> Result<TrainGraph> {
-        Self::build_placed(cfg, momentum, weight_decay, None)
+        Self::build_with(cfg, momentum, weight_decay, Precision::F32)
+    }
+
+    pub fn build_with(cfg: &ModelConfig, momentum: f32, weight_decay: f32, precision: Precision) -> Result<TrainGraph> {
+        Self::build_placed(cfg, momentum, weight_decay, precision, None)
     }
 
     /// With a `placement`, the variables and momentum slots go on the ps tasks and each worker
     /// gets a replica (its own copy of the data set, its shard of every batch, its forward pass);
     /// the update uses the shards' gradients weighted by shard size, which is the gradient of the
     /// whole batch's mean loss.
-    pub fn build_placed(cfg: &ModelConfig, momentum: f32, weight_decay: f32, placement: Option<&Placement>) -> Result<TrainGraph> {
+    pub fn build_placed(cfg: &ModelConfig, momentum: f32, weight_decay: f32, precision: Precision, placement: Option<&Placement>) -> Result<TrainGraph> {
         let mut scope = Scope::new_root_scope();
         let s = &mut scope;
         let dropout = model::dropout_inputs(s)?;
         let (net, loss, grads, shards) = match placement {
             None => {
-                let r = build_replica(s, cfg, &dropout, None, "", "")?;
+                let r = build_replica(s, cfg, &dropout, precision, None, "", "")?;
                 (r.net, r.loss, r.grads, vec![r.shard])
             }
             Some(p) => {
@@ -206,9 +227,9 @@ impl TrainGraph {
                     // which is worker 0); the others are imported, to put their backward on
                     // their worker too.
                     let mut r = if i == 0 {
-                        build_replica(rs, cfg, &dropout, Some(&shared), &format!("replica_{i}/"), dev)?
+                        build_replica(rs, cfg, &dropout, precision, Some(&shared), &format!("replica_{i}/"), dev)?
                     } else {
-                        import_replica(s, cfg, &dropout, &shared, i, dev)?
+                        import_replica(s, cfg, &dropout, precision, &shared, i, dev)?
                     };
                     r.shard.weight = Some(
                         ops::Placeholder::new()
@@ -241,8 +262,10 @@ impl TrainGraph {
                 (replicas.swap_remove(0).net, loss, grads, shards)
             }
         };
+        // The inference head (dropout off) shares the convolutions of the first replica.
+        let head_device = placement.map(|p| p.workers[0].clone()).unwrap_or_default();
+        let eval_logits = model::inference_head(&mut s.new_sub_scope("eval").with_device(&head_device), &net)?;
         let variables = net.variables();
-        let indices = shards[0].indices.clone();
         let slot_device = |v: &tensorflow::Variable| placement.map(|p| p.variable_device(v.name())).unwrap_or_default();
 
         let learning_rate: Output = ops::Placeholder::new()
@@ -254,7 +277,9 @@ impl TrainGraph {
             let s = &mut s.new_sub_scope("train");
             let momentum = ops::constant(momentum, s)?;
             let decay = ops::constant(weight_decay, s)?;
-            let mut grad_ops = vec![];
+            // The inference head reads fc weights too: it must finish before they change (on a
+            // cluster it isn't fetched with the step, so nothing waits for it).
+            let mut grad_ops = if shards.len() == 1 { vec![eval_logits.operation.clone()] } else { vec![] };
             let mut grad_outputs = vec![];
             for (v, g) in variables.iter().zip(&grads) {
                 let g = g.clone();
@@ -306,7 +331,7 @@ impl TrainGraph {
         Ok(TrainGraph {
             scope,
             net,
-            indices,
+            eval_logits,
             learning_rate,
             dropout_rate: dropout.rate,
             dropout_seed: dropout.seed,
@@ -320,6 +345,12 @@ impl TrainGraph {
 
     /// Feeds the data set and the initial parameters into the variables.
     pub fn initialise(&self, session: &Session, images: &Tensor<f32>, labels: &[i32], params: &[LayerParams]) -> Result<()> {
+        self.load_data(session, images, labels)?;
+        self.init_variables(session, params)
+    }
+
+    /// Puts the decoded data set into the graph (steps then feed only indices).
+    pub fn load_data(&self, session: &Session, images: &Tensor<f32>, labels: &[i32]) -> Result<()> {
         let labels_t = Tensor::<i32>::new(&[labels.len() as u64]).with_values(labels)?;
         for shard in &self.shards {
             let mut args = SessionRunArgs::new();
@@ -329,6 +360,11 @@ impl TrainGraph {
             args.add_target(&shard.labels_init.1);
             session.run(&mut args).context("cannot load the data set into the graph")?;
         }
+        Ok(())
+    }
+
+    /// The initial parameters, and zero momentum.
+    pub fn init_variables(&self, session: &Session, params: &[LayerParams]) -> Result<()> {
         init_params(session, &self.net, params)?;
         let mut args = SessionRunArgs::new();
         for op in &self.slots_init {
@@ -340,51 +376,103 @@ impl TrainGraph {
 
     /// One momentum-SGD step on the examples at `batch`; returns the batch's mean loss.
     pub fn step(&self, session: &Session, batch: &[i32], lr: f32, dropout: f32, seed: [i64; 2]) -> Result<f32> {
-        let n = self.shards.len();
-        ensure!(batch.len() >= n, "a batch of {} examples cannot be split across {n} workers: use a larger --batch-size", batch.len());
-        // Contiguous shards whose sizes differ by at most one, each weighted by its share.
-        let mut feeds = vec![];
-        let mut start = 0;
-        for (i, shard) in self.shards.iter().enumerate() {
-            let len = batch.len() / n + usize::from(i < batch.len() % n);
-            let part = &batch[start..start + len];
-            start += len;
-            let idx = Tensor::<i32>::new(&[len as u64]).with_values(part)?;
-            let w = Tensor::<f32>::from(len as f32 / batch.len() as f32);
-            feeds.push((shard, idx, w));
-        }
-        let lr_t = Tensor::<f32>::from(lr);
-        let rate_t = Tensor::<f32>::from(dropout);
-        let seed_t = Tensor::<i64>::new(&[2]).with_values(&seed)?;
-        let mut args = SessionRunArgs::new();
-        for (shard, idx, w) in &feeds {
-            args.add_feed(&shard.indices.operation, shard.indices.index, idx);
-            if let Some(weight) = &shard.weight {
-                args.add_feed(&weight.operation, weight.index, w);
+        Ok(self.run_step(session, &Batch::indices(batch)?, lr, dropout, seed)?.loss)
+    }
+
+    /// One momentum-SGD step; also returns the batch's inference-mode logits before the update.
+    pub fn run_step(&self, session: &Session, batch: &Batch, lr: f32, dropout: f32, seed: [i64; 2]) -> Result<StepOutput> {
+        let feeds = StepFeeds::new(lr, dropout, seed)?;
+        let split;
+        let batch = match batch {
+            Batch::Indices(idx) if self.shards.len() > 1 => {
+                split = self.split(idx)?;
+                &split
             }
-        }
-        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &lr_t);
-        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &rate_t);
-        args.add_feed(&self.dropout_seed.operation, self.dropout_seed.index, &seed_t);
-        args.add_target(&self.train_op);
+            b => b,
+        };
+        let mut args = SessionRunArgs::new();
+        self.feed_step(&mut args, batch, &feeds);
         let loss = args.request_fetch(&self.loss.operation, self.loss.index);
+        // Replica 0's head sees only its shard: on a cluster the step returns no logits.
+        let logits = (self.shards.len() == 1).then(|| args.request_fetch(&self.eval_logits.operation, self.eval_logits.index));
         session.run(&mut args)?;
-        Ok(args.fetch::<f32>(loss)?[0])
+        let logits = match logits {
+            Some(token) => args.fetch::<f32>(token)?.chunks(self.net.config.classes).map(|c| c.to_vec()).collect(),
+            None => vec![],
+        };
+        Ok(StepOutput { loss: args.fetch::<f32>(loss)?[0], logits })
     }
 
     /// Logits of the examples at `indices`, dropout off, in chunks of `chunk`.
     pub fn logits(&self, session: &Session, indices: &[i32], chunk: usize) -> Result<Vec<Vec<f32>>> {
         let mut out = vec![];
         for part in indices.chunks(chunk.max(1)) {
-            let idx = Tensor::<i32>::new(&[part.len() as u64]).with_values(part)?;
-            let mut args = SessionRunArgs::new();
-            args.add_feed(&self.indices.operation, self.indices.index, &idx);
-            let f = args.request_fetch(&self.net.logits.operation, self.net.logits.index);
-            session.run(&mut args)?;
-            let t: Tensor<f32> = args.fetch(f)?;
-            out.extend(t.chunks(self.net.config.classes).map(|c| c.to_vec()));
+            out.extend(self.batch_logits(session, &Batch::indices(part)?)?);
         }
         Ok(out)
+    }
+
+    /// Logits of one batch, dropout off.
+    pub fn batch_logits(&self, session: &Session, batch: &Batch) -> Result<Vec<Vec<f32>>> {
+        let mut args = SessionRunArgs::new();
+        let f = self.feed_logits(&mut args, batch);
+        session.run(&mut args)?;
+        let t: Tensor<f32> = args.fetch(f)?;
+        Ok(t.chunks(self.net.config.classes).map(|c| c.to_vec()).collect())
+    }
+
+    /// A training step's feeds and target (no fetches).
+    pub fn feed_step<'a>(&'a self, args: &mut SessionRunArgs<'a>, batch: &'a Batch, feeds: &'a StepFeeds) {
+        self.feed_batch(args, batch);
+        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
+        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
+        args.add_feed(&self.dropout_seed.operation, self.dropout_seed.index, &feeds.seed);
+        args.add_target(&self.train_op);
+    }
+
+    /// An inference pass's feeds, and its logits fetch.
+    pub fn feed_logits<'a>(&'a self, args: &mut SessionRunArgs<'a>, batch: &'a Batch) -> tensorflow::FetchToken {
+        self.feed_batch(args, batch);
+        args.request_fetch(&self.net.logits.operation, self.net.logits.index)
+    }
+
+    /// Feeds indices into the data variable, or the images and labels themselves (unsplit
+    /// batches go to the first replica: the one whose forward pass inference reads).
+    pub(crate) fn feed_batch<'a>(&self, args: &mut SessionRunArgs<'a>, batch: &'a Batch) {
+        let first = &self.shards[0];
+        match batch {
+            Batch::Indices(idx) => args.add_feed(&first.indices.operation, first.indices.index, idx),
+            Batch::Split(parts) => {
+                for (shard, (idx, weight)) in self.shards.iter().zip(parts) {
+                    args.add_feed(&shard.indices.operation, shard.indices.index, idx);
+                    if let Some(w) = &shard.weight {
+                        args.add_feed(&w.operation, w.index, weight);
+                    }
+                }
+            }
+            Batch::Fed { images, labels } => {
+                // Feeding the gather ops' outputs prunes the data variable from the run.
+                args.add_feed(&first.batch_images.operation, first.batch_images.index, images);
+                args.add_feed(&first.batch_labels.operation, first.batch_labels.index, labels);
+            }
+        }
+    }
+
+    /// A batch of rows cut into one contiguous part per replica, sizes differing by at most
+    /// one, each weighted by its share (the weighted sum of the parts' mean losses is the
+    /// batch's).
+    fn split(&self, idx: &[i32]) -> Result<Batch> {
+        let n = self.shards.len();
+        ensure!(idx.len() >= n, "a batch of {} examples cannot be split across {n} workers: use a larger --batch-size", idx.len());
+        let mut parts = vec![];
+        let mut start = 0;
+        for i in 0..n {
+            let len = idx.len() / n + usize::from(i < idx.len() % n);
+            let part = &idx[start..start + len];
+            start += len;
+            parts.push((Tensor::<i32>::new(&[len as u64]).with_values(part)?, Tensor::<f32>::from(len as f32 / idx.len() as f32)));
+        }
+        Ok(Batch::Split(parts))
     }
 
     /// Current values of every layer's parameters.
@@ -397,6 +485,9 @@ impl TrainGraph {
 #[derive(Clone)]
 struct Shard {
     indices: Output,
+    /// The gathered batch: fed directly when the data set is streamed from disk.
+    batch_images: Output,
+    batch_labels: Output,
     /// The shard's share of the batch (None without a cluster).
     weight: Option<Output>,
     images_init: (Output, Operation),
@@ -411,7 +502,7 @@ struct Replica {
 }
 
 /// Data variables, batch gather, forward pass, loss and gradients, all in `s` (on `device`).
-fn build_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, shared: Option<&[model::LayerVars]>, name_prefix: &str, device: &str) -> Result<Replica> {
+fn build_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, precision: Precision, shared: Option<&[model::LayerVars]>, name_prefix: &str, device: &str) -> Result<Replica> {
     let side = cfg.input_size as i64;
     // The decoded data set, train and val together, fed once.
     let (images, images_init) = fed_variable(&mut s.new_sub_scope("data"), "images", DataType::Float, &[None, Some(side), Some(side), Some(3)], device)?;
@@ -422,24 +513,24 @@ fn build_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, sha
         .build(&mut s.with_op_name("indices"))?
         .into();
     let axis = ops::constant(0i32, s)?;
-    let batch_images = ops::gather_v2(images, indices.clone(), axis.clone(), &mut s.with_op_name("batch_images"))?;
-    let batch_labels = ops::gather_v2(labels, indices.clone(), axis, &mut s.with_op_name("batch_labels"))?;
+    let batch_images: Output = ops::gather_v2(images, indices.clone(), axis.clone(), &mut s.with_op_name("batch_images"))?.into();
+    let batch_labels: Output = ops::gather_v2(labels, indices.clone(), axis, &mut s.with_op_name("batch_labels"))?.into();
     let net = match shared {
-        None => model::build(s, cfg, batch_images.into(), dropout)?,
-        Some(vars) => model::build_shared(s, cfg, batch_images.into(), dropout, vars)?,
+        None => model::build_with(s, cfg, batch_images.clone(), dropout, precision)?,
+        Some(vars) => model::build_shared(s, cfg, batch_images.clone(), dropout, precision, vars)?,
     };
-    let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.into(), cfg.classes)?;
+    let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.clone(), cfg.classes)?;
     let grads = crate::gradients::gradients_named(s, &net, loss.clone(), name_prefix)?;
-    Ok(Replica { shard: Shard { indices, weight: None, images_init, labels_init }, net, loss, grads })
+    Ok(Replica { shard: Shard { indices, batch_images, batch_labels, weight: None, images_init, labels_init }, net, loss, grads })
 }
 
 /// A replica built in a graph of its own and imported with `dev` as the default device: ops
 /// that add_gradients creates carry no device, and import is where TensorFlow's C API lets a
 /// default one be given. Its variables and dropout inputs are mapped onto the shared ones.
-fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, shared: &[model::LayerVars], i: usize, dev: &str) -> Result<Replica> {
+fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, precision: Precision, shared: &[model::LayerVars], i: usize, dev: &str) -> Result<Replica> {
     let mut own = Scope::new_root_scope();
     let own_dropout = model::dropout_inputs(&mut own)?;
-    let r = build_replica(&mut own, cfg, &own_dropout, None, "", "")?;
+    let r = build_replica(&mut own, cfg, &own_dropout, precision, None, "", "")?;
     let def = own.graph().graph_def()?;
     let mut opts = tensorflow::ImportGraphDefOptions::new();
     opts.set_prefix(&format!("replica_{i}"))?;
@@ -459,7 +550,10 @@ fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, sh
         r.shard.images_init.1.output(0),
         r.shard.labels_init.0.clone(),
         r.shard.labels_init.1.output(0),
+        r.shard.batch_images.clone(),
+        r.shard.batch_labels.clone(),
     ];
+    let first_grad = wanted.len();
     wanted.extend(r.grads.iter().cloned());
     for o in &wanted {
         opts.add_return_output(&o.operation.name()?, o.index as usize)?;
@@ -470,9 +564,52 @@ fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, sh
         weight: None,
         images_init: (outs[2].clone(), outs[3].operation.clone()),
         labels_init: (outs[4].clone(), outs[5].operation.clone()),
+        batch_images: outs[6].clone(),
+        batch_labels: outs[7].clone(),
     };
     // The network handle stays replica 0's: only its forward pass is read (eval, TensorBoard).
-    Ok(Replica { shard, net: r.net, loss: outs[1].clone(), grads: outs[6..].to_vec() })
+    Ok(Replica { shard, net: r.net, loss: outs[1].clone(), grads: outs[first_grad..].to_vec() })
+}
+
+/// A step's examples.
+pub enum Batch {
+    /// Rows of the data variable.
+    Indices(Tensor<i32>),
+    /// On a cluster: each replica's rows, with its share of the batch.
+    Split(Vec<(Tensor<i32>, Tensor<f32>)>),
+    /// Decoded images [N, S, S, 3] and their labels, when the data set is streamed from disk.
+    Fed { images: Tensor<f32>, labels: Tensor<i32> },
+}
+
+impl Batch {
+    pub fn indices(idx: &[i32]) -> Result<Batch> {
+        Ok(Batch::Indices(Tensor::<i32>::new(&[idx.len() as u64]).with_values(idx)?))
+    }
+    pub fn fed(images: Tensor<f32>, labels: &[i32]) -> Result<Batch> {
+        Ok(Batch::Fed { images, labels: Tensor::<i32>::new(&[labels.len() as u64]).with_values(labels)? })
+    }
+}
+
+/// A step's learning rate, drop rate and dropout seed, as tensors.
+pub struct StepFeeds {
+    lr: Tensor<f32>,
+    dropout: Tensor<f32>,
+    seed: Tensor<i64>,
+}
+
+impl StepFeeds {
+    pub fn new(lr: f32, dropout: f32, seed: [i64; 2]) -> Result<Self> {
+        Ok(StepFeeds { lr: Tensor::from(lr), dropout: Tensor::from(dropout), seed: Tensor::<i64>::new(&[2]).with_values(&seed)? })
+    }
+}
+
+/// What a training step returns.
+pub struct StepOutput {
+    /// The batch's mean loss.
+    pub loss: f32,
+    /// The batch's logits with dropout off, before the update: with one full-set step per epoch,
+    /// those of the previous epoch's final weights.
+    pub logits: Vec<Vec<f32>>,
 }
 
 /// Mean softmax cross-entropy of `logits` against int32 class `labels`.
@@ -630,13 +767,17 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         say(format!("note: ignoring {} files that are hidden or have no image extension: {}{more}", dataset.ignored.len(), names.join(", ")));
     }
     let t0 = Instant::now();
-    let (dataset, images, labels) = load_images(&dataset, &cfg.preprocess, cfg.skip_bad_images)?;
+    let (dataset, images, source) = load_source(&dataset, &cfg.preprocess, cfg.skip_bad_images, cfg.cache_limit)?;
     say(format!(
-        "data: {} classes [{}], {} train + {} val images decoded in {:.2} s",
+        "data: {} classes [{}], {} train + {} val images {} in {:.2} s",
         dataset.classes.len(),
         dataset.classes.join(", "),
         dataset.train.len(),
         dataset.val.len(),
+        match source {
+            Source::InGraph => "decoded".to_string(),
+            Source::Streamed { .. } => format!("checked (over the {} MiB --cache-limit: decoded from disk every step)", cfg.cache_limit >> 20),
+        },
         t0.elapsed().as_secs_f64()
     ));
 
@@ -653,11 +794,16 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
                 "{} is not the chief: in this in-graph design only worker 0 runs `alexnet train`; run `alexnet server` with the same cluster for the other tasks",
                 c.task_name()
             );
+            ensure!(
+                matches!(source, Source::InGraph),
+                "the data set is over the {} MiB --cache-limit: on a cluster every worker holds it decoded; raise --cache-limit",
+                cfg.cache_limit >> 20
+            );
             (Some(c.placement(&specs)?), Some(Server::start(c)?))
         }
     };
-    let tg = TrainGraph::build_placed(&cfg.model, cfg.momentum, cfg.weight_decay, placement.as_ref())?;
-    let tb = tensorboard::Summaries::build(&tg, cfg, dataset.train.len() as i32)?;
+    let tg = TrainGraph::build_placed(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision, placement.as_ref())?;
+    let tb = tensorboard::Summaries::build(&tg, cfg)?;
     let (session, device) = match &server {
         None => cfg.runtime.session(&tg.scope.graph())?,
         Some(server) => {
@@ -678,11 +824,13 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
             run_dir.display()
         ))
     };
-    say(format!(
-        "device: {device}; threads: intra-op {}, inter-op {} (0 = TensorFlow's default)",
-        cfg.runtime.intra_op_threads, cfg.runtime.inter_op_threads
-    ));
-    tg.initialise(&session, &images, &labels, &params).map_err(blame)?;
+    let (intra, inter) = cfg.runtime.threads();
+    say(format!("device: {device}; threads: intra-op {intra}, inter-op {inter}; precision {}", cfg.precision.name()));
+    if let Some((images, labels)) = images {
+        // The host copy is dropped right after: the graph holds the data set from here on.
+        tg.load_data(&session, &images, &labels).map_err(blame)?;
+    }
+    tg.init_variables(&session, &params).map_err(blame)?;
 
     let n_train = dataset.train.len();
     let train_idx: Vec<i32> = (0..n_train as i32).collect();
@@ -724,6 +872,23 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
     };
     print_row(metrics::display_header());
     let steps_per_epoch = n_train.div_ceil(batch);
+    // Train accuracy is the Swift original's: inference mode, after the epoch's step. With one
+    // full-set step per epoch, the next step computes exactly that on the way (the convolutions
+    // are shared, and its dropout-off fc head gives the pre-update logits), so the row waits one
+    // step instead of running another forward pass. Epochs that end in a checkpoint (and the
+    // last, and an interrupted one) still run the pass: every row on disk is final, and a
+    // resumed run computes every row the way the uninterrupted run did.
+    let lookahead = steps_per_epoch == 1 && cluster.is_none();
+    let mut pending: Option<Row> = None;
+    // TensorBoard's images show the first val image.
+    let example = source.batch(&[n_train as i32])?;
+    let finish = |row: Row, rows: &mut Vec<Row>| -> Result<()> {
+        print_row(row.display());
+        let last = row.epoch + 1 == cfg.epochs;
+        tb.epoch(&session, &tg, &example, &row, cfg.schedule.rate(cfg.learning_rate, row.epoch, cfg.epochs), last)?;
+        rows.push(row);
+        metrics::write(&metrics_path, rows)
+    };
     let started = Instant::now();
     for epoch in start_epoch..cfg.epochs {
         let mut order = train_idx.clone();
@@ -732,7 +897,13 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         let mut loss_sum = 0.0;
         for (b, part) in order.chunks(batch).enumerate() {
             let step = (epoch * steps_per_epoch + b) as i64;
-            let loss = tg.step(&session, part, lr, cfg.dropout, [cfg.seed as i64, step]).map_err(blame)?;
+            let out = tg.run_step(&session, &source.batch(part)?, lr, cfg.dropout, [cfg.seed as i64, step]).map_err(blame)?;
+            if let Some(mut row) = pending.take() {
+                let labels: Vec<usize> = part.iter().map(|&i| train_labels[i as usize]).collect();
+                row.train_accuracy = accuracy(&out.logits, &labels);
+                finish(row, &mut rows)?;
+            }
+            let loss = out.loss;
             if !loss.is_finite() {
                 bar.finish_and_clear();
                 let kept = checkpoint::latest(run_dir)?.map(|(p, e)| format!("the last good checkpoint ({}, epoch {e}) is kept", p.parent().unwrap().display()));
@@ -744,20 +915,22 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
             loss_sum += loss as f64 * part.len() as f64;
             bar.inc(1);
         }
-        let train_accuracy = accuracy(&tg.logits(&session, &train_idx, eval_chunk).map_err(blame)?, &train_labels);
         let last = epoch + 1 == cfg.epochs;
+        let stop = interrupted.load(Ordering::SeqCst);
+        let checkpoint_now = last || stop || (cfg.checkpoint_every > 0 && (epoch + 1) % cfg.checkpoint_every == 0);
         let val_accuracy = if epoch % cfg.val_every.max(1) == 0 || last {
-            Some(accuracy(&tg.logits(&session, &val_idx, eval_chunk)?, &val_labels))
+            Some(accuracy(&source.logits(&tg, &session, &val_idx, eval_chunk).map_err(blame)?, &val_labels))
         } else {
             None
         };
-        let row = Row { epoch, loss: loss_sum / n_train as f64, train_accuracy, val_accuracy };
-        print_row(row.display());
-        tb.epoch(&session, &row, lr, last)?;
-        rows.push(row);
-        metrics::write(&metrics_path, &rows)?;
-        let stop = interrupted.load(Ordering::SeqCst);
-        if last || stop || (cfg.checkpoint_every > 0 && (epoch + 1) % cfg.checkpoint_every == 0) {
+        let mut row = Row { epoch, loss: loss_sum / n_train as f64, train_accuracy: f64::NAN, val_accuracy };
+        if lookahead && !checkpoint_now && !tb.images_due(epoch, last) {
+            pending = Some(row);
+        } else {
+            row.train_accuracy = accuracy(&source.logits(&tg, &session, &train_idx, eval_chunk).map_err(blame)?, &train_labels);
+            finish(row, &mut rows)?;
+        }
+        if checkpoint_now {
             tg.saver.save(&session, run_dir, epoch)?;
         }
         if stop {
@@ -834,15 +1007,22 @@ pub fn decode_dataset(dataset: &Dataset, p: &Preprocess) -> Result<(Tensor<f32>,
 /// out. Returns the data set of the images kept.
 pub fn load_images(dataset: &Dataset, p: &Preprocess, skip_bad: bool) -> Result<(Dataset, Tensor<f32>, Vec<i32>)> {
     let decoder = Decoder::new(p)?;
-    let all: Vec<_> = dataset.train.iter().chain(&dataset.val).collect();
-    let paths: Vec<&Path> = all.iter().map(|e| e.path.as_path()).collect();
-    let (images, bad) = decoder.decode_checked(&paths);
+    let all: Vec<&Path> = dataset.train.iter().chain(&dataset.val).map(|e| e.path.as_path()).collect();
+    let (images, bad) = decoder.decode_checked(&all);
+    let kept = keep_good(dataset, &bad, skip_bad)?;
+    let labels = kept.train.iter().chain(&kept.val).map(|e| e.label as i32).collect();
+    Ok((kept, images, labels))
+}
+
+/// The data set without its bad images, or the error that lists them.
+fn keep_good(dataset: &Dataset, bad: &[data::BadImage], skip_bad: bool) -> Result<Dataset> {
+    let total = dataset.train.len() + dataset.val.len();
     if !bad.is_empty() {
         let list: String = bad.iter().map(|b| format!("\n  {b}")).collect();
         if !skip_bad {
-            bail!("{} of {} images can't be used:{list}\nfix or remove them, or pass --skip-bad-images to train without them", bad.len(), all.len());
+            bail!("{} of {total} images can't be used:{list}\nfix or remove them, or pass --skip-bad-images to train without them", bad.len());
         }
-        eprintln!("warning: skipping {} of {} images that can't be used:{list}", bad.len(), all.len());
+        eprintln!("warning: skipping {} of {total} images that can't be used:{list}", bad.len());
     }
     let is_bad = |e: &data::Example| bad.iter().any(|b| b.path == e.path);
     let kept = Dataset {
@@ -855,8 +1035,60 @@ pub fn load_images(dataset: &Dataset, p: &Preprocess, skip_bad: bool) -> Result<
         ensure!(kept.train.iter().any(|e| e.label == label), "class '{class}' has no usable training image left");
     }
     ensure!(!kept.val.is_empty(), "no usable validation image left");
+    Ok(kept)
+}
+
+/// Where the steps' images come from.
+pub enum Source {
+    /// Decoded once into the graph's data variable; steps feed indices.
+    InGraph,
+    /// Decoded from disk for every batch and fed (the data set is over the cache limit).
+    Streamed { decoder: Decoder, paths: Vec<PathBuf>, labels: Vec<i32> },
+}
+
+impl Source {
+    /// The examples at `idx` (train then val numbering).
+    pub fn batch(&self, idx: &[i32]) -> Result<Batch> {
+        match self {
+            Source::InGraph => Batch::indices(idx),
+            Source::Streamed { decoder, paths, labels } => {
+                let files: Vec<&Path> = idx.iter().map(|&i| paths[i as usize].as_path()).collect();
+                let l: Vec<i32> = idx.iter().map(|&i| labels[i as usize]).collect();
+                Batch::fed(decoder.decode_files(&files)?, &l)
+            }
+        }
+    }
+
+    /// Logits (dropout off) of the examples at `idx`, `chunk` at a time.
+    pub fn logits(&self, tg: &TrainGraph, session: &Session, idx: &[i32], chunk: usize) -> Result<Vec<Vec<f32>>> {
+        let mut out = vec![];
+        for part in idx.chunks(chunk.max(1)) {
+            out.extend(tg.batch_logits(session, &self.batch(part)?)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Bytes of one decoded image.
+pub fn decoded_bytes(p: &Preprocess) -> u64 {
+    (p.size * p.size * 3 * 4) as u64
+}
+
+/// The kept data set, and either its decoded images and labels (to load into the graph) or, when
+/// they would take more than `cache_limit` bytes, a streaming source (every image decode-checked).
+pub fn load_source(dataset: &Dataset, p: &Preprocess, skip_bad: bool, cache_limit: u64) -> Result<(Dataset, Option<(Tensor<f32>, Vec<i32>)>, Source)> {
+    let total = (dataset.train.len() + dataset.val.len()) as u64;
+    if total * decoded_bytes(p) <= cache_limit {
+        let (kept, images, labels) = load_images(dataset, p, skip_bad)?;
+        return Ok((kept, Some((images, labels)), Source::InGraph));
+    }
+    let decoder = Decoder::new(p)?;
+    let all: Vec<&Path> = dataset.train.iter().chain(&dataset.val).map(|e| e.path.as_path()).collect();
+    let bad = decoder.check(&all);
+    let kept = keep_good(dataset, &bad, skip_bad)?;
+    let paths = kept.train.iter().chain(&kept.val).map(|e| e.path.clone()).collect();
     let labels = kept.train.iter().chain(&kept.val).map(|e| e.label as i32).collect();
-    Ok((kept, images, labels))
+    Ok((kept, None, Source::Streamed { decoder, paths, labels }))
 }
 
 fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {

@@ -69,7 +69,7 @@ fn check(lrn: LrnProfile) {
         // A step that moves the loss by about 2e-4: well above float32 rounding of the loss
         // (~1e-7), small enough to stay on one linear piece.
         let eps = (2e-4 / analytic.abs().max(1e-6)) as f32;
-        let mut at = |sign: f32| {
+        let at = |sign: f32| {
             let mut p = params.clone();
             let moved: Vec<f32> = base.iter().zip(&dir).map(|(b, d)| b + sign * eps * d).collect();
             if is_weights {

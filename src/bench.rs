@@ -1,0 +1,445 @@
+//! `alexnet bench`: how fast the trainer's own graphs run, and how that compares with the same
+//! network in Python TensorFlow (`scripts/bench-python-peer`, the same wheel) on this machine.
+//!
+//! Every figure is the median (with min and max) of `steps` timed repetitions after `warmup`
+//! untimed ones: a training step on the training set (forward, backward, momentum update), the
+//! logits of 1 and of 60 images, decoding and resizing every image of the folder. The machine
+//! may be shared, so with a peer the two are interleaved repetition by repetition (the peer runs
+//! as a subprocess serving one repetition per request): both see the same load.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::data::{self, Decoder, Preprocess};
+use crate::model::{self, Layer, ModelConfig, Precision};
+use crate::runtime::RuntimeConfig;
+use crate::train::{Batch, StepFeeds, TrainGraph};
+use crate::weights::{self, LoadOptions};
+
+/// The figures measured per precision (bf16 ones with the suffix `_bf16`); decode_images_per_sec
+/// and peak_rss_mb are measured once. Both implementations report the same keys.
+const PER_PRECISION: [&str; 5] = ["train_images_per_sec", "train_gflops", "infer_b1_images_per_sec", "infer_b60_images_per_sec", "infer_b60_gflops"];
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub images: PathBuf,
+    pub weights: Option<PathBuf>,
+    pub steps: usize,
+    pub warmup: usize,
+    pub precisions: Vec<Precision>,
+    pub runtime: RuntimeConfig,
+    pub preprocess: Preprocess,
+}
+
+/// Seconds of `n` timed repetitions.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stat {
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+    pub n: usize,
+}
+
+/// Runs `f` `warmup` times untimed, then `steps` times timed; with a peer, each of our
+/// repetitions is followed by one of the peer's `key`.
+pub fn time(warmup: usize, steps: usize, mut peer: Option<&mut Peer>, key: &str, mut f: impl FnMut() -> Result<()>) -> Result<Stat> {
+    for _ in 0..warmup {
+        f()?;
+        if let Some(p) = peer.as_deref_mut() {
+            p.once(key, false)?;
+        }
+    }
+    let mut t = vec![];
+    for _ in 0..steps.max(1) {
+        let t0 = Instant::now();
+        f()?;
+        t.push(t0.elapsed().as_secs_f64());
+        if let Some(p) = peer.as_deref_mut() {
+            p.once(key, true)?;
+        }
+    }
+    Ok(Stat::of(&t))
+}
+
+impl Stat {
+    pub fn of(t: &[f64]) -> Stat {
+        Stat { median_s: median(&mut t.to_vec()), min_s: t.iter().cloned().fold(f64::MAX, f64::min), max_s: t.iter().cloned().fold(0.0, f64::max), n: t.len() }
+    }
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Multiply-adds of one image's forward pass (1.08 G for AlexNet at fc width 256).
+pub fn forward_macs(cfg: &ModelConfig) -> u64 {
+    let specs = model::param_specs(cfg);
+    model::layers(cfg)
+        .iter()
+        .zip(model::output_shapes(cfg))
+        .map(|(layer, (_, out))| match layer {
+            Layer::Conv { name, .. } => {
+                let spec = specs.iter().find(|s| s.layer == *name).unwrap();
+                (out[0] * out[1] * spec.weight_count()) as u64
+            }
+            Layer::Fc { name, .. } => specs.iter().find(|s| s.layer == *name).unwrap().weight_count() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The CPU's model name (lscpu's "Model name").
+pub fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Measures our figures (and the peer's, interleaved); one JSON object (see [`figure_keys`]) plus the
+/// settings and raw timings.
+pub fn run(opts: &BenchOptions, mut peer: Option<&mut Peer>) -> Result<Map<String, Value>> {
+    ensure!(opts.steps >= 1, "--steps must be at least 1");
+    let dataset = data::scan(&opts.images)?;
+    let n_train = dataset.train.len();
+    let n_val = dataset.val.len();
+    let paths: Vec<&Path> = dataset.train.iter().chain(&dataset.val).map(|e| e.path.as_path()).collect();
+    let labels: Vec<i32> = dataset.train.iter().chain(&dataset.val).map(|e| e.label as i32).collect();
+    let cfg = ModelConfig::new(dataset.classes.len());
+    let macs = forward_macs(&cfg) as f64;
+    let mut timings = BTreeMap::new();
+    let mut out = Map::new();
+
+    // Decoding: every image, train and val, as `alexnet train` does it.
+    let decoder = Decoder::new(&opts.preprocess)?;
+    let mut images = None;
+    let t = time(1, opts.steps, peer.as_deref_mut(), "decode", || {
+        let (tensor, bad) = decoder.decode_checked(&paths);
+        if let Some(b) = bad.first() {
+            bail!("cannot use image {b}");
+        }
+        images = Some(tensor);
+        Ok(())
+    })?;
+    drop(decoder);
+    let images = images.unwrap();
+    out.insert("decode_images_per_sec".into(), json!(paths.len() as f64 / t.median_s));
+    out.insert("decode_threads".into(), json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)));
+    timings.insert("decode".to_string(), t);
+
+    let specs = model::param_specs(&cfg);
+    let (params, report) = weights::load(opts.weights.as_deref(), &specs, &LoadOptions { strict: false, seed: 0 })?;
+    eprintln!("bench: {n_train} train + {n_val} val images; {report}");
+
+    let train_idx: Vec<i32> = (0..n_train as i32).collect();
+    let val_idx: Vec<i32> = (n_train as i32..(n_train + n_val) as i32).take(60).collect();
+    let mut device = String::new();
+    for &precision in &opts.precisions {
+        let suffix = if precision == Precision::F32 { "" } else { "_bf16" };
+        let tg = TrainGraph::build_with(&cfg, 0.9, 0.0, precision)?;
+        let (session, used) = opts.runtime.session(&tg.scope.graph())?;
+        device = used;
+        tg.load_data(&session, &images, &labels)?;
+        tg.init_variables(&session, &params)?;
+
+        let batch = Batch::indices(&train_idx)?;
+        let mut step = 0i64;
+        let t = time(opts.warmup, opts.steps, peer.as_deref_mut(), &format!("train_step{suffix}"), || {
+            step += 1;
+            let out = tg.run_step(&session, &batch, 0.002, 0.5, [0, step])?;
+            ensure!(out.loss.is_finite(), "the benchmark's training step diverged (loss {})", out.loss);
+            Ok(())
+        })?;
+        out.insert(format!("train_images_per_sec{suffix}"), json!(n_train as f64 / t.median_s));
+        out.insert(format!("train_gflops{suffix}"), json!(3.0 * 2.0 * macs * n_train as f64 / t.median_s / 1e9));
+        timings.insert(format!("train_step{suffix}"), t);
+
+        let one = Batch::indices(&val_idx[..1])?;
+        let t = time(opts.warmup, opts.steps, peer.as_deref_mut(), &format!("infer_b1{suffix}"), || tg.batch_logits(&session, &one).map(drop))?;
+        out.insert(format!("infer_b1_images_per_sec{suffix}"), json!(1.0 / t.median_s));
+        timings.insert(format!("infer_b1{suffix}"), t);
+
+        let many = Batch::indices(&val_idx)?;
+        let t = time(opts.warmup, opts.steps, peer.as_deref_mut(), &format!("infer_b60{suffix}"), || tg.batch_logits(&session, &many).map(drop))?;
+        out.insert(format!("infer_b60_images_per_sec{suffix}"), json!(val_idx.len() as f64 / t.median_s));
+        out.insert(format!("infer_b60_gflops{suffix}"), json!(2.0 * macs * val_idx.len() as f64 / t.median_s / 1e9));
+        timings.insert(format!("infer_b60{suffix}"), t);
+    }
+    let (intra, inter) = opts.runtime.threads();
+    out.insert("implementation".into(), json!("rust (TensorFlow C API)"));
+    out.insert("tensorflow".into(), json!(tensorflow::version().unwrap_or_default()));
+    out.insert("device".into(), json!(device));
+    out.insert("cpu".into(), json!(cpu_model()));
+    out.insert("intra_op_threads".into(), json!(intra));
+    out.insert("inter_op_threads".into(), json!(inter));
+    out.insert("steps".into(), json!(opts.steps));
+    out.insert("warmup".into(), json!(opts.warmup));
+    out.insert("train_batch".into(), json!(n_train));
+    out.insert("forward_gmacs_per_image".into(), json!(macs / 1e9));
+    out.insert("peak_rss_mb".into(), json!(peak_rss_mb()));
+    out.insert("timings".into(), serde_json::to_value(&timings)?);
+    Ok(out)
+}
+
+/// Where the peer script is: in the current directory's checkout, else in this build's.
+fn repo_dir() -> PathBuf {
+    let here = PathBuf::from(".");
+    if here.join("scripts/bench-python-peer").exists() { here } else { PathBuf::from(env!("CARGO_MANIFEST_DIR")) }
+}
+
+/// The Python with TensorFlow 2.21: $ALEXNET_PYTHON, else the repo's .venv, else what
+/// scripts/python-env provisions (its last stdout line).
+fn python(repo: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ALEXNET_PYTHON") {
+        return Ok(p.into());
+    }
+    let venv = repo.join(".venv/bin/python");
+    if venv.exists() {
+        return Ok(venv);
+    }
+    let out = Command::new("bash").arg(repo.join("scripts/python-env")).output().context("cannot run scripts/python-env")?;
+    ensure!(out.status.success(), "scripts/python-env failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok(stdout.lines().last().context("scripts/python-env printed no python path")?.trim().into())
+}
+
+/// `scripts/bench-python-peer --serve` running beside us: one timed repetition per request.
+pub struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    /// Starts the peer with the same data and settings and waits until it has decoded the images.
+    pub fn start(opts: &BenchOptions) -> Result<Peer> {
+        let repo = repo_dir();
+        let py = python(&repo)?;
+        let mut cmd = Command::new(&py);
+        cmd.arg(repo.join("scripts/bench-python-peer")).arg("--serve").arg("--images").arg(&opts.images);
+        cmd.args(["--steps", &opts.steps.to_string(), "--warmup", &opts.warmup.to_string()]);
+        match &opts.weights {
+            Some(w) => cmd.arg("--weights").arg(w),
+            None => cmd.args(["--weights", ""]),
+        };
+        cmd.env("TF_CPP_MIN_LOG_LEVEL", std::env::var("TF_CPP_MIN_LOG_LEVEL").unwrap_or("2".into()));
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().with_context(|| format!("cannot run {}", py.display()))?;
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut peer = Peer { child, stdin, stdout };
+        let line = peer.read_line()?;
+        ensure!(line.trim() == "ready", "scripts/bench-python-peer did not start: {line}");
+        Ok(peer)
+    }
+
+    fn read_line(&mut self) -> Result<String> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        if line.is_empty() {
+            let status = self.child.wait()?;
+            bail!("scripts/bench-python-peer stopped ({status}; its error is above)");
+        }
+        Ok(line)
+    }
+
+    /// One repetition of `key` (decode, train_step, infer_b1, infer_b60, with _bf16); seconds.
+    pub fn once(&mut self, key: &str, timed: bool) -> Result<f64> {
+        writeln!(self.stdin, "{} {key}", if timed { "time" } else { "warmup" })?;
+        self.stdin.flush()?;
+        let line = self.read_line()?;
+        line.trim().parse().with_context(|| format!("scripts/bench-python-peer answered {line:?}"))
+    }
+
+    /// The peer's figures over its timed repetitions, in our JSON keys.
+    pub fn finish(mut self) -> Result<Map<String, Value>> {
+        writeln!(self.stdin, "done")?;
+        self.stdin.flush()?;
+        let line = self.read_line()?;
+        self.child.wait()?;
+        match serde_json::from_str(&line).context("scripts/bench-python-peer printed no JSON object")? {
+            Value::Object(m) => Ok(m),
+            _ => bail!("scripts/bench-python-peer printed JSON that is not an object"),
+        }
+    }
+}
+
+/// Every figure key measured for these precisions.
+pub fn figure_keys(precisions: &[Precision]) -> Vec<String> {
+    let mut keys: Vec<String> = ["decode_images_per_sec", "peak_rss_mb"].iter().map(|s| s.to_string()).collect();
+    for p in precisions {
+        let suffix = if *p == Precision::F32 { "" } else { "_bf16" };
+        keys.extend(PER_PRECISION.iter().map(|k| format!("{k}{suffix}")));
+    }
+    keys
+}
+
+/// Ours divided by the peer's, for every figure both have; plus our bf16 training against the
+/// peer's float32 (the mixed-precision target).
+pub fn ratios(ours: &Map<String, Value>, peer: &Map<String, Value>, keys: &[String]) -> Map<String, Value> {
+    let mut r = Map::new();
+    let get = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_f64);
+    for k in keys {
+        if let (Some(a), Some(b)) = (get(ours, k), get(peer, k)) {
+            r.insert(k.clone(), json!(a / b));
+        }
+    }
+    if let (Some(a), Some(b)) = (get(ours, "train_images_per_sec_bf16"), get(peer, "train_images_per_sec")) {
+        r.insert("train_bf16_vs_peer_f32".into(), json!(a / b));
+    }
+    r
+}
+
+/// The figures as a table: ours, and with a peer, the peer's and the ratio.
+pub fn table(ours: &Map<String, Value>, peer: Option<&Map<String, Value>>, keys: &[String]) -> String {
+    let mut s = format!(
+        "CPU {}; TensorFlow {}; device {}; threads intra-op {}, inter-op {}; median of {} steps after {} warm-up\n",
+        ours["cpu"].as_str().unwrap_or("?"),
+        ours["tensorflow"].as_str().unwrap_or("?"),
+        ours["device"].as_str().unwrap_or("?"),
+        ours["intra_op_threads"],
+        ours["inter_op_threads"],
+        ours["steps"],
+        ours["warmup"],
+    );
+    let unit = |k: &str| match k {
+        k if k.contains("per_sec") => "img/s",
+        k if k.contains("gflops") => "GFLOP/s",
+        _ => "MiB",
+    };
+    s += &format!("{:<32} {:>8} {:>10}", "figure", "unit", "ours");
+    if peer.is_some() {
+        s += &format!(" {:>10} {:>8}", "python", "ratio");
+    }
+    s += "\n";
+    for k in keys {
+        let Some(a) = ours.get(k).and_then(Value::as_f64) else { continue };
+        s += &format!("{:<32} {:>8} {:>10.2}", k, unit(k), a);
+        if let Some(b) = peer.and_then(|p| p.get(k)).and_then(Value::as_f64) {
+            s += &format!(" {:>10.2} {:>7.2}x", b, a / b);
+        }
+        s += "\n";
+    }
+    if let Some(p) = peer {
+        if let Some(r) = ratios(ours, p, keys).get("train_bf16_vs_peer_f32").and_then(Value::as_f64) {
+            s += &format!("{:<32} {:>8} {:>10} {:>10} {:>7.2}x\n", "train bf16 (ours) / f32 (python)", "", "", "", r);
+        }
+    }
+    s
+}
+
+/// The few fields of tensorflow.RunOptions / RunMetadata a profile needs (config.proto,
+/// step_stats.proto).
+mod trace {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RunOptions {
+        /// 3: FULL_TRACE.
+        #[prost(int32, tag = "1")]
+        pub trace_level: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RunMetadata {
+        #[prost(message, optional, tag = "1")]
+        pub step_stats: Option<StepStats>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StepStats {
+        #[prost(message, repeated, tag = "1")]
+        pub dev_stats: Vec<DeviceStepStats>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DeviceStepStats {
+        #[prost(string, tag = "1")]
+        pub device: String,
+        #[prost(message, repeated, tag = "2")]
+        pub node_stats: Vec<NodeExecStats>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NodeExecStats {
+        #[prost(string, tag = "1")]
+        pub node_name: String,
+        #[prost(int64, tag = "5")]
+        pub all_end_rel_micros: i64,
+        #[prost(string, tag = "8")]
+        pub timeline_label: String,
+    }
+}
+
+/// Time per op type (as TensorFlow ran it, after its graph rewrites) in one traced training step
+/// and one traced batch-60 inference: (what, op type, milliseconds, count), slowest first.
+/// With ALEXNET_PROFILE_NODES set, per node instead (op type and node name).
+pub fn profile(opts: &BenchOptions, precision: Precision) -> Result<Vec<(String, String, f64, usize)>> {
+    use prost::Message;
+    use tensorflow::SessionRunArgs;
+    let dataset = data::scan(&opts.images)?;
+    let paths: Vec<&Path> = dataset.train.iter().chain(&dataset.val).map(|e| e.path.as_path()).collect();
+    let labels: Vec<i32> = dataset.train.iter().chain(&dataset.val).map(|e| e.label as i32).collect();
+    let images = Decoder::new(&opts.preprocess)?.decode_files(&paths)?;
+    let cfg = ModelConfig::new(dataset.classes.len());
+    let (params, _) = weights::load(opts.weights.as_deref(), &model::param_specs(&cfg), &LoadOptions { strict: false, seed: 0 })?;
+    let tg = TrainGraph::build_with(&cfg, 0.9, 0.0, precision)?;
+    let (session, _) = opts.runtime.session(&tg.scope.graph())?;
+    tg.load_data(&session, &images, &labels)?;
+    tg.init_variables(&session, &params)?;
+    let n_train = dataset.train.len() as i32;
+    let train = Batch::indices(&(0..n_train).collect::<Vec<_>>())?;
+    let val = Batch::indices(&(n_train..labels.len() as i32).take(60).collect::<Vec<_>>())?;
+    for s in 0..opts.warmup.max(1) {
+        tg.run_step(&session, &train, 0.002, 0.5, [0, s as i64])?;
+        tg.batch_logits(&session, &val)?;
+    }
+    let options = trace::RunOptions { trace_level: 3 }.encode_to_vec();
+    let feeds = StepFeeds::new(0.002, 0.5, [0, 1000])?;
+    let mut rows = vec![];
+    for (what, is_step) in [("train", true), ("infer_b60", false)] {
+        let mut args = SessionRunArgs::new();
+        args.set_run_options(&options);
+        args.set_request_metadata(true);
+        if is_step {
+            tg.feed_step(&mut args, &train, &feeds);
+        } else {
+            tg.feed_logits(&mut args, &val);
+        }
+        session.run(&mut args)?;
+        let meta = trace::RunMetadata::decode(args.get_metadata().context("no run metadata")?)?;
+        let mut by_type: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+        for dev in meta.step_stats.unwrap_or_default().dev_stats {
+            for n in dev.node_stats {
+                // timeline_label: "name = OpType(inputs)".
+                let mut op = n.timeline_label.split(" = ").nth(1).and_then(|r| r.split('(').next()).unwrap_or(&n.node_name).to_string();
+                if std::env::var_os("ALEXNET_PROFILE_NODES").is_some() {
+                    op = format!("{op} {}", n.node_name);
+                }
+                let e = by_type.entry(op).or_default();
+                e.0 += n.all_end_rel_micros as f64 / 1e3;
+                e.1 += 1;
+            }
+        }
+        let mut v: Vec<_> = by_type.into_iter().map(|(op, (ms, n))| (what.to_string(), op, ms, n)).collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        rows.extend(v);
+    }
+    Ok(rows)
+}

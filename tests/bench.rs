@@ -1,0 +1,36 @@
+//! `alexnet bench --json`: every figure is there and positive, ours and the Python peer's, with
+//! ratios. No timing assertions: the numbers depend on the machine and its load.
+
+mod common;
+
+use serde_json::Value;
+
+#[test]
+fn bench_json_has_every_figure_for_us_and_the_python_peer() {
+    let out = common::alexnet()
+        .args(["bench", "--json", "--steps", "2", "--warmup", "0", "--compare-python", "--images"])
+        .arg(common::images())
+        .arg("--weights")
+        .arg(common::weights())
+        .env("ALEXNET_PYTHON", common::python())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "alexnet bench failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    let figures = ["train_images_per_sec", "infer_b1_images_per_sec", "infer_b60_images_per_sec", "decode_images_per_sec", "peak_rss_mb"];
+    let bf16 = ["train_images_per_sec_bf16", "infer_b1_images_per_sec_bf16", "infer_b60_images_per_sec_bf16"];
+    let positive = |m: &Value, k: &str| {
+        let x = m.get(k).and_then(Value::as_f64).unwrap_or_else(|| panic!("{k} missing in {m}"));
+        assert!(x > 0.0 && x.is_finite(), "{k} = {x}");
+    };
+    for k in figures.iter().chain(&bf16).chain(&["train_gflops", "train_gflops_bf16"]) {
+        positive(&v, k);
+        positive(&v["python"], k);
+        positive(&v["ratios"], k);
+    }
+    positive(&v["ratios"], "train_bf16_vs_peer_f32");
+    assert!(v["intra_op_threads"].as_i64().unwrap() >= 1 && v["inter_op_threads"].as_i64().unwrap() >= 1);
+    assert_eq!(v["device"], "CPU");
+    assert!((v["forward_gmacs_per_image"].as_f64().unwrap() - 1.079).abs() < 0.01);
+    assert_eq!(v["timings"]["train_step"]["n"], 2);
+}
