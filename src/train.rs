@@ -187,7 +187,6 @@ pub struct TrainGraph {
     pub eval_logits: Output,
     learning_rate: Output,
     dropout_rate: Output,
-    dropout_seed: Output,
     pub loss: Output,
     train_op: Operation,
     /// One per replica (one without a cluster).
@@ -334,7 +333,6 @@ impl TrainGraph {
             eval_logits,
             learning_rate,
             dropout_rate: dropout.rate,
-            dropout_seed: dropout.seed,
             loss,
             train_op,
             shards,
@@ -381,7 +379,7 @@ impl TrainGraph {
 
     /// One momentum-SGD step; also returns the batch's inference-mode logits before the update.
     pub fn run_step(&self, session: &Session, batch: &Batch, lr: f32, dropout: f32, seed: [i64; 2]) -> Result<StepOutput> {
-        let feeds = StepFeeds::new(lr, dropout, seed)?;
+        let feeds = StepFeeds::for_replicas(lr, dropout, seed, self.shards.len())?;
         let split;
         let batch = match batch {
             Batch::Indices(idx) if self.shards.len() > 1 => {
@@ -426,7 +424,9 @@ impl TrainGraph {
         self.feed_batch(args, batch);
         args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
         args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
-        args.add_feed(&self.dropout_seed.operation, self.dropout_seed.index, &feeds.seed);
+        for (shard, seed) in self.shards.iter().zip(&feeds.seeds) {
+            args.add_feed(&shard.seed.operation, shard.seed.index, seed);
+        }
         args.add_target(&self.train_op);
     }
 
@@ -490,6 +490,8 @@ struct Shard {
     batch_labels: Output,
     /// The shard's share of the batch (None without a cluster).
     weight: Option<Output>,
+    /// The replica's dropout seed: replicas draw different masks.
+    seed: Output,
     images_init: (Output, Operation),
     labels_init: (Output, Operation),
 }
@@ -521,12 +523,14 @@ fn build_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, pre
     };
     let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.clone(), cfg.classes)?;
     let grads = crate::gradients::gradients_named(s, &net, loss.clone(), name_prefix)?;
-    Ok(Replica { shard: Shard { indices, batch_images, batch_labels, weight: None, images_init, labels_init }, net, loss, grads })
+    let seed = dropout.seed.clone();
+    Ok(Replica { shard: Shard { indices, batch_images, batch_labels, weight: None, seed, images_init, labels_init }, net, loss, grads })
 }
 
 /// A replica built in a graph of its own and imported with `dev` as the default device: ops
 /// that add_gradients creates carry no device, and import is where TensorFlow's C API lets a
-/// default one be given. Its variables and dropout inputs are mapped onto the shared ones.
+/// default one be given. Its variables and drop rate are mapped onto the shared ones; it keeps
+/// its own dropout seed.
 fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, precision: Precision, shared: &[model::LayerVars], i: usize, dev: &str) -> Result<Replica> {
     let mut own = Scope::new_root_scope();
     let own_dropout = model::dropout_inputs(&mut own)?;
@@ -540,9 +544,8 @@ fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, pr
             opts.add_input_mapping(var.name(), 0, var.output())?;
         }
     }
-    for (mine, theirs) in [(&own_dropout.rate, &dropout.rate), (&own_dropout.seed, &dropout.seed)] {
-        opts.add_input_mapping(&mine.operation.name()?, mine.index as usize, theirs)?;
-    }
+    let rate = &own_dropout.rate;
+    opts.add_input_mapping(&rate.operation.name()?, rate.index as usize, &dropout.rate)?;
     let mut wanted: Vec<Output> = vec![
         r.shard.indices.clone(),
         r.loss.clone(),
@@ -552,6 +555,7 @@ fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, pr
         r.shard.labels_init.1.output(0),
         r.shard.batch_images.clone(),
         r.shard.batch_labels.clone(),
+        own_dropout.seed.clone(),
     ];
     let first_grad = wanted.len();
     wanted.extend(r.grads.iter().cloned());
@@ -566,6 +570,7 @@ fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, pr
         labels_init: (outs[4].clone(), outs[5].operation.clone()),
         batch_images: outs[6].clone(),
         batch_labels: outs[7].clone(),
+        seed: outs[8].clone(),
     };
     // The network handle stays replica 0's: only its forward pass is read (eval, TensorBoard).
     Ok(Replica { shard, net: r.net, loss: outs[1].clone(), grads: outs[first_grad..].to_vec() })
@@ -590,16 +595,24 @@ impl Batch {
     }
 }
 
-/// A step's learning rate, drop rate and dropout seed, as tensors.
+/// A step's learning rate, drop rate and dropout seeds, as tensors.
 pub struct StepFeeds {
     lr: Tensor<f32>,
     dropout: Tensor<f32>,
-    seed: Tensor<i64>,
+    /// One per replica.
+    seeds: Vec<Tensor<i64>>,
 }
 
 impl StepFeeds {
     pub fn new(lr: f32, dropout: f32, seed: [i64; 2]) -> Result<Self> {
-        Ok(StepFeeds { lr: Tensor::from(lr), dropout: Tensor::from(dropout), seed: Tensor::<i64>::new(&[2]).with_values(&seed)? })
+        Self::for_replicas(lr, dropout, seed, 1)
+    }
+
+    /// Replica i of n draws its masks from [seed, step * n + i]: distinct across replicas and
+    /// steps, and [seed, step] itself with one replica.
+    pub fn for_replicas(lr: f32, dropout: f32, [seed, step]: [i64; 2], n: usize) -> Result<Self> {
+        let seeds = (0..n as i64).map(|i| Tensor::<i64>::new(&[2]).with_values(&[seed, step * n as i64 + i])).collect::<Result<_, _>>()?;
+        Ok(StepFeeds { lr: Tensor::from(lr), dropout: Tensor::from(dropout), seeds })
     }
 }
 
