@@ -4,8 +4,9 @@
 //!
 //! The design is in-graph replication: the chief (worker 0) is the only client. Its graph holds
 //! the variables on the `ps` tasks and one forward pass per worker, pinned to that worker; the
-//! gradients of the shards are averaged into one momentum update. The other workers and the ps
-//! only run `alexnet server`.
+//! gradients of the shards are averaged into one momentum update (or, with `--async`, each
+//! replica applies its own from a thread of the chief). The other workers and the ps only run
+//! `alexnet server`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CStr;
@@ -104,18 +105,27 @@ impl ClusterConfig {
     pub fn unreachable_tasks(&self) -> Vec<String> {
         let mut down = vec![];
         for (job, addrs) in &self.cluster {
-            for (i, addr) in addrs.iter().enumerate() {
-                let reachable = addr
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-                if !reachable {
-                    down.push(format!("{job} {i} ({} at {addr})", device(job, i)));
+            for i in 0..addrs.len() {
+                if !self.is_reachable(job, i) {
+                    down.push(self.describe(job, i));
                 }
             }
         }
         down
+    }
+
+    /// Whether task `index` of `job` accepts connections.
+    pub fn is_reachable(&self, job: &str, index: usize) -> bool {
+        let Some(addr) = self.cluster.get(job).and_then(|a| a.get(index)) else { return false };
+        addr.to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+    }
+
+    /// "worker 1 (/job:worker/replica:0/task:1 at host:port)"
+    pub fn describe(&self, job: &str, index: usize) -> String {
+        format!("{job} {index} ({} at {})", device(job, index), self.cluster[job][index])
     }
 
     /// Waits until every task accepts connections: TensorFlow's master would wait for a missing

@@ -237,6 +237,10 @@ struct TrainArgs {
     runtime: RuntimeArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// On a cluster: each worker updates the weights with its own gradients as soon as it has
+    /// them, without waiting for the others (a lost worker is dropped instead of stopping the run).
+    #[arg(long = "async")]
+    async_updates: bool,
     /// Arithmetic of the convolutions and matmuls (bf16: for CPUs with AMX or AVX512_BF16, and GPUs).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
@@ -517,6 +521,10 @@ fn run_train(a: TrainArgs) -> Result<()> {
             eprintln!("resume: training to {} epochs (the run was started for {})", a.epochs, cfg.epochs);
             cfg.epochs = a.epochs;
         }
+        if a.async_updates && !cfg.async_updates {
+            eprintln!("resume: switching to asynchronous updates (the run was started synchronous)");
+            cfg.async_updates = true;
+        }
         cfg
     } else {
         let dataset = data::scan(&a.images)?;
@@ -544,6 +552,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         cfg.runtime = a.runtime.config();
         cfg.precision = a.precision;
         cfg.cache_limit = a.cache_limit;
+        cfg.async_updates = a.async_updates;
         cfg
     };
     train::train(&cfg, &a.run_dir, &opts)?;

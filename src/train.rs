@@ -83,6 +83,10 @@ pub struct TrainConfig {
     /// Bytes the decoded data set may take in memory; above, batches are decoded from disk each step.
     #[serde(default = "default_cache_limit")]
     pub cache_limit: u64,
+    /// On a cluster: each replica updates the shared variables with its own gradients as soon as
+    /// it has them (`--async`), instead of one averaged update per batch.
+    #[serde(default)]
+    pub async_updates: bool,
 }
 
 /// 4 GiB: about 6,900 decoded 227 x 227 images.
@@ -121,6 +125,7 @@ impl TrainConfig {
             runtime: RuntimeConfig::default(),
             precision: Precision::F32,
             cache_limit: DEFAULT_CACHE_LIMIT,
+            async_updates: false,
         }
     }
 
@@ -187,11 +192,12 @@ pub struct TrainGraph {
     pub eval_logits: Output,
     learning_rate: Output,
     dropout_rate: Output,
-    dropout_seed: Output,
     pub loss: Output,
     train_op: Operation,
     /// One per replica (one without a cluster).
     shards: Vec<Shard>,
+    /// With asynchronous updates, each replica's own step (empty otherwise).
+    replica_steps: Vec<ReplicaStep>,
     slots_init: Vec<Operation>,
     pub saver: Saver,
 }
@@ -202,17 +208,28 @@ impl TrainGraph {
     }
 
     pub fn build_with(cfg: &ModelConfig, momentum: f32, weight_decay: f32, precision: Precision) -> Result<TrainGraph> {
-        Self::build_placed(cfg, momentum, weight_decay, precision, None)
+        Self::build_placed(cfg, momentum, weight_decay, precision, None, false)
     }
 
     /// With a `placement`, the variables and momentum slots go on the ps tasks and each worker
     /// gets a replica (its own copy of the data set, its shard of every batch, its forward pass);
     /// the update uses the shards' gradients weighted by shard size, which is the gradient of the
-    /// whole batch's mean loss.
-    pub fn build_placed(cfg: &ModelConfig, momentum: f32, weight_decay: f32, precision: Precision, placement: Option<&Placement>) -> Result<TrainGraph> {
+    /// whole batch's mean loss. With `async_updates`, each replica gets its own update instead,
+    /// with its own gradients, run by its own step (`replica_steps`).
+    pub fn build_placed(
+        cfg: &ModelConfig,
+        momentum: f32,
+        weight_decay: f32,
+        precision: Precision,
+        placement: Option<&Placement>,
+        async_updates: bool,
+    ) -> Result<TrainGraph> {
+        ensure!(!async_updates || placement.is_some(), "asynchronous updates need a cluster");
         let mut scope = Scope::new_root_scope();
         let s = &mut scope;
         let dropout = model::dropout_inputs(s)?;
+        // Each replica's loss and gradients, for its own update when asynchronous.
+        let mut own: Vec<(Output, Vec<Output>)> = vec![];
         let (net, loss, grads, shards) = match placement {
             None => {
                 let r = build_replica(s, cfg, &dropout, precision, None, "", "")?;
@@ -255,8 +272,12 @@ impl TrainGraph {
                 };
                 let loss = weighted(s, &|r| r.loss.clone())?;
                 let mut grads = vec![];
-                for j in 0..replicas[0].grads.len() {
-                    grads.push(weighted(s, &|r| r.grads[j].clone())?);
+                if async_updates {
+                    own = replicas.iter().map(|r| (r.loss.clone(), r.grads.clone())).collect();
+                } else {
+                    for j in 0..replicas[0].grads.len() {
+                        grads.push(weighted(s, &|r| r.grads[j].clone())?);
+                    }
                 }
                 let shards = replicas.iter().map(|r| r.shard.clone()).collect();
                 (replicas.swap_remove(0).net, loss, grads, shards)
@@ -273,30 +294,13 @@ impl TrainGraph {
             .shape(Shape::from(Some(vec![])))
             .build(&mut s.with_op_name("learning_rate"))?
             .into();
-        let (train_op, slots, slots_init) = {
+        let (train_op, replica_train_ops, slots, slots_init) = {
             let s = &mut s.new_sub_scope("train");
             let momentum = ops::constant(momentum, s)?;
             let decay = ops::constant(weight_decay, s)?;
-            // The inference head reads fc weights too: it must finish before they change (on a
-            // cluster it isn't fetched with the step, so nothing waits for it).
-            let mut grad_ops = if shards.len() == 1 { vec![eval_logits.operation.clone()] } else { vec![] };
-            let mut grad_outputs = vec![];
-            for (v, g) in variables.iter().zip(&grads) {
-                let g = g.clone();
-                // L2 weight decay on weights only, as Caffe does.
-                let g: Output = if weight_decay != 0.0 && v.name().ends_with("/weights") {
-                    let scaled = ops::mul(decay.clone(), v.output().clone(), s)?;
-                    ops::add(g, scaled, s)?.into()
-                } else {
-                    g
-                };
-                grad_ops.push(g.operation.clone());
-                grad_outputs.push(g);
-            }
-            let mut applies = vec![];
             let mut slots = vec![];
             let mut slots_init = vec![];
-            for (v, g) in variables.iter().zip(grad_outputs) {
+            for v in &variables {
                 let dims: Vec<i64> = shape_dims(v.shape())?;
                 let slot_scope = &mut s.new_sub_scope(&v.name().replace('/', "_"));
                 let dims_t = ops::constant(&dims[..], slot_scope)?;
@@ -307,22 +311,68 @@ impl TrainGraph {
                     .data_type(DataType::Float)
                     .shape(v.shape().clone())
                     .build(&mut s.with_op_name(&format!("{}/Momentum", v.name())).with_device(&slot_device(v)))?;
-                // Every gradient is computed before any variable changes: ref variables are
-                // read in place, and an update racing a backward op would change its result.
-                let mut apply = ops::ApplyMomentum::new();
-                for op in &grad_ops {
-                    apply = apply.add_control_input(op.clone());
-                }
-                applies.push(apply.build(v.output().clone(), slot.output().clone(), learning_rate.clone(), g, momentum.clone(), s)?);
                 slots_init.push(slot.initializer().clone());
                 slots.push(slot);
             }
-            let mut step = ops::NoOp::new();
-            for a in applies {
-                step = step.add_control_input(a);
+            // One momentum update of every variable from `grads`, after all of `grads` (and
+            // `after`) are computed.
+            let mut update = |grads: &[Output], after: Vec<Operation>, name: &str| -> Result<Operation> {
+                let mut grad_ops = after;
+                let mut grad_outputs = vec![];
+                for (v, g) in variables.iter().zip(grads) {
+                    let g = g.clone();
+                    // L2 weight decay on weights only, as Caffe does.
+                    let g: Output = if weight_decay != 0.0 && v.name().ends_with("/weights") {
+                        let scaled = ops::mul(decay.clone(), v.output().clone(), s)?;
+                        ops::add(g, scaled, s)?.into()
+                    } else {
+                        g
+                    };
+                    grad_ops.push(g.operation.clone());
+                    grad_outputs.push(g);
+                }
+                let mut step = ops::NoOp::new();
+                for ((v, slot), g) in variables.iter().zip(&slots).zip(grad_outputs) {
+                    // Every gradient is computed before any variable changes: ref variables are
+                    // read in place, and an update racing a backward op would change its result.
+                    // (Asynchronous replicas only wait for their own gradients: their updates
+                    // race the others' passes, by design.)
+                    let mut apply = ops::ApplyMomentum::new();
+                    for op in &grad_ops {
+                        apply = apply.add_control_input(op.clone());
+                    }
+                    let a = apply.build(v.output().clone(), slot.output().clone(), learning_rate.clone(), g, momentum.clone(), s)?;
+                    step = step.add_control_input(a);
+                }
+                Ok(step.build(&mut s.with_op_name(name))?)
+            };
+            if own.is_empty() {
+                // The inference head reads fc weights too: it must finish before they change (on
+                // a cluster it isn't fetched with the step, so nothing waits for it).
+                let after = if shards.len() == 1 { vec![eval_logits.operation.clone()] } else { vec![] };
+                (update(&grads, after, "step")?, vec![], slots, slots_init)
+            } else {
+                let mut ops = vec![];
+                for (i, (_, g)) in own.iter().enumerate() {
+                    ops.push(update(g, vec![], &format!("replica_{i}_step"))?);
+                }
+                // The train op of a synchronous step would be meaningless: replica 0's stands in.
+                (ops[0].clone(), ops, slots, slots_init)
             }
-            (step.build(&mut s.with_op_name("step"))?, slots, slots_init)
         };
+        let replica_steps = own
+            .iter()
+            .zip(&shards)
+            .zip(replica_train_ops)
+            .map(|(((loss, _), shard), train_op)| ReplicaStep {
+                indices: shard.indices.clone(),
+                seed: shard.seed.clone(),
+                learning_rate: learning_rate.clone(),
+                dropout_rate: dropout.rate.clone(),
+                loss: loss.clone(),
+                train_op,
+            })
+            .collect();
 
         let mut saved: Vec<(String, Output)> = variables.iter().map(|v| (v.name().to_string(), v.output().clone())).collect();
         saved.extend(slots.iter().map(|v| (v.name().to_string(), v.output().clone())));
@@ -334,10 +384,10 @@ impl TrainGraph {
             eval_logits,
             learning_rate,
             dropout_rate: dropout.rate,
-            dropout_seed: dropout.seed,
             loss,
             train_op,
             shards,
+            replica_steps,
             slots_init,
             saver,
         })
@@ -381,7 +431,8 @@ impl TrainGraph {
 
     /// One momentum-SGD step; also returns the batch's inference-mode logits before the update.
     pub fn run_step(&self, session: &Session, batch: &Batch, lr: f32, dropout: f32, seed: [i64; 2]) -> Result<StepOutput> {
-        let feeds = StepFeeds::new(lr, dropout, seed)?;
+        ensure!(self.replica_steps.is_empty(), "an asynchronous graph has no synchronous step: run its replica_steps()");
+        let feeds = StepFeeds::for_replicas(lr, dropout, seed, self.shards.len())?;
         let split;
         let batch = match batch {
             Batch::Indices(idx) if self.shards.len() > 1 => {
@@ -426,7 +477,9 @@ impl TrainGraph {
         self.feed_batch(args, batch);
         args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
         args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
-        args.add_feed(&self.dropout_seed.operation, self.dropout_seed.index, &feeds.seed);
+        for (shard, seed) in self.shards.iter().zip(&feeds.seeds) {
+            args.add_feed(&shard.seed.operation, shard.seed.index, seed);
+        }
         args.add_target(&self.train_op);
     }
 
@@ -465,12 +518,9 @@ impl TrainGraph {
         let n = self.shards.len();
         ensure!(idx.len() >= n, "a batch of {} examples cannot be split across {n} workers: use a larger --batch-size", idx.len());
         let mut parts = vec![];
-        let mut start = 0;
         for i in 0..n {
-            let len = idx.len() / n + usize::from(i < idx.len() % n);
-            let part = &idx[start..start + len];
-            start += len;
-            parts.push((Tensor::<i32>::new(&[len as u64]).with_values(part)?, Tensor::<f32>::from(len as f32 / idx.len() as f32)));
+            let part = split_part(idx, i, n);
+            parts.push((Tensor::<i32>::new(&[part.len() as u64]).with_values(part)?, Tensor::<f32>::from(part.len() as f32 / idx.len() as f32)));
         }
         Ok(Batch::Split(parts))
     }
@@ -478,6 +528,48 @@ impl TrainGraph {
     /// Current values of every layer's parameters.
     pub fn params(&self, session: &Session) -> Result<Vec<LayerParams>> {
         read_params(session, &self.net)
+    }
+
+    /// With asynchronous updates, each replica's own step; empty otherwise.
+    pub fn replica_steps(&self) -> &[ReplicaStep] {
+        &self.replica_steps
+    }
+}
+
+/// Part `i` of `n` contiguous parts of `idx`, sizes differing by at most one.
+pub fn split_part(idx: &[i32], i: usize, n: usize) -> &[i32] {
+    let start = i * (idx.len() / n) + i.min(idx.len() % n);
+    let len = idx.len() / n + usize::from(i < idx.len() % n);
+    &idx[start..start + len]
+}
+
+/// One replica's asynchronous step: its handles into the graph, apart from the TrainGraph (whose
+/// Scope is not Sync) so that each replica's thread can run it on the shared session.
+#[derive(Clone)]
+pub struct ReplicaStep {
+    indices: Output,
+    seed: Output,
+    learning_rate: Output,
+    dropout_rate: Output,
+    loss: Output,
+    train_op: Operation,
+}
+
+impl ReplicaStep {
+    /// Updates the shared variables with this replica's gradients on the examples at `idx`;
+    /// returns their mean loss.
+    pub fn run(&self, session: &Session, idx: &[i32], lr: f32, dropout: f32, seed: [i64; 2]) -> Result<f32> {
+        let idx = Tensor::<i32>::new(&[idx.len() as u64]).with_values(idx)?;
+        let feeds = StepFeeds::new(lr, dropout, seed)?;
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.indices.operation, self.indices.index, &idx);
+        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
+        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
+        args.add_feed(&self.seed.operation, self.seed.index, &feeds.seeds[0]);
+        args.add_target(&self.train_op);
+        let loss = args.request_fetch(&self.loss.operation, self.loss.index);
+        session.run(&mut args)?;
+        Ok(args.fetch::<f32>(loss)?[0])
     }
 }
 
@@ -490,6 +582,8 @@ struct Shard {
     batch_labels: Output,
     /// The shard's share of the batch (None without a cluster).
     weight: Option<Output>,
+    /// The replica's dropout seed: replicas draw different masks.
+    seed: Output,
     images_init: (Output, Operation),
     labels_init: (Output, Operation),
 }
@@ -521,12 +615,14 @@ fn build_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, pre
     };
     let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.clone(), cfg.classes)?;
     let grads = crate::gradients::gradients_named(s, &net, loss.clone(), name_prefix)?;
-    Ok(Replica { shard: Shard { indices, batch_images, batch_labels, weight: None, images_init, labels_init }, net, loss, grads })
+    let seed = dropout.seed.clone();
+    Ok(Replica { shard: Shard { indices, batch_images, batch_labels, weight: None, seed, images_init, labels_init }, net, loss, grads })
 }
 
 /// A replica built in a graph of its own and imported with `dev` as the default device: ops
 /// that add_gradients creates carry no device, and import is where TensorFlow's C API lets a
-/// default one be given. Its variables and dropout inputs are mapped onto the shared ones.
+/// default one be given. Its variables and drop rate are mapped onto the shared ones; it keeps
+/// its own dropout seed.
 fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, precision: Precision, shared: &[model::LayerVars], i: usize, dev: &str) -> Result<Replica> {
     let mut own = Scope::new_root_scope();
     let own_dropout = model::dropout_inputs(&mut own)?;
@@ -540,9 +636,8 @@ fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, pr
             opts.add_input_mapping(var.name(), 0, var.output())?;
         }
     }
-    for (mine, theirs) in [(&own_dropout.rate, &dropout.rate), (&own_dropout.seed, &dropout.seed)] {
-        opts.add_input_mapping(&mine.operation.name()?, mine.index as usize, theirs)?;
-    }
+    let rate = &own_dropout.rate;
+    opts.add_input_mapping(&rate.operation.name()?, rate.index as usize, &dropout.rate)?;
     let mut wanted: Vec<Output> = vec![
         r.shard.indices.clone(),
         r.loss.clone(),
@@ -552,6 +647,7 @@ fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, pr
         r.shard.labels_init.1.output(0),
         r.shard.batch_images.clone(),
         r.shard.batch_labels.clone(),
+        own_dropout.seed.clone(),
     ];
     let first_grad = wanted.len();
     wanted.extend(r.grads.iter().cloned());
@@ -566,6 +662,7 @@ fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, pr
         labels_init: (outs[4].clone(), outs[5].operation.clone()),
         batch_images: outs[6].clone(),
         batch_labels: outs[7].clone(),
+        seed: outs[8].clone(),
     };
     // The network handle stays replica 0's: only its forward pass is read (eval, TensorBoard).
     Ok(Replica { shard, net: r.net, loss: outs[1].clone(), grads: outs[first_grad..].to_vec() })
@@ -590,16 +687,24 @@ impl Batch {
     }
 }
 
-/// A step's learning rate, drop rate and dropout seed, as tensors.
+/// A step's learning rate, drop rate and dropout seeds, as tensors.
 pub struct StepFeeds {
     lr: Tensor<f32>,
     dropout: Tensor<f32>,
-    seed: Tensor<i64>,
+    /// One per replica.
+    seeds: Vec<Tensor<i64>>,
 }
 
 impl StepFeeds {
     pub fn new(lr: f32, dropout: f32, seed: [i64; 2]) -> Result<Self> {
-        Ok(StepFeeds { lr: Tensor::from(lr), dropout: Tensor::from(dropout), seed: Tensor::<i64>::new(&[2]).with_values(&seed)? })
+        Self::for_replicas(lr, dropout, seed, 1)
+    }
+
+    /// Replica i of n draws its masks from [seed, step * n + i]: distinct across replicas and
+    /// steps, and [seed, step] itself with one replica.
+    pub fn for_replicas(lr: f32, dropout: f32, [seed, step]: [i64; 2], n: usize) -> Result<Self> {
+        let seeds = (0..n as i64).map(|i| Tensor::<i64>::new(&[2]).with_values(&[seed, step * n as i64 + i])).collect::<Result<_, _>>()?;
+        Ok(StepFeeds { lr: Tensor::from(lr), dropout: Tensor::from(dropout), seeds })
     }
 }
 
@@ -747,6 +852,10 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 /// Trains `cfg` in `run_dir` (a new run, or the continuation of one with `opts.resume`).
 pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
     let say = |s: String| eprintln!("{s}");
+    ensure!(
+        !cfg.async_updates || opts.cluster.is_some(),
+        "--async needs a cluster to train on: --cluster FILE --job worker --task 0, or the TF_CONFIG environment variable"
+    );
     prepare_run_dir(run_dir, opts)?;
     ensure!(cfg.epochs >= 1, "--epochs must be at least 1");
     model::check_dropout_rate(cfg.dropout)?;
@@ -802,7 +911,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
             (Some(c.placement(&specs)?), Some(Server::start(c)?))
         }
     };
-    let tg = TrainGraph::build_placed(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision, placement.as_ref())?;
+    let tg = TrainGraph::build_placed(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision, placement.as_ref(), cfg.async_updates)?;
     let tb = tensorboard::Summaries::build(&tg, cfg)?;
     let (session, device) = match &server {
         None => cfg.runtime.session(&tg.scope.graph())?,
@@ -819,8 +928,9 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
             return e.context("a session run on the cluster failed");
         }
         e.context(format!(
-            "lost {}: synchronous training cannot go on without it; restart it, then continue with: alexnet train --run-dir {} --resume (and the same cluster)",
+            "lost {}: {} training cannot go on without it; restart it, then continue with: alexnet train --run-dir {} --resume (and the same cluster)",
             down.join(", "),
+            if cfg.async_updates { "asynchronous" } else { "synchronous" },
             run_dir.display()
         ))
     };
@@ -889,31 +999,47 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         rows.push(row);
         metrics::write(&metrics_path, rows)
     };
+    let diverged = |loss: f32, epoch: usize, b: usize| -> Result<anyhow::Error> {
+        bar.finish_and_clear();
+        let kept = checkpoint::latest(run_dir)?.map(|(p, e)| format!("the last good checkpoint ({}, epoch {e}) is kept", p.parent().unwrap().display()));
+        Ok(anyhow::anyhow!(
+            "loss became {loss} in epoch {epoch} (step {b}): training diverged; {} (try a lower --lr)",
+            kept.unwrap_or_else(|| "no checkpoint was written yet".into())
+        ))
+    };
+    // Asynchronous: the replicas still training (all of them until a worker is lost).
+    let mut live: Vec<usize> = (0..tg.replica_steps().len()).collect();
     let started = Instant::now();
     for epoch in start_epoch..cfg.epochs {
         let mut order = train_idx.clone();
         crate::rng::Rng::new(cfg.seed, 1_000_000 + epoch as u64).shuffle(&mut order);
         let lr = cfg.schedule.rate(cfg.learning_rate, epoch, cfg.epochs);
         let mut loss_sum = 0.0;
-        for (b, part) in order.chunks(batch).enumerate() {
-            let step = (epoch * steps_per_epoch + b) as i64;
-            let out = tg.run_step(&session, &source.batch(part)?, lr, cfg.dropout, [cfg.seed as i64, step]).map_err(blame)?;
-            if let Some(mut row) = pending.take() {
-                let labels: Vec<usize> = part.iter().map(|&i| train_labels[i as usize]).collect();
-                row.train_accuracy = accuracy(&out.logits, &labels);
-                finish(row, &mut rows)?;
+        let mut trained = n_train;
+        if let Some(c) = cluster.filter(|_| cfg.async_updates) {
+            let batches: Vec<&[i32]> = order.chunks(batch).collect();
+            let feeds = (lr, cfg.dropout, cfg.seed as i64);
+            let e = async_epoch(&session, tg.replica_steps(), &mut live, &batches, feeds, epoch * steps_per_epoch, c, &bar).map_err(blame)?;
+            if let Some((loss, b)) = e.diverged {
+                return Err(diverged(loss, epoch, b)?);
             }
-            let loss = out.loss;
-            if !loss.is_finite() {
-                bar.finish_and_clear();
-                let kept = checkpoint::latest(run_dir)?.map(|(p, e)| format!("the last good checkpoint ({}, epoch {e}) is kept", p.parent().unwrap().display()));
-                bail!(
-                    "loss became {loss} in epoch {epoch} (step {b}): training diverged; {} (try a lower --lr)",
-                    kept.unwrap_or_else(|| "no checkpoint was written yet".into())
-                );
+            (loss_sum, trained) = (e.loss_sum, e.examples);
+        } else {
+            for (b, part) in order.chunks(batch).enumerate() {
+                let step = (epoch * steps_per_epoch + b) as i64;
+                let out = tg.run_step(&session, &source.batch(part)?, lr, cfg.dropout, [cfg.seed as i64, step]).map_err(blame)?;
+                if let Some(mut row) = pending.take() {
+                    let labels: Vec<usize> = part.iter().map(|&i| train_labels[i as usize]).collect();
+                    row.train_accuracy = accuracy(&out.logits, &labels);
+                    finish(row, &mut rows)?;
+                }
+                let loss = out.loss;
+                if !loss.is_finite() {
+                    return Err(diverged(loss, epoch, b)?);
+                }
+                loss_sum += loss as f64 * part.len() as f64;
+                bar.inc(1);
             }
-            loss_sum += loss as f64 * part.len() as f64;
-            bar.inc(1);
         }
         let last = epoch + 1 == cfg.epochs;
         let stop = interrupted.load(Ordering::SeqCst);
@@ -923,7 +1049,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         } else {
             None
         };
-        let mut row = Row { epoch, loss: loss_sum / n_train as f64, train_accuracy: f64::NAN, val_accuracy };
+        let mut row = Row { epoch, loss: loss_sum / trained.max(1) as f64, train_accuracy: f64::NAN, val_accuracy };
         if lookahead && !checkpoint_now && !tb.images_due(epoch, last) {
             pending = Some(row);
         } else {
@@ -972,6 +1098,112 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         run_dir.join(plot::CURVES).display()
     ));
     Ok(summary)
+}
+
+/// What one asynchronous epoch did.
+struct AsyncEpoch {
+    /// Sum over steps of mean loss x examples.
+    loss_sum: f64,
+    examples: usize,
+    /// A non-finite loss and its batch: the replicas stopped there.
+    diverged: Option<(f32, usize)>,
+}
+
+/// One epoch of asynchronous updates: a thread per live replica runs its part of every batch
+/// (contiguous parts, as `split_part` cuts them among the live replicas), each with its own
+/// step, as fast as it can; only the epoch's end waits for all. Replica r of n draws its dropout
+/// masks from [seed, step * n + r]. A replica whose worker stops answering is dropped with a
+/// warning: its parts of the epoch's remaining batches are skipped, and later epochs split every
+/// batch among the replicas left. The chief's own replica failing, or any other failure, is an
+/// error (the other threads stop at their next step).
+#[allow(clippy::too_many_arguments)]
+fn async_epoch(
+    session: &Session,
+    replicas: &[ReplicaStep],
+    live: &mut Vec<usize>,
+    batches: &[&[i32]],
+    (lr, dropout, seed): (f32, f32, i64),
+    first_step: usize,
+    cluster: &ClusterConfig,
+    bar: &indicatif::ProgressBar,
+) -> Result<AsyncEpoch> {
+    let n = replicas.len();
+    let parts = live.len();
+    let abort = AtomicBool::new(false);
+    let left = std::sync::atomic::AtomicUsize::new(parts);
+    // Per live replica: (loss sum, examples, divergence, lost, error).
+    type Outcome = (f64, usize, Option<(f32, usize)>, bool, Option<anyhow::Error>);
+    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+        let threads: Vec<_> = live
+            .iter()
+            .enumerate()
+            .map(|(k, &r)| {
+                let (abort, left) = (&abort, &left);
+                scope.spawn(move || -> Outcome {
+                    let (mut sum, mut examples) = (0.0, 0);
+                    for (b, batch) in batches.iter().enumerate() {
+                        let part = split_part(batch, k, parts);
+                        if abort.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if part.is_empty() {
+                            continue;
+                        }
+                        let step = (first_step + b) as i64;
+                        match replicas[r].run(session, part, lr, dropout, [seed, step * n as i64 + r as i64]) {
+                            Ok(loss) if !loss.is_finite() => {
+                                abort.store(true, Ordering::SeqCst);
+                                return (sum, examples, Some((loss, b)), false, None);
+                            }
+                            Ok(loss) => {
+                                sum += loss as f64 * part.len() as f64;
+                                examples += part.len();
+                            }
+                            // The chief's replica is needed for evaluation and checkpoints.
+                            Err(_) if r != 0 && !cluster.is_reachable("worker", r) => {
+                                let remaining = left.fetch_sub(1, Ordering::SeqCst) - 1;
+                                let msg = format!(
+                                    "warning: lost {}: its step failed and it accepts no connection; continuing asynchronously with {remaining} worker{}",
+                                    cluster.describe("worker", r),
+                                    if remaining == 1 { "" } else { "s" }
+                                );
+                                if bar.is_hidden() {
+                                    eprintln!("{msg}")
+                                } else {
+                                    bar.println(msg)
+                                }
+                                return (sum, examples, None, true, None);
+                            }
+                            Err(e) => {
+                                abort.store(true, Ordering::SeqCst);
+                                return (sum, examples, None, false, Some(e.context(format!("replica {r}'s step {b} failed"))));
+                            }
+                        }
+                        if r == 0 {
+                            bar.inc(1);
+                        }
+                    }
+                    (sum, examples, None, false, None)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("a replica's thread panicked")).collect()
+    });
+    let mut epoch = AsyncEpoch { loss_sum: 0.0, examples: 0, diverged: None };
+    let mut kept = vec![];
+    for (&r, (sum, examples, diverged, lost, error)) in live.iter().zip(outcomes) {
+        if let Some(e) = error {
+            return Err(e);
+        }
+        epoch.loss_sum += sum;
+        epoch.examples += examples;
+        epoch.diverged = epoch.diverged.or(diverged);
+        if !lost {
+            kept.push(r);
+        }
+    }
+    *live = kept;
+    Ok(epoch)
 }
 
 /// Refuses to overwrite a run silently.
@@ -1114,6 +1346,15 @@ mod tests {
         assert!((step.rate(0.1, 30, 100) - 0.01).abs() < 1e-9);
         assert!((Schedule::Cosine.rate(0.1, 0, 100) - 0.1).abs() < 1e-9);
         assert!((Schedule::Cosine.rate(0.1, 50, 100) - 0.05).abs() < 1e-6);
+    }
+
+    #[test]
+    fn split_parts_are_contiguous_and_even() {
+        let idx: Vec<i32> = (0..11).collect();
+        let parts: Vec<&[i32]> = (0..3).map(|i| split_part(&idx, i, 3)).collect();
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [4, 4, 3]);
+        assert_eq!(parts.concat(), idx);
+        assert!(split_part(&idx[..1], 1, 2).is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Training on a loopback cluster (1 ps + 2 workers): the same losses as one process with the
 //! same global batch, also after a chief restart with --resume, and a killed worker named by the
-//! chief. Every process is killed at the end, pass or fail.
+//! chief; with --async, training that carries on without a killed worker. Every process is
+//! killed at the end, pass or fail.
 
 mod common;
 
@@ -144,4 +145,51 @@ fn cluster_matches_one_process_and_names_a_lost_worker() {
     assert!(err.contains("lost worker 1 (/job:worker/replica:0/task:1"), "{err}");
     assert!(err.contains("--resume"), "{err}");
     assert!(alexnet::checkpoint::latest(&lost).unwrap().is_some(), "no checkpoint kept");
+}
+
+/// Runs the chief of `cluster` with `extra` arguments, in the background.
+fn spawn_chief(images: &Path, run: &Path, cluster: &Path, extra: &[&str], limit: Duration) -> std::thread::JoinHandle<Output> {
+    let mut cmd = train_cmd(images, run, extra);
+    cmd.args(["--job", "worker", "--task", "0"]).arg("--cluster").arg(cluster);
+    std::thread::spawn(move || run_bounded(cmd, limit))
+}
+
+#[test]
+fn async_cluster_trains_and_survives_a_lost_worker() {
+    let tmp = common::TempDir::new("distributed-async");
+    // 24 training images: 2 batches of 12 per epoch, 6 per replica.
+    let images = common::small_dataset(tmp.path(), 12);
+    let cluster = cluster_file(tmp.path());
+    let limit = Duration::from_secs(120);
+
+    // --async without a cluster is refused before anything is trained.
+    let out = run_bounded(train_cmd(&images, &tmp.path().join("alone"), &["--async", "--epochs", "1"]), limit);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && err.contains("--async needs a cluster"), "{err}");
+
+    let mut servers = start_servers(&cluster);
+    let run = tmp.path().join("async");
+    let out = spawn_chief(&images, &run, &cluster, &["--async", "--epochs", "3"], limit).join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "async chief failed:\n{err}");
+    let rows = metrics::read(&run.join("metrics.csv")).unwrap();
+    assert_eq!(rows.len(), 3, "{err}");
+    assert!(rows.iter().all(|r| r.loss.is_finite() && r.val_accuracy.is_some()), "{rows:?}");
+    assert!(rows[2].loss < rows[0].loss, "no progress: {rows:?}");
+
+    // Worker 1 killed after the first epoch: the chief names it, carries on alone and finishes.
+    let lost = tmp.path().join("async-lost");
+    let chief = spawn_chief(&images, &lost, &cluster, &["--async", "--epochs", "6"], limit);
+    while metrics::read(&lost.join("metrics.csv")).map(|r| r.len()).unwrap_or(0) < 1 && !chief.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    servers.0[1].kill().unwrap();
+    let out = chief.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "the async chief stopped without worker 1:\n{err}");
+    assert!(err.contains("warning: lost worker 1 (/job:worker/replica:0/task:1"), "{err}");
+    assert!(err.contains("continuing asynchronously with 1 worker"), "{err}");
+    let rows = metrics::read(&lost.join("metrics.csv")).unwrap();
+    assert_eq!(rows.len(), 6, "{err}");
+    assert!(rows.iter().all(|r| r.loss.is_finite()), "{rows:?}");
 }
