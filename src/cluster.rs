@@ -123,6 +123,33 @@ impl ClusterConfig {
             .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
     }
 
+    /// Whether task `index` of `job` stops accepting connections within `within`: a killed
+    /// task's connections can break a moment before its listening port closes.
+    pub fn is_lost(&self, job: &str, index: usize, within: Duration) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            if !self.is_reachable(job, index) {
+                return true;
+            }
+            if start.elapsed() >= within {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The tasks that stop accepting connections within `within` (empty if all still do).
+    pub fn lost_tasks(&self, within: Duration) -> Vec<String> {
+        let start = std::time::Instant::now();
+        loop {
+            let down = self.unreachable_tasks();
+            if !down.is_empty() || start.elapsed() >= within {
+                return down;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// "worker 1 (/job:worker/replica:0/task:1 at host:port)"
     pub fn describe(&self, job: &str, index: usize) -> String {
         format!("{job} {index} ({} at {})", device(job, index), self.cluster[job][index])

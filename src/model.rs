@@ -414,14 +414,14 @@ pub fn inference_head(scope: &mut Scope, net: &Network) -> Result<Output> {
 
 impl Precision {
     /// A float32 value in the compute type (no op in float32).
-    fn from_f32(self, scope: &mut Scope, x: Output) -> Result<Output> {
+    pub fn from_f32(self, scope: &mut Scope, x: Output) -> Result<Output> {
         match self {
             Precision::F32 => Ok(x),
             _ => Ok(ops::Cast::new().DstT(self.dtype()).build(x, scope)?.into()),
         }
     }
     /// A compute-type value in float32 (no op in float32).
-    fn to_f32(self, scope: &mut Scope, x: Output) -> Result<Output> {
+    pub fn to_f32(self, scope: &mut Scope, x: Output) -> Result<Output> {
         match self {
             Precision::F32 => Ok(x),
             _ => Ok(ops::Cast::new().DstT(DataType::Float).build(x, scope)?.into()),

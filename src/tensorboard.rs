@@ -237,6 +237,7 @@ fn image_summaries(s: &mut Scope, tg: &TrainGraph, cfg: &TrainConfig, writer: Op
 
     // Activations of one image: [1, h, h, n] -> n tiles [h, h, 1].
     let act = net.activation("conv1").context("no conv1 activation")?.clone();
+    let act = cfg.precision.to_f32(&mut s.with_op_name("conv1_float"), act)?;
     let side = conv1_shape[0] as i64;
     let maps = transpose(s, act, &[3, 1, 2, 0])?;
     let mosaic = tile_grid(&mut s.new_sub_scope("activations"), maps, [conv1_shape[2] as i64, side, side, 1], 1)?;

@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
@@ -916,14 +916,14 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
     let (session, device) = match &server {
         None => cfg.runtime.session(&tg.scope.graph())?,
         Some(server) => {
-            cluster.unwrap().wait_for_tasks(std::time::Duration::from_secs(60))?;
+            cluster.unwrap().wait_for_tasks(Duration::from_secs(60))?;
             cfg.runtime.cluster_session(&tg.scope.graph(), &server.target())?
         }
     };
     // On a cluster, a failed run is most likely a lost task: name it.
     let blame = |e: anyhow::Error| -> anyhow::Error {
         let Some(c) = cluster else { return e };
-        let down = c.unreachable_tasks();
+        let down = c.lost_tasks(Duration::from_secs(3));
         if down.is_empty() {
             return e.context("a session run on the cluster failed");
         }
@@ -1160,7 +1160,7 @@ fn async_epoch(
                                 examples += part.len();
                             }
                             // The chief's replica is needed for evaluation and checkpoints.
-                            Err(_) if r != 0 && !cluster.is_reachable("worker", r) => {
+                            Err(_) if r != 0 && cluster.is_lost("worker", r, Duration::from_secs(3)) => {
                                 let remaining = left.fetch_sub(1, Ordering::SeqCst) - 1;
                                 let msg = format!(
                                     "warning: lost {}: its step failed and it accepts no connection; continuing asynchronously with {remaining} worker{}",

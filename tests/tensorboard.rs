@@ -158,3 +158,41 @@ fn plot_overlays_runs_and_names_missing_metrics() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("has no metrics.csv") && err.contains("alexnet train --run-dir"), "{err}");
 }
+
+/// Scalars by (tag, step), and the steps each image tag was written at, of a run's event files.
+fn read_summaries(run: &Path) -> (BTreeMap<(String, i64), f64>, BTreeMap<String, Vec<i64>>) {
+    let mut scalars = BTreeMap::new();
+    let mut images_at: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for f in events::event_files(&run.join("tensorboard")).unwrap() {
+        for e in events::read_events(&f).unwrap() {
+            for v in e.summary.iter().flat_map(|s| &s.value) {
+                match &v.image {
+                    Some(_) => images_at.entry(v.tag.clone()).or_default().push(e.step),
+                    None => {
+                        scalars.insert((v.tag.clone(), e.step), v.scalar().unwrap());
+                    }
+                }
+            }
+        }
+    }
+    (scalars, images_at)
+}
+
+#[test]
+fn bf16_run_writes_images_and_delayed_rows_reach_tensorboard() {
+    // bf16 activations are cast for the image summaries; epoch 1 (no images due) takes its
+    // train accuracy from the next step, and its row still reaches TensorBoard.
+    let tmp = TempDir::new("tensorboard-bf16");
+    let images = common::small_dataset(tmp.path(), 3);
+    let run = tmp.path().join("run");
+    train(&images, &run, &["--epochs", "3", "--precision", "bf16", "--batch-size", "0"]);
+    let (scalars, images_at) = read_summaries(&run);
+    let rows = metrics::read(&run.join("metrics.csv")).unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        let train = scalars.get(&("accuracy/train".to_string(), r.epoch as i64)).copied();
+        assert!(r.train_accuracy.is_finite(), "epoch {}: {}", r.epoch, r.train_accuracy);
+        assert_eq!(train.map(|t| (t - r.train_accuracy).abs() < 1e-4), Some(true), "epoch {}: {train:?} vs {}", r.epoch, r.train_accuracy);
+    }
+    assert_eq!(images_at.get("conv1/activations/image"), Some(&vec![0, 2]), "{images_at:?}");
+}
