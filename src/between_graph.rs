@@ -515,6 +515,8 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
             }
         }
         if cfg.async_updates {
+            // Stay up until the chief ends the run: until then, a closed port means lost.
+            follower.wait_for_end(&session)?;
             break;
         }
     }
@@ -549,7 +551,9 @@ impl Follower<'_> {
                 // An END is only this worker's if it followed that chief: one found at start
                 // is an earlier run's.
                 let fresh = Some(t) != self.last && step != HOLD && (step != END || self.followed == Some(generation));
-                if fresh {
+                // A new chief's first token, while no chief answers, is a lost chief's last.
+                let stale = fresh && self.followed != Some(generation) && !self.cluster.is_reachable("worker", 0);
+                if fresh && !stale {
                     ensure!(
                         (t & ASYNC_BIT != 0) == asynchronous,
                         "{}: the chief runs {} updates: give every worker the same --async choice",
@@ -587,6 +591,22 @@ impl Follower<'_> {
             }
             std::thread::sleep(pause(start.elapsed()));
         }
+    }
+}
+
+impl Follower<'_> {
+    /// Asynchronous, after this worker's last step: waits until the chief ends the run, stops
+    /// answering, or WAIT has passed.
+    fn wait_for_end(&self, session: &Session) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            let t = self.protocol.token.read(session).context("cannot read the chief's token on ps 0")?;
+            if t.is_none_or(|t| token_step(t) == END || Some(token_generation(t)) != self.followed) || !self.cluster.is_reachable("worker", 0) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
     }
 }
 
