@@ -164,13 +164,16 @@ impl Scalar {
         Ok(Scalar { var, ready, value, assign })
     }
 
-    /// Its value, or None while uninitialised.
-    fn read(&self, session: &Session) -> Result<Option<i64>> {
-        let mut args = SessionRunArgs::new();
-        let ready = args.request_fetch(&self.ready.operation, self.ready.index);
-        session.run(&mut args)?;
-        if !args.fetch::<bool>(ready)?[0] {
-            return Ok(None);
+    /// Its value, or None while uninitialised (`ready`: it was seen initialised, which saves a
+    /// round trip per poll).
+    fn read(&self, session: &Session, ready: bool) -> Result<Option<i64>> {
+        if !ready {
+            let mut args = SessionRunArgs::new();
+            let ready = args.request_fetch(&self.ready.operation, self.ready.index);
+            session.run(&mut args)?;
+            if !args.fetch::<bool>(ready)?[0] {
+                return Ok(None);
+            }
         }
         let mut args = SessionRunArgs::new();
         let v = args.request_fetch(&self.var.operation, self.var.index);
@@ -235,7 +238,7 @@ impl<'a> Chief<'a> {
     /// earlier chief left in the accumulators is dropped.
     pub fn begin(tg: &'a TrainGraph, session: &Session, cluster: &'a ClusterConfig, asynchronous: bool) -> Result<Chief<'a>> {
         let protocol = tg.between.as_ref().context("the graph was not built for between-graph replication")?;
-        let generation = protocol.generation.read(session)?.unwrap_or(0) + 1;
+        let generation = protocol.generation.read(session, false)?.unwrap_or(0) + 1;
         protocol.generation.write(session, generation)?;
         protocol.token.write(session, token(generation, asynchronous, HOLD))?;
         if let Some(sync) = &protocol.sync {
@@ -545,7 +548,8 @@ impl Follower<'_> {
         let mut checked = start;
         let mut chief_lost = false;
         loop {
-            if let Some(t) = self.protocol.token.read(session).context("cannot read the chief's token on ps 0")? {
+            let token = self.protocol.token.read(session, self.last.is_some()).context("cannot read the chief's token on ps 0")?;
+            if let Some(t) = token {
                 let step = token_step(t);
                 let generation = token_generation(t);
                 // An END is only this worker's if it followed that chief: one found at start
@@ -600,7 +604,7 @@ impl Follower<'_> {
     fn wait_for_end(&self, session: &Session) -> Result<()> {
         let start = Instant::now();
         while start.elapsed() < WAIT {
-            let t = self.protocol.token.read(session).context("cannot read the chief's token on ps 0")?;
+            let t = self.protocol.token.read(session, true).context("cannot read the chief's token on ps 0")?;
             if t.is_none_or(|t| token_step(t) == END || Some(token_generation(t)) != self.followed) || !self.cluster.is_reachable("worker", 0) {
                 return Ok(());
             }
