@@ -310,4 +310,39 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     assert!(err.contains("lost worker 1 (/job:worker/replica:0/task:1"), "{err}");
     assert!(err.contains("--resume"), "{err}");
     assert!(alexnet::checkpoint::latest(&lost).unwrap().is_some(), "no checkpoint kept");
+
+    // With dropout and weight decay, between-graph worker i draws the masks of in-graph replica i
+    // and decays on the ps: the same losses as in-graph.
+    let recipe = |run: &Path, task: usize| {
+        let mut cmd = common::alexnet();
+        cmd.args(["train", "--quiet", "--dropout", "0.5", "--weight-decay", "0.0005", "--seed", "2", "--batch-size", "12", "--epochs", "2"])
+            .args(["--image-summary-every", "0", "--job", "worker", "--task", &task.to_string()])
+            .arg("--images")
+            .arg(&images)
+            .arg("--run-dir")
+            .arg(run)
+            .arg("--cluster")
+            .arg(&cluster)
+            .env_remove("TF_CONFIG");
+        cmd
+    };
+    let mut server = common::alexnet().args(["server", "--job", "worker", "--task", "1", "--cluster"]).arg(&cluster).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let in_graph = tmp.path().join("in-graph-dropout");
+    let out = run_bounded(recipe(&in_graph, 0), limit);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "in-graph chief failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut worker = recipe(&tmp.path().join("unused"), 1);
+    procs.0.push(worker.arg("--between-graph").stdout(Stdio::null()).stderr(std::fs::File::create(log("w1-d")).unwrap()).spawn().unwrap());
+    let between = tmp.path().join("between-dropout");
+    let mut chief = recipe(&between, 0);
+    chief.arg("--between-graph");
+    let out = run_bounded(chief, limit);
+    assert!(out.status.success(), "between-graph chief failed:\n{}\nworker 1:\n{}", String::from_utf8_lossy(&out.stderr), read(&log("w1-d")));
+    let a = metrics::read(&in_graph.join("metrics.csv")).unwrap();
+    let b = metrics::read(&between.join("metrics.csv")).unwrap();
+    assert_eq!(b.len(), 2);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.loss - y.loss).abs() <= 1e-5 * x.loss.abs(), "epoch {}: in-graph {} vs between-graph {}", x.epoch, x.loss, y.loss);
+    }
 }
