@@ -2,11 +2,12 @@
 //! `--cluster FILE --job NAME --task N`), the ServerDef handed to TF_NewServer, a small safe
 //! wrapper over the C API's server functions, and where variables and replicas are placed.
 //!
-//! The design is in-graph replication: the chief (worker 0) is the only client. Its graph holds
-//! the variables on the `ps` tasks and one forward pass per worker, pinned to that worker; the
-//! gradients of the shards are averaged into one momentum update (or, with `--async`, each
+//! The default design is in-graph replication: the chief (worker 0) is the only client. Its graph
+//! holds the variables on the `ps` tasks and one forward pass per worker, pinned to that worker;
+//! the gradients of the shards are averaged into one momentum update (or, with `--async`, each
 //! replica applies its own from a thread of the chief). The other workers and the ps only run
-//! `alexnet server`.
+//! `alexnet server`. With `--between-graph` every worker is a client of its own: see
+//! [`crate::between_graph`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CStr;
@@ -158,15 +159,31 @@ impl ClusterConfig {
     /// Waits until every task accepts connections: TensorFlow's master would wait for a missing
     /// one forever.
     pub fn wait_for_tasks(&self, timeout: Duration) -> Result<()> {
+        self.wait_for(&|_, _| true, timeout)
+    }
+
+    /// Waits until every ps task accepts connections (what a between-graph worker needs).
+    pub fn wait_for_ps(&self, timeout: Duration) -> Result<()> {
+        self.wait_for(&|job, _| job == "ps", timeout)
+    }
+
+    fn wait_for(&self, which: &dyn Fn(&str, usize) -> bool, timeout: Duration) -> Result<()> {
         let start = std::time::Instant::now();
         loop {
-            let down = self.unreachable_tasks();
+            let mut down = vec![];
+            for (job, addrs) in &self.cluster {
+                for i in 0..addrs.len() {
+                    if which(job, i) && !self.is_reachable(job, i) {
+                        down.push(self.describe(job, i));
+                    }
+                }
+            }
             if down.is_empty() {
                 return Ok(());
             }
             if start.elapsed() > timeout {
                 bail!(
-                    "cannot reach {} after {} s: start each with `alexnet server` and the same cluster (--cluster FILE --job NAME --task N)",
+                    "cannot reach {} after {} s: start each with the same cluster (--cluster FILE --job NAME --task N): `alexnet server` for a ps, and for a worker `alexnet server` (in-graph) or `alexnet train --between-graph`",
                     down.join(", "),
                     timeout.as_secs()
                 );
@@ -179,6 +196,14 @@ impl ClusterConfig {
     pub fn placement(&self, specs: &[ParamSpec]) -> Result<Placement> {
         ensure!(!self.ps().is_empty(), "the cluster has no 'ps' job to hold the variables");
         Ok(Placement::new(self.ps().len(), self.workers().len(), specs))
+    }
+
+    /// Between-graph replication: the variables where the chief puts them, and one replica,
+    /// this worker's own.
+    pub fn own_placement(&self, specs: &[ParamSpec]) -> Result<Placement> {
+        let mut p = self.placement(specs)?;
+        p.workers = vec![self.task_name()];
+        Ok(p)
     }
 }
 

@@ -241,6 +241,10 @@ struct TrainArgs {
     /// them, without waiting for the others (a lost worker is dropped instead of stopping the run).
     #[arg(long = "async")]
     async_updates: bool,
+    /// On a cluster: every worker runs `alexnet train --between-graph` (its own client, its part of
+    /// every batch); worker 0, the chief, initialises, evaluates and writes the run directory.
+    #[arg(long)]
+    between_graph: bool,
     /// Arithmetic of the convolutions and matmuls (bf16: for CPUs with AMX or AVX512_BF16, and GPUs).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
@@ -514,7 +518,7 @@ fn run_activations(a: ActivationsArgs) -> Result<()> {
 }
 
 fn run_train(a: TrainArgs) -> Result<()> {
-    let opts = RunOptions { resume: a.resume, force: a.force, quiet: a.quiet, cluster: a.cluster.config()? };
+    let opts = RunOptions { resume: a.resume, force: a.force, quiet: a.quiet, cluster: a.cluster.config()?, between_graph: a.between_graph };
     let cfg = if a.resume && a.run_dir.join("config.json").exists() {
         let mut cfg = TrainConfig::read(&a.run_dir)?;
         if cfg.epochs != a.epochs {
@@ -555,8 +559,11 @@ fn run_train(a: TrainArgs) -> Result<()> {
         cfg.async_updates = a.async_updates;
         cfg
     };
-    train::train(&cfg, &a.run_dir, &opts)?;
-    Ok(())
+    match &opts.cluster {
+        // The other workers of a between-graph cluster write no run directory.
+        Some(c) if opts.between_graph && !c.is_chief() => alexnet::between_graph::work(&cfg, c, opts.quiet),
+        _ => train::train(&cfg, &a.run_dir, &opts).map(drop),
+    }
 }
 
 fn run_bench(a: BenchArgs) -> Result<()> {

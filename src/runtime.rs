@@ -88,8 +88,15 @@ impl RuntimeConfig {
     /// A session on the TensorFlow server at `target` (the chief's own, "grpc://..."), running
     /// `graph` on the devices of the cluster's ps and worker jobs.
     pub fn cluster_session(&self, graph: &Graph, target: &str) -> Result<(Session, String)> {
+        self.cluster_session_with(graph, target, &["/job:ps", "/job:worker"])
+    }
+
+    /// A cluster session that reaches only the devices under `filters` ("/job:ps",
+    /// "/job:worker/task:1"): a between-graph worker talks to the ps tasks and itself, so it
+    /// neither waits for nor depends on the other workers.
+    pub fn cluster_session_with(&self, graph: &Graph, target: &str, filters: &[&str]) -> Result<(Session, String)> {
         let mut config = self.config_proto();
-        config.device_filters = vec!["/job:ps".into(), "/job:worker".into()];
+        config.device_filters = filters.iter().map(|f| f.to_string()).collect();
         config.operation_timeout_in_ms = CLUSTER_STEP_TIMEOUT_MS;
         let mut options = SessionOptions::new();
         options.set_config(&config.encode_to_vec())?;

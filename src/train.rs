@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
+use crate::between_graph;
 use crate::checkpoint::{self, Saver};
 use crate::cluster::{ClusterConfig, Placement, Server};
 use crate::data::{self, Dataset, Decoder, Preprocess};
@@ -200,6 +201,8 @@ pub struct TrainGraph {
     replica_steps: Vec<ReplicaStep>,
     slots_init: Vec<Operation>,
     pub saver: Saver,
+    /// Between-graph replication: the ops of the protocol between the workers.
+    pub(crate) between: Option<between_graph::Protocol>,
 }
 
 impl TrainGraph {
@@ -224,16 +227,46 @@ impl TrainGraph {
         placement: Option<&Placement>,
         async_updates: bool,
     ) -> Result<TrainGraph> {
+        Self::build_inner(cfg, momentum, weight_decay, precision, placement, async_updates, None)
+    }
+
+    /// Between-graph replication: one worker's graph, the same on every worker of `workers`.
+    /// `placement` holds only this worker (see [`crate::cluster::ClusterConfig::own_placement`]).
+    /// Synchronous: the replica's gradients, weighted by its share of the batch, go to
+    /// accumulators on the ps, and the update (run by the chief) applies their sums.
+    /// Asynchronous: the replica's own step applies its own gradients, as in-graph.
+    pub fn build_between(
+        cfg: &ModelConfig,
+        momentum: f32,
+        weight_decay: f32,
+        precision: Precision,
+        placement: &Placement,
+        async_updates: bool,
+        workers: usize,
+    ) -> Result<TrainGraph> {
+        ensure!(placement.workers.len() == 1, "a between-graph worker builds only its own replica");
+        Self::build_inner(cfg, momentum, weight_decay, precision, Some(placement), async_updates, Some(workers))
+    }
+
+    fn build_inner(
+        cfg: &ModelConfig,
+        momentum: f32,
+        weight_decay: f32,
+        precision: Precision,
+        placement: Option<&Placement>,
+        async_updates: bool,
+        between: Option<usize>,
+    ) -> Result<TrainGraph> {
         ensure!(!async_updates || placement.is_some(), "asynchronous updates need a cluster");
         let mut scope = Scope::new_root_scope();
         let s = &mut scope;
         let dropout = model::dropout_inputs(s)?;
         // Each replica's loss and gradients, for its own update when asynchronous.
         let mut own: Vec<(Output, Vec<Output>)> = vec![];
-        let (net, loss, grads, shards) = match placement {
+        let (net, loss, grads, shards, local_loss) = match placement {
             None => {
                 let r = build_replica(s, cfg, &dropout, precision, None, "", "")?;
-                (r.net, r.loss, r.grads, vec![r.shard])
+                (r.net, r.loss.clone(), r.grads, vec![r.shard], r.loss)
             }
             Some(p) => {
                 let shared = model::create_vars(s, cfg, &|name| p.variable_device(name))?;
@@ -280,7 +313,8 @@ impl TrainGraph {
                     }
                 }
                 let shards = replicas.iter().map(|r| r.shard.clone()).collect();
-                (replicas.swap_remove(0).net, loss, grads, shards)
+                let local_loss = replicas[0].loss.clone();
+                (replicas.swap_remove(0).net, loss, grads, shards, local_loss)
             }
         };
         // The inference head (dropout off) shares the convolutions of the first replica.
@@ -294,7 +328,7 @@ impl TrainGraph {
             .shape(Shape::from(Some(vec![])))
             .build(&mut s.with_op_name("learning_rate"))?
             .into();
-        let (train_op, replica_train_ops, slots, slots_init) = {
+        let (train_op, replica_train_ops, slots, slots_init, sync) = {
             let s = &mut s.new_sub_scope("train");
             let momentum = ops::constant(momentum, s)?;
             let decay = ops::constant(weight_decay, s)?;
@@ -314,6 +348,20 @@ impl TrainGraph {
                 slots_init.push(slot.initializer().clone());
                 slots.push(slot);
             }
+            // Between-graph, synchronous: the update applies the sums of the workers' pushed
+            // gradients (each already weighted by its share of the batch).
+            let accumulated = match (between, placement) {
+                (Some(n), Some(p)) if own.is_empty() => Some(between_graph::accumulate(
+                    &mut s.new_sub_scope("between_graph"),
+                    &variables,
+                    &grads,
+                    loss.clone(),
+                    local_loss.clone(),
+                    n,
+                    &|name| p.variable_device(name),
+                )?),
+                _ => None,
+            };
             // One momentum update of every variable from `grads`, after all of `grads` (and
             // `after`) are computed.
             let mut update = |grads: &[Output], after: Vec<Operation>, name: &str| -> Result<Operation> {
@@ -323,6 +371,10 @@ impl TrainGraph {
                     let g = g.clone();
                     // L2 weight decay on weights only, as Caffe does.
                     let g: Output = if weight_decay != 0.0 && v.name().ends_with("/weights") {
+                        // Between-graph, on the variable's ps, where the summed gradient is: the
+                        // chief then moves no weights or gradients to update.
+                        let dev = if between.is_some() { slot_device(v) } else { String::new() };
+                        let s = &mut s.with_device(&dev);
                         let scaled = ops::mul(decay.clone(), v.output().clone(), s)?;
                         ops::add(g, scaled, s)?.into()
                     } else {
@@ -346,19 +398,25 @@ impl TrainGraph {
                 }
                 Ok(step.build(&mut s.with_op_name(name))?)
             };
-            if own.is_empty() {
+            if let Some((sums, sync)) = accumulated {
+                (update(&sums, vec![], "step")?, vec![], slots, slots_init, Some(sync))
+            } else if own.is_empty() {
                 // The inference head reads fc weights too: it must finish before they change (on
                 // a cluster it isn't fetched with the step, so nothing waits for it).
                 let after = if shards.len() == 1 { vec![eval_logits.operation.clone()] } else { vec![] };
-                (update(&grads, after, "step")?, vec![], slots, slots_init)
+                (update(&grads, after, "step")?, vec![], slots, slots_init, None)
             } else {
                 let mut ops = vec![];
                 for (i, (_, g)) in own.iter().enumerate() {
                     ops.push(update(g, vec![], &format!("replica_{i}_step"))?);
                 }
                 // The train op of a synchronous step would be meaningless: replica 0's stands in.
-                (ops[0].clone(), ops, slots, slots_init)
+                (ops[0].clone(), ops, slots, slots_init, None)
             }
+        };
+        let between = match between {
+            Some(n) => Some(between_graph::Protocol::build(&mut s.new_sub_scope("between_graph"), n, &train_op, sync)?),
+            None => None,
         };
         let replica_steps = own
             .iter()
@@ -390,6 +448,7 @@ impl TrainGraph {
             replica_steps,
             slots_init,
             saver,
+            between,
         })
     }
 
@@ -481,6 +540,29 @@ impl TrainGraph {
             args.add_feed(&shard.seed.operation, shard.seed.index, seed);
         }
         args.add_target(&self.train_op);
+    }
+
+    /// Feeds a training step of the first replica on the rows `idx`, with its share `weight` of
+    /// the batch (a between-graph worker's part); no target, no fetch.
+    pub(crate) fn feed_part<'a>(&'a self, args: &mut SessionRunArgs<'a>, idx: &'a Tensor<i32>, weight: &'a Tensor<f32>, feeds: &'a StepFeeds) {
+        let first = &self.shards[0];
+        args.add_feed(&first.indices.operation, first.indices.index, idx);
+        if let Some(w) = &first.weight {
+            args.add_feed(&w.operation, w.index, weight);
+        }
+        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
+        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
+        args.add_feed(&first.seed.operation, first.seed.index, &feeds.seeds[0]);
+    }
+
+    /// The learning rate's placeholder.
+    pub(crate) fn learning_rate(&self) -> &Output {
+        &self.learning_rate
+    }
+
+    /// The update op of a synchronous step.
+    pub(crate) fn train_op(&self) -> &Operation {
+        &self.train_op
     }
 
     /// An inference pass's feeds, and its logits fetch.
@@ -836,6 +918,9 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Train on a cluster (this process must be its chief, worker 0).
     pub cluster: Option<ClusterConfig>,
+    /// Between-graph replication: every worker runs `alexnet train --between-graph`, and this
+    /// one (the chief) drives the steps through the ps (see [`crate::between_graph`]).
+    pub between_graph: bool,
 }
 
 /// Set by SIGINT/SIGTERM: the loop finishes its step, checkpoints and stops. A second signal
@@ -855,6 +940,11 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
     ensure!(
         !cfg.async_updates || opts.cluster.is_some(),
         "--async needs a cluster to train on: --cluster FILE --job worker --task 0, or the TF_CONFIG environment variable"
+    );
+    let between = opts.between_graph;
+    ensure!(
+        !between || opts.cluster.is_some(),
+        "--between-graph needs a cluster to train on: --cluster FILE --job worker --task N, or the TF_CONFIG environment variable"
     );
     prepare_run_dir(run_dir, opts)?;
     ensure!(cfg.epochs >= 1, "--epochs must be at least 1");
@@ -900,7 +990,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         Some(c) => {
             ensure!(
                 c.is_chief(),
-                "{} is not the chief: in this in-graph design only worker 0 runs `alexnet train`; run `alexnet server` with the same cluster for the other tasks",
+                "{} is not the chief: in this in-graph design only worker 0 runs `alexnet train`; run `alexnet server` with the same cluster for the other tasks (or give every worker's `alexnet train` --between-graph)",
                 c.task_name()
             );
             ensure!(
@@ -908,16 +998,27 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
                 "the data set is over the {} MiB --cache-limit: on a cluster every worker holds it decoded; raise --cache-limit",
                 cfg.cache_limit >> 20
             );
-            (Some(c.placement(&specs)?), Some(Server::start(c)?))
+            let placement = if between { c.own_placement(&specs)? } else { c.placement(&specs)? };
+            (Some(placement), Some(Server::start(c)?))
         }
     };
-    let tg = TrainGraph::build_placed(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision, placement.as_ref(), cfg.async_updates)?;
+    let tg = match (&placement, cluster) {
+        (Some(p), Some(c)) if between => TrainGraph::build_between(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision, p, cfg.async_updates, c.workers().len())?,
+        _ => TrainGraph::build_placed(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision, placement.as_ref(), cfg.async_updates)?,
+    };
     let tb = tensorboard::Summaries::build(&tg, cfg)?;
     let (session, device) = match &server {
         None => cfg.runtime.session(&tg.scope.graph())?,
         Some(server) => {
-            cluster.unwrap().wait_for_tasks(Duration::from_secs(60))?;
-            cfg.runtime.cluster_session(&tg.scope.graph(), &server.target())?
+            let c = cluster.unwrap();
+            c.wait_for_tasks(Duration::from_secs(60))?;
+            if between {
+                // Only the ps and itself: the other workers are clients of their own.
+                let own = format!("/job:worker/task:{}", c.task.index);
+                cfg.runtime.cluster_session_with(&tg.scope.graph(), &server.target(), &["/job:ps", &own])?
+            } else {
+                cfg.runtime.cluster_session(&tg.scope.graph(), &server.target())?
+            }
         }
     };
     // On a cluster, a failed run is most likely a lost task: name it.
@@ -928,11 +1029,17 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
             return e.context("a session run on the cluster failed");
         }
         e.context(format!(
-            "lost {}: {} training cannot go on without it; restart it, then continue with: alexnet train --run-dir {} --resume (and the same cluster)",
+            "lost {}: {} training cannot go on without it; restart it, then continue with: alexnet train{} --run-dir {} --resume (and the same cluster)",
             down.join(", "),
             if cfg.async_updates { "asynchronous" } else { "synchronous" },
+            if between { " --between-graph" } else { "" },
             run_dir.display()
         ))
+    };
+    // Between-graph: the workers hold until the variables are ready (see `chief.release`).
+    let chief = match cluster {
+        Some(c) if between => Some(between_graph::Chief::begin(&tg, &session, c, cfg.async_updates).map_err(blame)?),
+        _ => None,
     };
     let (intra, inter) = cfg.runtime.threads();
     say(format!("device: {device}; threads: intra-op {intra}, inter-op {inter}; precision {}", cfg.precision.name()));
@@ -982,6 +1089,10 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
     };
     print_row(metrics::display_header());
     let steps_per_epoch = n_train.div_ceil(batch);
+    let total_steps = cfg.epochs * steps_per_epoch;
+    if let Some(chief) = &chief {
+        chief.release(&session, start_epoch * steps_per_epoch, total_steps).map_err(blame)?;
+    }
     // Train accuracy is the Swift original's: inference mode, after the epoch's step. With one
     // full-set step per epoch, the next step computes exactly that on the way (the convolutions
     // are shared, and its dropout-off fc head gives the pre-update logits), so the row waits one
@@ -1016,7 +1127,15 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         let lr = cfg.schedule.rate(cfg.learning_rate, epoch, cfg.epochs);
         let mut loss_sum = 0.0;
         let mut trained = n_train;
-        if let Some(c) = cluster.filter(|_| cfg.async_updates) {
+        if let Some(chief) = &chief {
+            let batches: Vec<&[i32]> = order.chunks(batch).collect();
+            let feeds = (lr, cfg.dropout, cfg.seed as i64);
+            let e = chief.epoch(&session, &tg, &batches, (epoch * steps_per_epoch, total_steps), feeds, &bar, &blame)?;
+            if let Some((loss, b)) = e.diverged {
+                return Err(diverged(loss, epoch, b)?);
+            }
+            (loss_sum, trained) = (e.loss_sum, e.examples);
+        } else if let Some(c) = cluster.filter(|_| cfg.async_updates) {
             let batches: Vec<&[i32]> = order.chunks(batch).collect();
             let feeds = (lr, cfg.dropout, cfg.seed as i64);
             let e = async_epoch(&session, tg.replica_steps(), &mut live, &batches, feeds, epoch * steps_per_epoch, c, &bar).map_err(blame)?;
@@ -1069,6 +1188,9 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         }
     }
     bar.finish_and_clear();
+    if let Some(chief) = &chief {
+        chief.finish(&session).map_err(blame)?;
+    }
     tb.close(&session)?;
     let seconds = started.elapsed().as_secs_f64();
     let trained = cfg.epochs.saturating_sub(start_epoch);

@@ -1,7 +1,8 @@
 //! Training on a loopback cluster (1 ps + 2 workers): the same losses as one process with the
 //! same global batch, also after a chief restart with --resume, and a killed worker named by the
-//! chief; with --async, training that carries on without a killed worker. Every process is
-//! killed at the end, pass or fail.
+//! chief; with --async, training that carries on without a killed worker. The same with
+//! --between-graph (every worker its own `alexnet train`). Every process is killed at the end,
+//! pass or fail.
 
 mod common;
 
@@ -192,4 +193,156 @@ fn async_cluster_trains_and_survives_a_lost_worker() {
     let rows = metrics::read(&lost.join("metrics.csv")).unwrap();
     assert_eq!(rows.len(), 6, "{err}");
     assert!(rows.iter().all(|r| r.loss.is_finite()), "{rows:?}");
+}
+
+/// `alexnet train --between-graph` as worker `task` of `cluster`, in the background; its stderr
+/// goes to `log`.
+fn spawn_between_worker(images: &Path, cluster: &Path, task: usize, extra: &[&str], log: &Path) -> Child {
+    let mut cmd = train_cmd(images, &log.with_extension("run"), extra);
+    cmd.args(["--between-graph", "--job", "worker", "--task", &task.to_string()]).arg("--cluster").arg(cluster);
+    cmd.stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap()).spawn().unwrap()
+}
+
+/// The between-graph chief (worker 0) of `cluster` with `extra` arguments, in the background.
+fn spawn_between_chief(images: &Path, run: &Path, cluster: &Path, extra: &[&str], limit: Duration) -> std::thread::JoinHandle<Output> {
+    let mut extra = extra.to_vec();
+    extra.push("--between-graph");
+    spawn_chief(images, run, cluster, &extra, limit)
+}
+
+/// Waits up to `limit` for `child` to exit; its exit status, or None if it is still running.
+fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
+    let tmp = common::TempDir::new("distributed-between");
+    // 24 training images: 2 steps of 12 per epoch, 6 per worker.
+    let images = common::small_dataset(tmp.path(), 12);
+    let cluster = cluster_file(tmp.path());
+    let limit = Duration::from_secs(180);
+    let log = |name: &str| tmp.path().join(format!("{name}.log"));
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+
+    let single = tmp.path().join("single");
+    let out = run_bounded(train_cmd(&images, &single, &["--epochs", "3"]), limit);
+    assert!(out.status.success(), "single process failed:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    // Only the ps runs `alexnet server`; each worker is a client of its own.
+    let mut procs = Procs(vec![]);
+    procs.0.push(
+        common::alexnet()
+            .args(["server", "--job", "ps", "--task", "0", "--cluster"])
+            .arg(&cluster)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    procs.0.push(spawn_between_worker(&images, &cluster, 1, &["--epochs", "3"], &log("w1-a")));
+    let dist = tmp.path().join("dist");
+    let out = spawn_between_chief(&images, &dist, &cluster, &["--epochs", "3"], limit).join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "chief failed:\n{err}\nworker 1:\n{}", read(&log("w1-a")));
+    let status = wait_bounded(&mut procs.0[1], Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "worker 1 did not finish with the chief:\n{}", read(&log("w1-a")));
+    assert!(read(&log("w1-a")).contains("worker 1: done after 6 steps"), "{}", read(&log("w1-a")));
+
+    let a = metrics::read(&single.join("metrics.csv")).unwrap();
+    let b = metrics::read(&dist.join("metrics.csv")).unwrap();
+    assert_eq!(b.len(), 3, "{err}");
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.loss - y.loss).abs() <= 1e-4 * x.loss.abs(), "epoch {}: one process {} vs between-graph {}", x.epoch, x.loss, y.loss);
+        assert_eq!(x.train_accuracy, y.train_accuracy, "epoch {}", x.epoch);
+    }
+
+    // The chief killed mid-epoch and restarted with --resume continues from its last checkpoint;
+    // worker 1, not restarted, waits for it and follows.
+    let out = run_bounded(train_cmd(&images, &single, &["--epochs", "5", "--resume"]), limit);
+    assert!(out.status.success(), "single process resume failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    procs.0.push(spawn_between_worker(&images, &cluster, 1, &["--epochs", "5"], &log("w1-b")));
+    let mut cmd = train_cmd(&images, &dist, &["--epochs", "5", "--resume", "--checkpoint-every", "1", "--between-graph", "--job", "worker", "--task", "0"]);
+    cmd.arg("--cluster").arg(&cluster);
+    procs.0.push(cmd.stdout(Stdio::null()).stderr(std::fs::File::create(log("chief-b")).unwrap()).spawn().unwrap());
+    let start = Instant::now();
+    while metrics::read(&dist.join("metrics.csv")).map(|r| r.len()).unwrap_or(0) < 4 {
+        assert!(start.elapsed() < Duration::from_secs(120), "the chief wrote no fourth epoch:\n{}", read(&log("chief-b")));
+        assert!(procs.0[3].try_wait().unwrap().is_none(), "the chief stopped:\n{}", read(&log("chief-b")));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    procs.0[3].kill().unwrap();
+    procs.0[3].wait().unwrap();
+    let out = spawn_between_chief(&images, &dist, &cluster, &["--epochs", "5", "--resume"], limit).join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success() && err.contains("resumed from"), "chief resume failed:\n{err}\nworker 1:\n{}", read(&log("w1-b")));
+    assert!(wait_bounded(&mut procs.0[2], Duration::from_secs(30)).is_some_and(|s| s.success()), "{}", read(&log("w1-b")));
+    let a = metrics::read(&single.join("metrics.csv")).unwrap();
+    let b = metrics::read(&dist.join("metrics.csv")).unwrap();
+    assert_eq!(b.len(), 5, "{b:?}");
+    for (x, y) in a.iter().zip(&b).skip(3) {
+        assert!((x.loss - y.loss).abs() <= 1e-4 * x.loss.abs(), "resumed epoch {}: one process {} vs between-graph {}", x.epoch, x.loss, y.loss);
+    }
+
+    // Worker 1 killed mid-run: the chief names it and stops, without hanging.
+    let lost = tmp.path().join("lost");
+    procs.0.push(spawn_between_worker(&images, &cluster, 1, &["--epochs", "1000"], &log("w1-c")));
+    let w1 = procs.0.len() - 1;
+    let chief = spawn_between_chief(&images, &lost, &cluster, &["--epochs", "1000", "--checkpoint-every", "1"], limit);
+    let start = Instant::now();
+    while metrics::read(&lost.join("metrics.csv")).map(|r| r.len()).unwrap_or(0) < 1 && !chief.is_finished() {
+        assert!(start.elapsed() < Duration::from_secs(120), "the chief wrote no epoch");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    procs.0[w1].kill().unwrap();
+    let killed = Instant::now();
+    let out = chief.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the chief went on without worker 1:\n{err}");
+    assert!(killed.elapsed() < Duration::from_secs(30), "the chief took {:?} to stop", killed.elapsed());
+    assert!(err.contains("lost worker 1 (/job:worker/replica:0/task:1"), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    assert!(alexnet::checkpoint::latest(&lost).unwrap().is_some(), "no checkpoint kept");
+
+    // With dropout and weight decay, between-graph worker i draws the masks of in-graph replica i
+    // and decays on the ps: the same losses as in-graph.
+    let recipe = |run: &Path, task: usize| {
+        let mut cmd = common::alexnet();
+        cmd.args(["train", "--quiet", "--dropout", "0.5", "--weight-decay", "0.0005", "--seed", "2", "--batch-size", "12", "--epochs", "2"])
+            .args(["--image-summary-every", "0", "--job", "worker", "--task", &task.to_string()])
+            .arg("--images")
+            .arg(&images)
+            .arg("--run-dir")
+            .arg(run)
+            .arg("--cluster")
+            .arg(&cluster)
+            .env_remove("TF_CONFIG");
+        cmd
+    };
+    let mut server = common::alexnet().args(["server", "--job", "worker", "--task", "1", "--cluster"]).arg(&cluster).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let in_graph = tmp.path().join("in-graph-dropout");
+    let out = run_bounded(recipe(&in_graph, 0), limit);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "in-graph chief failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut worker = recipe(&tmp.path().join("unused"), 1);
+    procs.0.push(worker.arg("--between-graph").stdout(Stdio::null()).stderr(std::fs::File::create(log("w1-d")).unwrap()).spawn().unwrap());
+    let between = tmp.path().join("between-dropout");
+    let mut chief = recipe(&between, 0);
+    chief.arg("--between-graph");
+    let out = run_bounded(chief, limit);
+    assert!(out.status.success(), "between-graph chief failed:\n{}\nworker 1:\n{}", String::from_utf8_lossy(&out.stderr), read(&log("w1-d")));
+    let a = metrics::read(&in_graph.join("metrics.csv")).unwrap();
+    let b = metrics::read(&between.join("metrics.csv")).unwrap();
+    assert_eq!(b.len(), 2);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.loss - y.loss).abs() <= 1e-5 * x.loss.abs(), "epoch {}: in-graph {} vs between-graph {}", x.epoch, x.loss, y.loss);
+    }
 }

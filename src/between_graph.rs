@@ -1,0 +1,630 @@
+//! Between-graph replication (`alexnet train --between-graph` on every worker task): each worker
+//! is a client of its own. All build the same graph: the network's variables and momentum slots
+//! on the ps tasks under the same names (a VariableV2 lives in its ps' resource manager, shared
+//! by name by every client of the cluster), and one replica (data variable, forward, loss,
+//! gradients) on the worker's own device. A worker's session reaches only the ps tasks and
+//! itself. Worker i of n takes part i of every global batch (`split_part`), from the same
+//! shuffled order as one process.
+//!
+//! Synchronous updates follow TF1's SyncReplicasOptimizer, cut down to one exact update per batch:
+//! - per variable a ConditionalAccumulator on that variable's ps, with SUM reduction: each worker
+//!   pushes its gradients already weighted by its share of the batch, so the sum is the gradient
+//!   of the whole batch's mean loss (uneven parts included); one more accumulator sums the loss;
+//! - a worker computes a step only when the `token` variable on ps 0 names it; it pushes its
+//!   gradients tagged with that token (an accumulator drops gradients tagged with an older step);
+//! - the chief (worker 0) pushes its own, waits until all n have arrived, then in one run takes
+//!   the sums, applies the momentum update and writes the next step's token.
+//!
+//! Tokens are `generation << 32 | async << 31 | step`; every start of the chief bumps the
+//! generation on the ps and writes a HOLD token, so gradients and tokens left by an earlier chief
+//! are dropped or ignored, and a restarted chief's workers simply follow its (resumed) steps.
+//! With `--async` the chief's token only starts the workers: each then applies its own momentum
+//! updates for its parts of the run's batches, as in-graph asynchronous replicas do.
+//!
+//! Nothing here blocks inside TensorFlow: the chief polls how many gradients have arrived and
+//! the workers poll the token, and between polls they check that the tasks they wait for still
+//! accept connections, so a lost worker is named within about a second.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, Variable, ops};
+
+use crate::cluster::{ClusterConfig, Server, device};
+use crate::data;
+use crate::model;
+use crate::runtime::CLUSTER_STEP_TIMEOUT_MS;
+use crate::train::{self, Source, StepFeeds, TrainConfig, TrainGraph, split_part};
+
+/// Low 31 bits of a token: a step, or one of these.
+const HOLD: i64 = 0x7fff_fffe;
+const END: i64 = 0x7fff_ffff;
+const ASYNC_BIT: i64 = 1 << 31;
+
+fn token(generation: i64, asynchronous: bool, step: i64) -> i64 {
+    generation << 32 | if asynchronous { ASYNC_BIT } else { 0 } | step
+}
+
+fn token_step(t: i64) -> i64 {
+    t & 0x7fff_ffff
+}
+
+fn token_generation(t: i64) -> i64 {
+    t >> 32
+}
+
+/// How long a task waits for the one it depends on: the chief for the workers' gradients, a
+/// worker for the chief's next token (which may mean: for a lost chief to be restarted).
+const WAIT: Duration = Duration::from_millis(CLUSTER_STEP_TIMEOUT_MS as u64);
+
+/// The synchronous part: accumulators and what the steps run of them.
+pub(crate) struct SyncOps {
+    /// The token a worker pushes its gradients with.
+    local_step: Output,
+    /// Every weighted gradient and the weighted loss into the accumulators.
+    push: Operation,
+    /// The worker's own (unweighted) mean loss of its part.
+    local_loss: Output,
+    /// The sum of the pushed losses: the global batch's mean loss (taken with the update).
+    loss_sum: Output,
+    /// How many workers have pushed the current step (the loss accumulator is pushed last).
+    arrived: Output,
+    /// Every accumulator's count, and a take of one gradient from each: the chief's clean-up.
+    counts: Vec<Output>,
+    drains: Vec<Operation>,
+    /// Sets every accumulator's step (gradients tagged with an earlier one are dropped).
+    acc_step: Output,
+    set_acc_step: Operation,
+}
+
+/// Adds the accumulators (one per variable on its ps device, one for the loss on ps 0) and the
+/// push; returns the sums the update applies, in the order of `variables`.
+pub(crate) fn accumulate(
+    s: &mut Scope,
+    variables: &[Variable],
+    grads: &[Output],
+    loss: Output,
+    local_loss: Output,
+    workers: usize,
+    device_of: &dyn Fn(&str) -> String,
+) -> Result<(Vec<Output>, SyncOps)> {
+    let local_step: Output = placeholder(s, "local_step", DataType::Int64)?;
+    let acc_step: Output = placeholder(s, "acc_step", DataType::Int64)?;
+    let mut set_acc_step = ops::NoOp::new();
+    let (mut sums, mut pushes, mut counts, mut drains): (Vec<Output>, Vec<Operation>, Vec<Output>, Vec<Operation>) = (vec![], vec![], vec![], vec![]);
+    let mut entries: Vec<(String, Shape, Output, String)> =
+        variables.iter().zip(grads).map(|(v, g)| (v.name().to_string(), v.shape().clone(), g.clone(), device_of(v.name()))).collect();
+    entries.push(("loss".into(), Shape::from(Some(vec![])), loss, device("ps", 0)));
+    let n_required = ops::constant(workers as i32, s)?;
+    let one = ops::constant(1i32, s)?;
+    for (i, (name, shape, grad, dev)) in entries.into_iter().enumerate() {
+        let s = &mut s.new_sub_scope(&name.replace('/', "_")).with_device(&dev);
+        let acc: Output = ops::ConditionalAccumulator::new()
+            .dtype(DataType::Float)
+            .shape(shape)
+            .shared_name(format!("between_graph/{name}"))
+            .reduction_type("SUM")
+            .build(&mut s.with_op_name("accumulator"))?
+            .into();
+        let mut apply = ops::AccumulatorApplyGradient::new().dtype(DataType::Float);
+        if name == "loss" {
+            // Last: once the loss of n workers is in, so are all their gradients.
+            for p in &pushes {
+                apply = apply.add_control_input(Operation::clone(p));
+            }
+        }
+        pushes.push(apply.build(acc.clone(), local_step.clone(), grad, s)?);
+        let take: Output = ops::AccumulatorTakeGradient::new().dtype(DataType::Float).build(acc.clone(), n_required.clone(), s)?.into();
+        counts.push(ops::accumulator_num_accumulated(acc.clone(), s)?.into());
+        drains.push(ops::AccumulatorTakeGradient::new().dtype(DataType::Float).build(acc.clone(), one.clone(), &mut s.with_op_name("drain"))?);
+        set_acc_step = set_acc_step.add_control_input(ops::accumulator_set_global_step(acc, acc_step.clone(), s)?);
+        if i < variables.len() {
+            sums.push(take);
+        } else {
+            let sync = SyncOps {
+                local_step,
+                push: pushes.pop().unwrap(),
+                local_loss,
+                loss_sum: take,
+                arrived: counts.last().unwrap().clone(),
+                counts,
+                drains,
+                acc_step,
+                set_acc_step: set_acc_step.build(&mut s.with_op_name("set_acc_step"))?,
+            };
+            return Ok((sums, sync));
+        }
+    }
+    unreachable!("the loss accumulator is the last entry")
+}
+
+fn placeholder(s: &mut Scope, name: &str, dtype: DataType) -> Result<Output> {
+    Ok(ops::Placeholder::new().dtype(dtype).shape(Shape::from(Some(vec![]))).build(&mut s.with_op_name(name))?.into())
+}
+
+/// A scalar int64 VariableV2 on ps 0, its IsVariableInitialized, and an Assign from a placeholder.
+struct Scalar {
+    var: Output,
+    ready: Output,
+    value: Output,
+    assign: Operation,
+}
+
+impl Scalar {
+    fn build(s: &mut Scope, name: &str) -> Result<Scalar> {
+        let s = &mut s.with_device(&device("ps", 0));
+        let var: Output = ops::VariableV2::new()
+            .dtype(DataType::Int64)
+            .shape(Shape::from(Some(vec![])))
+            .build(&mut s.with_op_name(name))?
+            .into();
+        let ready = ops::is_variable_initialized(var.clone(), &mut s.with_op_name(&format!("{name}_ready")))?.into();
+        let value = placeholder(s, &format!("{name}_value"), DataType::Int64)?;
+        let assign = ops::assign(var.clone(), value.clone(), &mut s.with_op_name(&format!("{name}_assign")))?;
+        Ok(Scalar { var, ready, value, assign })
+    }
+
+    /// Its value, or None while uninitialised (`ready`: it was seen initialised, which saves a
+    /// round trip per poll).
+    fn read(&self, session: &Session, ready: bool) -> Result<Option<i64>> {
+        if !ready {
+            let mut args = SessionRunArgs::new();
+            let ready = args.request_fetch(&self.ready.operation, self.ready.index);
+            session.run(&mut args)?;
+            if !args.fetch::<bool>(ready)?[0] {
+                return Ok(None);
+            }
+        }
+        let mut args = SessionRunArgs::new();
+        let v = args.request_fetch(&self.var.operation, self.var.index);
+        session.run(&mut args)?;
+        Ok(Some(args.fetch::<i64>(v)?[0]))
+    }
+
+    fn write(&self, session: &Session, value: i64) -> Result<()> {
+        let t = Tensor::from(value);
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.value.operation, self.value.index, &t);
+        args.add_target(&self.assign);
+        Ok(session.run(&mut args)?)
+    }
+}
+
+/// The protocol's ops in every worker's graph.
+pub(crate) struct Protocol {
+    workers: usize,
+    /// Bumped by every start of the chief.
+    generation: Scalar,
+    /// What the workers may compute now.
+    token: Scalar,
+    /// Writes the token after the update (synchronous only; fed through `token.value`).
+    token_after_update: Operation,
+    sync: Option<SyncOps>,
+}
+
+impl Protocol {
+    pub(crate) fn build(s: &mut Scope, workers: usize, update: &Operation, sync: Option<SyncOps>) -> Result<Protocol> {
+        let generation = Scalar::build(s, "generation")?;
+        let token = Scalar::build(s, "token")?;
+        // The workers may read the variables only once the update has changed them all.
+        let token_after_update = ops::Assign::new()
+            .add_control_input(update.clone())
+            .build(token.var.clone(), token.value.clone(), &mut s.with_device(&device("ps", 0)).with_op_name("token_next"))?;
+        Ok(Protocol { workers, generation, token, token_after_update, sync })
+    }
+}
+
+/// The chief's side.
+pub struct Chief<'a> {
+    protocol: &'a Protocol,
+    cluster: &'a ClusterConfig,
+    generation: i64,
+    asynchronous: bool,
+    /// Workers found lost (asynchronous: warned about once).
+    lost: std::cell::RefCell<Vec<usize>>,
+}
+
+/// What one epoch of the chief did.
+pub struct ChiefEpoch {
+    /// Sum over steps of mean loss x examples: the global batches' (sync) or the chief's parts' (async).
+    pub loss_sum: f64,
+    pub examples: usize,
+    /// A non-finite loss and its batch.
+    pub diverged: Option<(f32, usize)>,
+}
+
+impl<'a> Chief<'a> {
+    /// A new generation, before the variables are initialised: workers hold, and whatever an
+    /// earlier chief left in the accumulators is dropped.
+    pub fn begin(tg: &'a TrainGraph, session: &Session, cluster: &'a ClusterConfig, asynchronous: bool) -> Result<Chief<'a>> {
+        let protocol = tg.between.as_ref().context("the graph was not built for between-graph replication")?;
+        let generation = protocol.generation.read(session, false)?.unwrap_or(0) + 1;
+        protocol.generation.write(session, generation)?;
+        protocol.token.write(session, token(generation, asynchronous, HOLD))?;
+        if let Some(sync) = &protocol.sync {
+            // From here on, gradients tagged by an earlier generation are dropped; then the
+            // accumulators are emptied of any taken before (a take of one empties one).
+            set_acc_step(session, sync, token(generation, false, 0))?;
+            let mut args = SessionRunArgs::new();
+            let counts: Vec<_> = sync.counts.iter().map(|c| args.request_fetch(&c.operation, c.index)).collect();
+            session.run(&mut args)?;
+            let mut args2 = SessionRunArgs::new();
+            let mut any = false;
+            for (c, drain) in counts.into_iter().zip(&sync.drains) {
+                if args.fetch::<i32>(c)?[0] > 0 {
+                    args2.add_target(drain);
+                    any = true;
+                }
+            }
+            if any {
+                session.run(&mut args2)?;
+            }
+        }
+        Ok(Chief { protocol, cluster, generation, asynchronous, lost: Default::default() })
+    }
+
+    /// The variables hold their initial or restored values: the workers start at `step` (or stop,
+    /// when `step` is `total`, the run's number of steps).
+    pub fn release(&self, session: &Session, step: usize, total: usize) -> Result<()> {
+        if let Some(sync) = &self.protocol.sync {
+            set_acc_step(session, sync, token(self.generation, false, step as i64))?;
+        }
+        self.protocol.token.write(session, self.token_for(step, total))
+    }
+
+    fn token_for(&self, step: usize, total: usize) -> i64 {
+        token(self.generation, self.asynchronous, if step < total { step as i64 } else { END })
+    }
+
+    /// The end of the run: the workers that are still waiting stop.
+    pub fn finish(&self, session: &Session) -> Result<()> {
+        self.protocol.token.write(session, token(self.generation, self.asynchronous, END))
+    }
+
+    /// One epoch: `batches` of the shuffled order, the first being step `first_step` of `total`.
+    /// Session run failures go through `blame`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn epoch(
+        &self,
+        session: &Session,
+        tg: &TrainGraph,
+        batches: &[&[i32]],
+        (first_step, total): (usize, usize),
+        (lr, dropout, seed): (f32, f32, i64),
+        bar: &indicatif::ProgressBar,
+        blame: &dyn Fn(anyhow::Error) -> anyhow::Error,
+    ) -> Result<ChiefEpoch> {
+        let n = self.protocol.workers;
+        let mut e = ChiefEpoch { loss_sum: 0.0, examples: 0, diverged: None };
+        for (b, batch) in batches.iter().enumerate() {
+            let step = first_step + b;
+            let part = split_part(batch, 0, n);
+            let feeds = StepFeeds::new(lr, dropout, [seed, (step * n) as i64])?;
+            let loss = match &self.protocol.sync {
+                Some(sync) => {
+                    ensure!(batch.len() >= n, "a batch of {} examples cannot be split across {n} workers: use a larger --batch-size", batch.len());
+                    push(session, tg, sync, part, batch.len(), &feeds, token(self.generation, false, step as i64)).map_err(blame)?;
+                    self.wait_for_gradients(session, sync, step, blame)?;
+                    let loss = self.update(session, tg, sync, lr, self.token_for(step + 1, total)).map_err(blame)?;
+                    e.loss_sum += loss as f64 * batch.len() as f64;
+                    e.examples += batch.len();
+                    loss
+                }
+                None if part.is_empty() => continue,
+                None => {
+                    let loss = tg.replica_steps()[0].run(session, part, lr, dropout, [seed, (step * n) as i64]).map_err(blame)?;
+                    e.loss_sum += loss as f64 * part.len() as f64;
+                    e.examples += part.len();
+                    loss
+                }
+            };
+            if !loss.is_finite() {
+                e.diverged = Some((loss, b));
+                return Ok(e);
+            }
+            bar.inc(1);
+        }
+        if self.asynchronous {
+            self.warn_lost(bar);
+        }
+        Ok(e)
+    }
+
+    /// Polls until all n workers' gradients of `step` are in; names a worker that stops
+    /// accepting connections meanwhile.
+    fn wait_for_gradients(&self, session: &Session, sync: &SyncOps, step: usize, blame: &dyn Fn(anyhow::Error) -> anyhow::Error) -> Result<()> {
+        let n = self.protocol.workers;
+        let start = Instant::now();
+        let mut checked = start;
+        loop {
+            let mut args = SessionRunArgs::new();
+            let count = args.request_fetch(&sync.arrived.operation, sync.arrived.index);
+            session.run(&mut args).map_err(|e| blame(e.into()))?;
+            let count = args.fetch::<i32>(count).map_err(|e| blame(e.into()))?[0] as usize;
+            if count >= n {
+                return Ok(());
+            }
+            if checked.elapsed() >= Duration::from_millis(500) {
+                checked = Instant::now();
+                if let Some(k) = (1..n).find(|&k| !self.cluster.is_reachable("worker", k)) {
+                    // A moment for a worker being restarted by hand to be seen as what it is.
+                    std::thread::sleep(Duration::from_millis(200));
+                    if !self.cluster.is_reachable("worker", k) {
+                        bail!(
+                            "lost {}: its gradients for step {step} did not arrive ({count} of {n} did) and it accepts no connection; synchronous training cannot go on without it: restart it (alexnet train --between-graph ... --task {k}), then continue with: alexnet train --between-graph --resume (same run directory and cluster)",
+                            self.cluster.describe("worker", k)
+                        );
+                    }
+                }
+            }
+            if start.elapsed() > WAIT {
+                bail!(
+                    "only {count} of {n} workers pushed their gradients for step {step} within {} s: is every worker running `alexnet train --between-graph` with the same recipe (--batch-size, --epochs, --seed, images)?",
+                    WAIT.as_secs()
+                );
+            }
+            std::thread::sleep(pause(start.elapsed()));
+        }
+    }
+
+    /// Takes the sums, updates the variables and names the next step for the workers; returns
+    /// the global batch's mean loss.
+    fn update(&self, session: &Session, tg: &TrainGraph, sync: &SyncOps, lr: f32, next: i64) -> Result<f32> {
+        let next = Tensor::from(next);
+        let lr = Tensor::from(lr);
+        let mut args = SessionRunArgs::new();
+        let rate = tg.learning_rate();
+        args.add_feed(&rate.operation, rate.index, &lr);
+        let v = &self.protocol.token.value;
+        args.add_feed(&v.operation, v.index, &next);
+        args.add_target(tg.train_op());
+        args.add_target(&self.protocol.token_after_update);
+        let loss = args.request_fetch(&sync.loss_sum.operation, sync.loss_sum.index);
+        session.run(&mut args)?;
+        Ok(args.fetch::<f32>(loss)?[0])
+    }
+
+    /// Asynchronous: a warning for each worker newly found not accepting connections (the
+    /// others carry on).
+    fn warn_lost(&self, bar: &indicatif::ProgressBar) {
+        let mut lost = self.lost.borrow_mut();
+        for k in 1..self.protocol.workers {
+            if !lost.contains(&k) && !self.cluster.is_reachable("worker", k) {
+                lost.push(k);
+                let msg = format!("warning: lost {}: it accepts no connection; the other workers carry on asynchronously", self.cluster.describe("worker", k));
+                if bar.is_hidden() { eprintln!("{msg}") } else { bar.println(msg) }
+            }
+        }
+    }
+}
+
+fn set_acc_step(session: &Session, sync: &SyncOps, step: i64) -> Result<()> {
+    let t = Tensor::from(step);
+    let mut args = SessionRunArgs::new();
+    args.add_feed(&sync.acc_step.operation, sync.acc_step.index, &t);
+    args.add_target(&sync.set_acc_step);
+    Ok(session.run(&mut args)?)
+}
+
+/// Pushes this worker's gradients (and loss) for its `part` of a batch of `batch_len` examples,
+/// tagged with `tag`; returns its part's own mean loss.
+fn push(session: &Session, tg: &TrainGraph, sync: &SyncOps, part: &[i32], batch_len: usize, feeds: &StepFeeds, tag: i64) -> Result<f32> {
+    let idx = Tensor::<i32>::new(&[part.len() as u64]).with_values(part)?;
+    let weight = Tensor::from(part.len() as f32 / batch_len as f32);
+    let tag = Tensor::from(tag);
+    let mut args = SessionRunArgs::new();
+    tg.feed_part(&mut args, &idx, &weight, feeds);
+    args.add_feed(&sync.local_step.operation, sync.local_step.index, &tag);
+    args.add_target(&sync.push);
+    let loss = args.request_fetch(&sync.local_loss.operation, sync.local_loss.index);
+    session.run(&mut args)?;
+    Ok(args.fetch::<f32>(loss)?[0])
+}
+
+/// Between polls: short at first (a step's wait is usually short), longer for long waits.
+fn pause(waited: Duration) -> Duration {
+    if waited < Duration::from_millis(100) {
+        Duration::from_millis(1)
+    } else if waited < Duration::from_secs(5) {
+        Duration::from_millis(5)
+    } else {
+        Duration::from_millis(50)
+    }
+}
+
+/// A non-chief worker's `alexnet train --between-graph`: trains its part of every batch of the
+/// steps the chief names, writes nothing, prints a line per epoch, and exits when the chief says
+/// the run is over.
+pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<()> {
+    let say = |s: String| eprintln!("{s}");
+    ensure!(cluster.task.job == "worker", "a {} task does not train: run `alexnet server` for it", cluster.task.job);
+    ensure!(cfg.epochs >= 1, "--epochs must be at least 1");
+    model::check_dropout_rate(cfg.dropout)?;
+    let (me, n) = (cluster.task.index, cluster.workers().len());
+    let name = format!("worker {me}");
+    // First, so that the chief, which waits for every task's port, sees this one.
+    let server = Server::start(cluster)?;
+
+    let dataset = data::scan(&cfg.images)?;
+    let t0 = Instant::now();
+    let (dataset, images, source) = train::load_source(&dataset, &cfg.preprocess, cfg.skip_bad_images, cfg.cache_limit)?;
+    ensure!(
+        matches!(source, Source::InGraph),
+        "the data set is over the {} MiB --cache-limit: on a cluster every worker holds it decoded; raise --cache-limit",
+        cfg.cache_limit >> 20
+    );
+    let (images, labels) = images.context("the decoded data set")?;
+    say(format!("{name}: {} train images decoded in {:.2} s", dataset.train.len(), t0.elapsed().as_secs_f64()));
+
+    let specs = model::param_specs(&cfg.model);
+    let placement = cluster.own_placement(&specs)?;
+    let tg = TrainGraph::build_between(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision, &placement, cfg.async_updates, n)?;
+    cluster.wait_for_ps(Duration::from_secs(60))?;
+    let own = format!("/job:worker/task:{me}");
+    let (session, device) = cfg.runtime.cluster_session_with(&tg.scope.graph(), &server.target(), &["/job:ps", &own])?;
+    say(format!("{name}: {device}"));
+    let blame = |e: anyhow::Error| -> anyhow::Error {
+        let down = cluster.lost_tasks(Duration::from_secs(3));
+        if down.is_empty() { e.context(format!("{name}: a session run failed")) } else { e.context(format!("{name}: lost {}", down.join(", "))) }
+    };
+    tg.load_data(&session, &images, &labels).map_err(blame)?;
+    drop(images);
+    let protocol = tg.between.as_ref().context("the graph was not built for between-graph replication")?;
+
+    let n_train = dataset.train.len();
+    let batch = if cfg.batch_size == 0 { n_train } else { cfg.batch_size.min(n_train) };
+    let steps_per_epoch = n_train.div_ceil(batch);
+    // The epoch's shuffled order, as the chief and one process draw it.
+    let mut order: Option<(usize, Vec<i32>)> = None;
+    let mut follower = Follower { protocol, cluster, last: None, followed: None, name: &name };
+    say(format!("{name}: waiting for the chief's first step"));
+    // Per epoch: (loss sum over its parts, examples).
+    let (mut loss_sum, mut examples, mut steps) = (0.0f64, 0usize, 0usize);
+    let report = |epoch: usize, loss_sum: &mut f64, examples: &mut usize| {
+        if !quiet && *examples > 0 {
+            say(format!("{name}: epoch {epoch}: mean loss of its parts {:.6}", *loss_sum / *examples as f64));
+        }
+        (*loss_sum, *examples) = (0.0, 0);
+    };
+    while let Some(t) = follower.next(&session, cfg.async_updates)? {
+        let first = token_step(t) as usize;
+        // Asynchronous: the rest of the run, at this worker's own pace; synchronous: one step.
+        let last = if cfg.async_updates { cfg.epochs * steps_per_epoch } else { first + 1 };
+        for step in first..last {
+            let (epoch, b) = (step / steps_per_epoch, step % steps_per_epoch);
+            if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                let mut o: Vec<i32> = (0..n_train as i32).collect();
+                crate::rng::Rng::new(cfg.seed, 1_000_000 + epoch as u64).shuffle(&mut o);
+                order = Some((epoch, o));
+            }
+            let global = order.as_ref().unwrap().1.chunks(batch).nth(b).with_context(|| format!("step {step} is past the data set's {steps_per_epoch} steps per epoch: does this worker have the chief's images and --batch-size?"))?;
+            let part = split_part(global, me, n);
+            let lr = cfg.schedule.rate(cfg.learning_rate, epoch, cfg.epochs);
+            let seed = [cfg.seed as i64, (step * n + me) as i64];
+            let loss = match &protocol.sync {
+                Some(sync) => {
+                    ensure!(!part.is_empty(), "a batch of {} examples cannot be split across {n} workers: use a larger --batch-size", global.len());
+                    push(&session, &tg, sync, part, global.len(), &StepFeeds::new(lr, cfg.dropout, seed)?, t).map_err(blame)?
+                }
+                None if part.is_empty() => continue,
+                None => tg.replica_steps()[0].run(&session, part, lr, cfg.dropout, seed).map_err(blame)?,
+            };
+            ensure!(loss.is_finite(), "{name}: loss became {loss} at step {step}: training diverged");
+            loss_sum += loss as f64 * part.len() as f64;
+            examples += part.len();
+            steps += 1;
+            if b + 1 == steps_per_epoch {
+                report(epoch, &mut loss_sum, &mut examples);
+            }
+        }
+        if cfg.async_updates {
+            // Stay up until the chief ends the run: until then, a closed port means lost.
+            follower.wait_for_end(&session)?;
+            break;
+        }
+    }
+    say(format!("{name}: done after {steps} steps"));
+    // See Server's Drop: the process exit ends the gRPC server.
+    std::mem::forget(server);
+    Ok(())
+}
+
+/// A worker's view of the token.
+struct Follower<'a> {
+    protocol: &'a Protocol,
+    cluster: &'a ClusterConfig,
+    /// The token of the step last computed.
+    last: Option<i64>,
+    /// The generation of the chief followed.
+    followed: Option<i64>,
+    name: &'a str,
+}
+
+impl Follower<'_> {
+    /// The next token to compute, or None when the chief followed has ended the run. Waits up to
+    /// WAIT for it; a lost chief is reported once and waited for (a restarted one continues).
+    fn next(&mut self, session: &Session, asynchronous: bool) -> Result<Option<i64>> {
+        let start = Instant::now();
+        let mut checked = start;
+        let mut chief_lost = false;
+        loop {
+            let token = self.protocol.token.read(session, self.last.is_some()).context("cannot read the chief's token on ps 0")?;
+            if let Some(t) = token {
+                let step = token_step(t);
+                let generation = token_generation(t);
+                // An END is only this worker's if it followed that chief: one found at start
+                // is an earlier run's.
+                let fresh = Some(t) != self.last && step != HOLD && (step != END || self.followed == Some(generation));
+                // A new chief's first token, while no chief answers, is a lost chief's last.
+                let stale = fresh && self.followed != Some(generation) && !self.cluster.is_reachable("worker", 0);
+                if fresh && !stale {
+                    ensure!(
+                        (t & ASYNC_BIT != 0) == asynchronous,
+                        "{}: the chief runs {} updates: give every worker the same --async choice",
+                        self.name,
+                        if asynchronous { "synchronous" } else { "asynchronous" }
+                    );
+                    if step == END {
+                        return Ok(None);
+                    }
+                    self.last = Some(t);
+                    self.followed = Some(generation);
+                    return Ok(Some(t));
+                }
+            }
+            if checked.elapsed() >= Duration::from_secs(1) {
+                checked = Instant::now();
+                let reachable = self.cluster.is_reachable("worker", 0);
+                if !reachable && !chief_lost {
+                    eprintln!(
+                        "{}: the chief ({}) accepts no connection; waiting up to {} s for it (restart it with --resume)",
+                        self.name,
+                        self.cluster.describe("worker", 0),
+                        WAIT.as_secs()
+                    );
+                }
+                chief_lost = !reachable;
+            }
+            if start.elapsed() > WAIT {
+                bail!(
+                    "{}: no step from the chief ({}) in {} s: start it with `alexnet train --between-graph` and the same cluster",
+                    self.name,
+                    self.cluster.describe("worker", 0),
+                    WAIT.as_secs()
+                );
+            }
+            std::thread::sleep(pause(start.elapsed()));
+        }
+    }
+}
+
+impl Follower<'_> {
+    /// Asynchronous, after this worker's last step: waits until the chief ends the run, stops
+    /// answering, or WAIT has passed.
+    fn wait_for_end(&self, session: &Session) -> Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            let t = self.protocol.token.read(session, true).context("cannot read the chief's token on ps 0")?;
+            if t.is_none_or(|t| token_step(t) == END || Some(token_generation(t)) != self.followed) || !self.cluster.is_reachable("worker", 0) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_keep_their_fields_apart() {
+        let t = token(3, true, 12345);
+        assert_eq!((token_generation(t), token_step(t), t & ASYNC_BIT != 0), (3, 12345, true));
+        let t = token(7, false, END);
+        assert_eq!((token_generation(t), token_step(t), t & ASYNC_BIT != 0), (7, END, false));
+        // A later generation's steps are all above an earlier one's (accumulators drop older).
+        assert!(token(2, false, 0) > token(1, true, END));
+    }
+}
