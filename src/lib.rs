@@ -7,7 +7,8 @@
 //! TensorFlow's LRN gradient repaired), [`train`] (the recipe, run directories), [`checkpoint`],
 //! [`eval`], [`bench`] (speed and memory, against Python TensorFlow), [`inference`] (the graph
 //! from encoded images to class probabilities), [`export`] (SavedModel for serving, messages in
-//! [`proto`]), [`predict`], [`runtime`] (sessions and devices), [`cluster`] (TensorFlow servers and training placed on a cluster; [`between_graph`]: every worker a client), [`tensorboard`]
+//! [`proto`]), [`predict`], [`runtime`] (sessions and devices), [`cluster`] (TensorFlow servers
+//! and training placed on a cluster; [`between_graph`]: every worker a client), [`tensorboard`]
 //! (summary ops in the graph; their event files are read back by [`events`]), [`plot`]
 //! (curves.png); [`metrics`], [`rng`] and [`fsutil`] are small helpers.
 //!
