@@ -190,11 +190,102 @@ impl Scalar {
     }
 }
 
+/// A scalar string VariableV2 on ps 0 holding the chief's recipe (see [`recipe`]).
+struct Text {
+    var: Output,
+    ready: Output,
+    value: Output,
+    assign: Operation,
+}
+
+impl Text {
+    fn build(s: &mut Scope, name: &str) -> Result<Text> {
+        let s = &mut s.with_device(&device("ps", 0));
+        let var: Output = ops::VariableV2::new()
+            .dtype(DataType::String)
+            .shape(Shape::from(Some(vec![])))
+            .build(&mut s.with_op_name(name))?
+            .into();
+        let ready = ops::is_variable_initialized(var.clone(), &mut s.with_op_name(&format!("{name}_ready")))?.into();
+        let value = placeholder(s, &format!("{name}_value"), DataType::String)?;
+        let assign = ops::assign(var.clone(), value.clone(), &mut s.with_op_name(&format!("{name}_assign")))?;
+        Ok(Text { var, ready, value, assign })
+    }
+
+    fn read(&self, session: &Session) -> Result<Option<String>> {
+        let mut args = SessionRunArgs::new();
+        let ready = args.request_fetch(&self.ready.operation, self.ready.index);
+        session.run(&mut args)?;
+        if !args.fetch::<bool>(ready)?[0] {
+            return Ok(None);
+        }
+        let mut args = SessionRunArgs::new();
+        let v = args.request_fetch(&self.var.operation, self.var.index);
+        session.run(&mut args)?;
+        Ok(Some(args.fetch::<String>(v)?[0].clone()))
+    }
+
+    fn write(&self, session: &Session, value: &str) -> Result<()> {
+        let t = Tensor::<String>::from(value.to_string());
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.value.operation, self.value.index, &t);
+        args.add_target(&self.assign);
+        Ok(session.run(&mut args)?)
+    }
+}
+
+/// What every worker must share with the chief to compute its parts of the same steps, as
+/// (flag or name, value) pairs; not paths or the run directory, which may differ per host.
+/// `dataset` is the data set as loaded (after --skip-bad-images).
+pub fn recipe(cfg: &TrainConfig, dataset: &data::Dataset) -> Vec<(&'static str, String)> {
+    let n_train = dataset.train.len();
+    // The batch as trained: 0 and anything above the set both mean the whole set.
+    let batch = if cfg.batch_size == 0 { n_train } else { cfg.batch_size.min(n_train) };
+    vec![
+        ("--epochs", cfg.epochs.to_string()),
+        ("--batch-size", batch.to_string()),
+        ("--seed", cfg.seed.to_string()),
+        ("--lr", cfg.learning_rate.to_string()),
+        ("--lr-schedule", format!("{:?}", cfg.schedule)),
+        ("--momentum", cfg.momentum.to_string()),
+        ("--weight-decay", cfg.weight_decay.to_string()),
+        ("--dropout", cfg.dropout.to_string()),
+        ("--precision", cfg.precision.name().to_string()),
+        ("--async", cfg.async_updates.to_string()),
+        ("--fc-width", cfg.model.fc_width.to_string()),
+        ("--lrn", format!("{:?}", cfg.model.lrn)),
+        ("input size", cfg.model.input_size.to_string()),
+        ("preprocessing", format!("{:?}", cfg.preprocess)),
+        ("classes", dataset.classes.join(", ")),
+        ("train images", n_train.to_string()),
+        ("val images", dataset.val.len().to_string()),
+    ]
+}
+
+fn recipe_json(recipe: &[(&str, String)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = recipe.iter().map(|(k, v)| (k.to_string(), v.clone().into())).collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Every field of `mine` that differs from the chief's `published` recipe, as one sentence each.
+fn recipe_differences(name: &str, mine: &[(&str, String)], published: &str) -> Result<Vec<String>> {
+    let chief: serde_json::Map<String, serde_json::Value> = serde_json::from_str(published).context("the chief's recipe on ps 0 is not JSON")?;
+    Ok(mine
+        .iter()
+        .filter_map(|(k, v)| {
+            let theirs = chief.get(*k).and_then(|x| x.as_str()).unwrap_or("(none)");
+            (theirs != v).then(|| format!("{name}'s {k} {v} differs from the chief's {theirs}"))
+        })
+        .collect())
+}
+
 /// The protocol's ops in every worker's graph.
 pub(crate) struct Protocol {
     workers: usize,
     /// Bumped by every start of the chief.
     generation: Scalar,
+    /// The chief's recipe, as JSON: a worker checks its own against it before its first step.
+    recipe: Text,
     /// What the workers may compute now.
     token: Scalar,
     /// Writes the token after the update (synchronous only; fed through `token.value`).
@@ -206,11 +297,12 @@ impl Protocol {
     pub(crate) fn build(s: &mut Scope, workers: usize, update: &Operation, sync: Option<SyncOps>) -> Result<Protocol> {
         let generation = Scalar::build(s, "generation")?;
         let token = Scalar::build(s, "token")?;
+        let recipe = Text::build(s, "recipe")?;
         // The workers may read the variables only once the update has changed them all.
         let token_after_update = ops::Assign::new()
             .add_control_input(update.clone())
             .build(token.var.clone(), token.value.clone(), &mut s.with_device(&device("ps", 0)).with_op_name("token_next"))?;
-        Ok(Protocol { workers, generation, token, token_after_update, sync })
+        Ok(Protocol { workers, generation, recipe, token, token_after_update, sync })
     }
 }
 
@@ -235,9 +327,17 @@ pub struct ChiefEpoch {
 
 impl<'a> Chief<'a> {
     /// A new generation, before the variables are initialised: workers hold, and whatever an
-    /// earlier chief left in the accumulators is dropped.
-    pub fn begin(tg: &'a TrainGraph, session: &Session, cluster: &'a ClusterConfig, asynchronous: bool) -> Result<Chief<'a>> {
+    /// earlier chief left in the accumulators is dropped. `recipe` (see [`recipe`]) is published
+    /// first, so that a worker that sees this generation's token finds it.
+    pub fn begin(
+        tg: &'a TrainGraph,
+        session: &Session,
+        cluster: &'a ClusterConfig,
+        asynchronous: bool,
+        recipe: &[(&str, String)],
+    ) -> Result<Chief<'a>> {
         let protocol = tg.between.as_ref().context("the graph was not built for between-graph replication")?;
+        protocol.recipe.write(session, &recipe_json(recipe))?;
         let generation = protocol.generation.read(session, false)?.unwrap_or(0) + 1;
         protocol.generation.write(session, generation)?;
         protocol.token.write(session, token(generation, asynchronous, HOLD))?;
@@ -477,6 +577,9 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
     // The epoch's shuffled order, as the chief and one process draw it.
     let mut order: Option<(usize, Vec<i32>)> = None;
     let mut follower = Follower { protocol, cluster, last: None, followed: None, name: &name };
+    let mine = recipe(cfg, &dataset);
+    // The generation whose chief's recipe was checked: a restarted chief may bring another.
+    let mut checked = None;
     say(format!("{name}: waiting for the chief's first step"));
     // Per epoch: (loss sum over its parts, examples).
     let (mut loss_sum, mut examples, mut steps) = (0.0f64, 0usize, 0usize);
@@ -487,6 +590,17 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
         (*loss_sum, *examples) = (0.0, 0);
     };
     while let Some(t) = follower.next(&session, cfg.async_updates)? {
+        if checked != Some(token_generation(t)) {
+            // Another recipe would compute other parts of other batches, unnoticed.
+            let published = protocol.recipe.read(&session).map_err(blame)?.context("the chief published no recipe on ps 0")?;
+            let differences = recipe_differences(&name, &mine, &published)?;
+            ensure!(
+                differences.is_empty(),
+                "{}; start every worker with the chief's recipe flags and images",
+                differences.join("; ")
+            );
+            checked = Some(token_generation(t));
+        }
         let first = token_step(t) as usize;
         // Asynchronous: the rest of the run, at this worker's own pace; synchronous: one step.
         let last = if cfg.async_updates { cfg.epochs * steps_per_epoch } else { first + 1 };
@@ -626,5 +740,14 @@ mod tests {
         assert_eq!((token_generation(t), token_step(t), t & ASYNC_BIT != 0), (7, END, false));
         // A later generation's steps are all above an earlier one's (accumulators drop older).
         assert!(token(2, false, 0) > token(1, true, END));
+    }
+
+    #[test]
+    fn recipe_differences_name_every_field_with_both_values() {
+        let chief = [("--epochs", "3".to_string()), ("--batch-size", "12".to_string()), ("--seed", "1".to_string())];
+        let mine = [("--epochs", "5".to_string()), ("--batch-size", "24".to_string()), ("--seed", "1".to_string())];
+        let d = recipe_differences("worker 1", &mine, &recipe_json(&chief)).unwrap();
+        assert_eq!(d, ["worker 1's --epochs 5 differs from the chief's 3", "worker 1's --batch-size 24 differs from the chief's 12"]);
+        assert!(recipe_differences("worker 1", &chief, &recipe_json(&chief)).unwrap().is_empty());
     }
 }

@@ -1038,7 +1038,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
     };
     // Between-graph: the workers hold until the variables are ready (see `chief.release`).
     let chief = match cluster {
-        Some(c) if between => Some(between_graph::Chief::begin(&tg, &session, c, cfg.async_updates).map_err(blame)?),
+        Some(c) if between => Some(between_graph::Chief::begin(&tg, &session, c, cfg.async_updates, &between_graph::recipe(cfg, &dataset)).map_err(blame)?),
         _ => None,
     };
     let (intra, inter) = cfg.runtime.threads();
