@@ -1,8 +1,9 @@
 //! Training on a loopback cluster (1 ps + 2 workers): the same losses as one process with the
 //! same global batch, also after a chief restart with --resume, and a killed worker named by the
 //! chief; with --async, training that carries on without a killed worker. The same with
-//! --between-graph (every worker its own `alexnet train`). Every process is killed at the end,
-//! pass or fail.
+//! --between-graph (every worker its own `alexnet train`), --async included, where a worker given
+//! another recipe than the chief's is also refused. Every process is killed at the end, pass or
+//! fail.
 
 mod common;
 
@@ -345,4 +346,74 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x.loss - y.loss).abs() <= 1e-5 * x.loss.abs(), "epoch {}: in-graph {} vs between-graph {}", x.epoch, x.loss, y.loss);
     }
+}
+
+#[test]
+fn between_graph_async_survives_a_lost_worker_and_refuses_another_recipe() {
+    let tmp = common::TempDir::new("distributed-between-async");
+    // 24 training images: 2 batches of 12 per epoch, 6 per worker.
+    let images = common::small_dataset(tmp.path(), 12);
+    let cluster = cluster_file(tmp.path());
+    let limit = Duration::from_secs(120);
+    let log = |name: &str| tmp.path().join(format!("{name}.log"));
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+
+    let mut procs = Procs(vec![]);
+    procs.0.push(
+        common::alexnet()
+            .args(["server", "--job", "ps", "--task", "0", "--cluster"])
+            .arg(&cluster)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    // Both workers to the end.
+    procs.0.push(spawn_between_worker(&images, &cluster, 1, &["--async", "--epochs", "3"], &log("w1-a")));
+    let run = tmp.path().join("async");
+    let out = spawn_between_chief(&images, &run, &cluster, &["--async", "--epochs", "3"], limit).join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "async chief failed:\n{err}\nworker 1:\n{}", read(&log("w1-a")));
+    let rows = metrics::read(&run.join("metrics.csv")).unwrap();
+    assert_eq!(rows.len(), 3, "{err}");
+    assert!(rows.iter().all(|r| r.loss.is_finite()), "{rows:?}");
+    let status = wait_bounded(&mut procs.0[1], Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "worker 1 did not finish with the chief:\n{}", read(&log("w1-a")));
+
+    // Worker 1 killed after the chief's first epoch: the chief warns, naming it, and finishes.
+    procs.0.push(spawn_between_worker(&images, &cluster, 1, &["--async", "--epochs", "5"], &log("w1-b")));
+    let w1 = procs.0.len() - 1;
+    let lost = tmp.path().join("async-lost");
+    let chief = spawn_between_chief(&images, &lost, &cluster, &["--async", "--epochs", "5"], limit);
+    let start = Instant::now();
+    while metrics::read(&lost.join("metrics.csv")).map(|r| r.len()).unwrap_or(0) < 1 && !chief.is_finished() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the chief wrote no epoch");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    procs.0[w1].kill().unwrap();
+    let out = chief.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "the async chief stopped without worker 1:\n{err}");
+    assert!(err.contains("warning: lost worker 1 (/job:worker/replica:0/task:1"), "{err}");
+    let rows = metrics::read(&lost.join("metrics.csv")).unwrap();
+    assert_eq!(rows.len(), 5, "{err}");
+    assert!(rows.iter().all(|r| r.loss.is_finite()), "{rows:?}");
+
+    // A worker given another recipe than the chief's is refused before its first step, naming
+    // every field that differs with both values.
+    procs.0.push(spawn_between_worker(&images, &cluster, 1, &["--epochs", "5", "--lr", "0.01"], &log("w1-c")));
+    let w1 = procs.0.len() - 1;
+    let chief = spawn_between_chief(&images, &tmp.path().join("other-recipe"), &cluster, &["--epochs", "3"], limit);
+    let status = wait_bounded(&mut procs.0[w1], Duration::from_secs(60));
+    let werr = read(&log("w1-c"));
+    assert!(status.is_some_and(|s| !s.success()), "worker 1 was not refused:\n{werr}");
+    assert!(werr.contains("worker 1's --epochs 5 differs from the chief's 3"), "{werr}");
+    assert!(werr.contains("worker 1's --lr 0.01 differs from the chief's 0.002"), "{werr}");
+    assert!(werr.contains("start every worker with the chief's recipe flags"), "{werr}");
+    assert!(!werr.contains("--batch-size"), "{werr}");
+    // Synchronous: the chief cannot go on without it, and names it.
+    let out = chief.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && err.contains("lost worker 1 (/job:worker/replica:0/task:1"), "{err}");
 }
