@@ -21,6 +21,10 @@
 //! With `--async` the chief's token only starts the workers: each then applies its own momentum
 //! updates for its parts of the run's batches, as in-graph asynchronous replicas do.
 //!
+//! The chief also publishes its recipe (`recipe`: what decides the steps, not paths) on ps 0;
+//! before its first step of a chief's generation a worker compares its own and refuses to go on,
+//! naming every field that differs, since another recipe would compute other parts unnoticed.
+//!
 //! Nothing here blocks inside TensorFlow: the chief polls how many gradients have arrived and
 //! the workers poll the token, and between polls they check that the tasks they wait for still
 //! accept connections, so a lost worker is named within about a second.
@@ -262,9 +266,15 @@ pub fn recipe(cfg: &TrainConfig, dataset: &data::Dataset) -> Vec<(&'static str, 
     ]
 }
 
-fn recipe_json(recipe: &[(&str, String)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = recipe.iter().map(|(k, v)| (k.to_string(), v.clone().into())).collect();
+/// The recipe as published for the chief of `generation`.
+fn recipe_json(recipe: &[(&str, String)], generation: i64) -> String {
+    let mut map: serde_json::Map<String, serde_json::Value> = recipe.iter().map(|(k, v)| (k.to_string(), v.clone().into())).collect();
+    map.insert("generation".into(), generation.into());
     serde_json::Value::Object(map).to_string()
+}
+
+fn recipe_generation(published: &str) -> Option<i64> {
+    serde_json::from_str::<serde_json::Value>(published).ok()?.get("generation")?.as_i64()
 }
 
 /// Every field of `mine` that differs from the chief's `published` recipe, as one sentence each.
@@ -337,8 +347,8 @@ impl<'a> Chief<'a> {
         recipe: &[(&str, String)],
     ) -> Result<Chief<'a>> {
         let protocol = tg.between.as_ref().context("the graph was not built for between-graph replication")?;
-        protocol.recipe.write(session, &recipe_json(recipe))?;
         let generation = protocol.generation.read(session, false)?.unwrap_or(0) + 1;
+        protocol.recipe.write(session, &recipe_json(recipe, generation))?;
         protocol.generation.write(session, generation)?;
         protocol.token.write(session, token(generation, asynchronous, HOLD))?;
         if let Some(sync) = &protocol.sync {
@@ -591,14 +601,9 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
     };
     while let Some(t) = follower.next(&session, cfg.async_updates)? {
         if checked != Some(token_generation(t)) {
-            // Another recipe would compute other parts of other batches, unnoticed.
-            let published = protocol.recipe.read(&session).map_err(blame)?.context("the chief published no recipe on ps 0")?;
-            let differences = recipe_differences(&name, &mine, &published)?;
-            ensure!(
-                differences.is_empty(),
-                "{}; start every worker with the chief's recipe flags and images",
-                differences.join("; ")
-            );
+            if !check_recipe(&session, protocol, &name, &mine, token_generation(t)).map_err(blame)? {
+                continue;
+            }
             checked = Some(token_generation(t));
         }
         let first = token_step(t) as usize;
@@ -642,6 +647,34 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
     std::mem::forget(server);
     Ok(())
 }
+
+/// Before a worker's first step for the chief of `generation`: Ok(true) when its recipe is the
+/// chief's, Ok(false) when a newer chief has begun (the token is a lost chief's last: wait for the
+/// next), an error naming every difference otherwise (another recipe would compute other parts of
+/// other batches, unnoticed).
+fn check_recipe(session: &Session, protocol: &Protocol, name: &str, mine: &[(&str, String)], generation: i64) -> Result<bool> {
+    let start = Instant::now();
+    loop {
+        let published = protocol.recipe.read(session)?.context("the chief published no recipe on ps 0")?;
+        let differences = recipe_differences(name, mine, &published)?;
+        match recipe_generation(&published) {
+            Some(g) if g > generation => return Ok(false),
+            Some(g) if g == generation && differences.is_empty() => return Ok(true),
+            Some(g) if g == generation => {}
+            _ => bail!("the recipe on ps 0 is not that of the chief of generation {generation}"),
+        }
+        // The token and recipe may be those of a lost chief while a new one, its port already
+        // open, is about to begin (and publish its own): give it a moment before refusing.
+        if start.elapsed() > RECIPE_GRACE {
+            bail!("{}; start every worker with the chief's recipe flags and images", differences.join("; "));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How long a worker whose recipe differs waits for a newer chief before it refuses (a chief
+/// begins within seconds of opening its port: it waits only for the ps first).
+const RECIPE_GRACE: Duration = Duration::from_secs(10);
 
 /// A worker's view of the token.
 struct Follower<'a> {
@@ -746,8 +779,9 @@ mod tests {
     fn recipe_differences_name_every_field_with_both_values() {
         let chief = [("--epochs", "3".to_string()), ("--batch-size", "12".to_string()), ("--seed", "1".to_string())];
         let mine = [("--epochs", "5".to_string()), ("--batch-size", "24".to_string()), ("--seed", "1".to_string())];
-        let d = recipe_differences("worker 1", &mine, &recipe_json(&chief)).unwrap();
+        let d = recipe_differences("worker 1", &mine, &recipe_json(&chief, 4)).unwrap();
         assert_eq!(d, ["worker 1's --epochs 5 differs from the chief's 3", "worker 1's --batch-size 24 differs from the chief's 12"]);
-        assert!(recipe_differences("worker 1", &chief, &recipe_json(&chief)).unwrap().is_empty());
+        assert!(recipe_differences("worker 1", &chief, &recipe_json(&chief, 4)).unwrap().is_empty());
+        assert_eq!(recipe_generation(&recipe_json(&chief, 4)), Some(4));
     }
 }

@@ -1011,12 +1011,15 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         None => cfg.runtime.session(&tg.scope.graph())?,
         Some(server) => {
             let c = cluster.unwrap();
-            c.wait_for_tasks(Duration::from_secs(60))?;
             if between {
-                // Only the ps and itself: the other workers are clients of their own.
+                // Only the ps and itself: the other workers are clients of their own. The other
+                // workers are waited for after `Chief::begin`, so that one that sees this chief's
+                // port open soon finds its recipe (see `between_graph::check_recipe`).
+                c.wait_for_ps(Duration::from_secs(60))?;
                 let own = format!("/job:worker/task:{}", c.task.index);
                 cfg.runtime.cluster_session_with(&tg.scope.graph(), &server.target(), &["/job:ps", &own])?
             } else {
+                c.wait_for_tasks(Duration::from_secs(60))?;
                 cfg.runtime.cluster_session(&tg.scope.graph(), &server.target())?
             }
         }
@@ -1041,6 +1044,9 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         Some(c) if between => Some(between_graph::Chief::begin(&tg, &session, c, cfg.async_updates, &between_graph::recipe(cfg, &dataset)).map_err(blame)?),
         _ => None,
     };
+    if let (Some(c), true) = (cluster, between) {
+        c.wait_for_tasks(Duration::from_secs(60))?;
+    }
     let (intra, inter) = cfg.runtime.threads();
     say(format!("device: {device}; threads: intra-op {intra}, inter-op {inter}; precision {}", cfg.precision.name()));
     if let Some((images, labels)) = images {
