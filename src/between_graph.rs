@@ -32,7 +32,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, Variable, ops};
+use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, TensorType, Variable, ops};
 
 use crate::cluster::{ClusterConfig, Server, device};
 use crate::data;
@@ -146,31 +146,33 @@ fn placeholder(s: &mut Scope, name: &str, dtype: DataType) -> Result<Output> {
     Ok(ops::Placeholder::new().dtype(dtype).shape(Shape::from(Some(vec![]))).build(&mut s.with_op_name(name))?.into())
 }
 
-/// A scalar int64 VariableV2 on ps 0, its IsVariableInitialized, and an Assign from a placeholder.
-struct Scalar {
+/// A scalar VariableV2 on ps 0 (int64: the generation and the token; string: the recipe), its
+/// IsVariableInitialized, and an Assign from a placeholder.
+struct PsScalar<T: TensorType> {
     var: Output,
     ready: Output,
     value: Output,
     assign: Operation,
+    dtype: std::marker::PhantomData<T>,
 }
 
-impl Scalar {
-    fn build(s: &mut Scope, name: &str) -> Result<Scalar> {
+impl<T: TensorType + Clone> PsScalar<T> {
+    fn build(s: &mut Scope, name: &str) -> Result<Self> {
         let s = &mut s.with_device(&device("ps", 0));
         let var: Output = ops::VariableV2::new()
-            .dtype(DataType::Int64)
+            .dtype(T::data_type())
             .shape(Shape::from(Some(vec![])))
             .build(&mut s.with_op_name(name))?
             .into();
         let ready = ops::is_variable_initialized(var.clone(), &mut s.with_op_name(&format!("{name}_ready")))?.into();
-        let value = placeholder(s, &format!("{name}_value"), DataType::Int64)?;
+        let value = placeholder(s, &format!("{name}_value"), T::data_type())?;
         let assign = ops::assign(var.clone(), value.clone(), &mut s.with_op_name(&format!("{name}_assign")))?;
-        Ok(Scalar { var, ready, value, assign })
+        Ok(PsScalar { var, ready, value, assign, dtype: std::marker::PhantomData })
     }
 
     /// Its value, or None while uninitialised (`ready`: it was seen initialised, which saves a
     /// round trip per poll).
-    fn read(&self, session: &Session, ready: bool) -> Result<Option<i64>> {
+    fn read(&self, session: &Session, ready: bool) -> Result<Option<T>> {
         if !ready {
             let mut args = SessionRunArgs::new();
             let ready = args.request_fetch(&self.ready.operation, self.ready.index);
@@ -182,55 +184,11 @@ impl Scalar {
         let mut args = SessionRunArgs::new();
         let v = args.request_fetch(&self.var.operation, self.var.index);
         session.run(&mut args)?;
-        Ok(Some(args.fetch::<i64>(v)?[0]))
+        Ok(Some(args.fetch::<T>(v)?[0].clone()))
     }
 
-    fn write(&self, session: &Session, value: i64) -> Result<()> {
-        let t = Tensor::from(value);
-        let mut args = SessionRunArgs::new();
-        args.add_feed(&self.value.operation, self.value.index, &t);
-        args.add_target(&self.assign);
-        Ok(session.run(&mut args)?)
-    }
-}
-
-/// A scalar string VariableV2 on ps 0 holding the chief's recipe (see [`recipe`]).
-struct Text {
-    var: Output,
-    ready: Output,
-    value: Output,
-    assign: Operation,
-}
-
-impl Text {
-    fn build(s: &mut Scope, name: &str) -> Result<Text> {
-        let s = &mut s.with_device(&device("ps", 0));
-        let var: Output = ops::VariableV2::new()
-            .dtype(DataType::String)
-            .shape(Shape::from(Some(vec![])))
-            .build(&mut s.with_op_name(name))?
-            .into();
-        let ready = ops::is_variable_initialized(var.clone(), &mut s.with_op_name(&format!("{name}_ready")))?.into();
-        let value = placeholder(s, &format!("{name}_value"), DataType::String)?;
-        let assign = ops::assign(var.clone(), value.clone(), &mut s.with_op_name(&format!("{name}_assign")))?;
-        Ok(Text { var, ready, value, assign })
-    }
-
-    fn read(&self, session: &Session) -> Result<Option<String>> {
-        let mut args = SessionRunArgs::new();
-        let ready = args.request_fetch(&self.ready.operation, self.ready.index);
-        session.run(&mut args)?;
-        if !args.fetch::<bool>(ready)?[0] {
-            return Ok(None);
-        }
-        let mut args = SessionRunArgs::new();
-        let v = args.request_fetch(&self.var.operation, self.var.index);
-        session.run(&mut args)?;
-        Ok(Some(args.fetch::<String>(v)?[0].clone()))
-    }
-
-    fn write(&self, session: &Session, value: &str) -> Result<()> {
-        let t = Tensor::<String>::from(value.to_string());
+    fn write(&self, session: &Session, value: T) -> Result<()> {
+        let t = Tensor::<T>::from(value);
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.value.operation, self.value.index, &t);
         args.add_target(&self.assign);
@@ -293,11 +251,11 @@ fn recipe_differences(name: &str, mine: &[(&str, String)], published: &str) -> R
 pub(crate) struct Protocol {
     workers: usize,
     /// Bumped by every start of the chief.
-    generation: Scalar,
+    generation: PsScalar<i64>,
     /// The chief's recipe, as JSON: a worker checks its own against it before its first step.
-    recipe: Text,
+    recipe: PsScalar<String>,
     /// What the workers may compute now.
-    token: Scalar,
+    token: PsScalar<i64>,
     /// Writes the token after the update (synchronous only; fed through `token.value`).
     token_after_update: Operation,
     sync: Option<SyncOps>,
@@ -305,9 +263,9 @@ pub(crate) struct Protocol {
 
 impl Protocol {
     pub(crate) fn build(s: &mut Scope, workers: usize, update: &Operation, sync: Option<SyncOps>) -> Result<Protocol> {
-        let generation = Scalar::build(s, "generation")?;
-        let token = Scalar::build(s, "token")?;
-        let recipe = Text::build(s, "recipe")?;
+        let generation = PsScalar::build(s, "generation")?;
+        let token = PsScalar::build(s, "token")?;
+        let recipe = PsScalar::build(s, "recipe")?;
         // The workers may read the variables only once the update has changed them all.
         let token_after_update = ops::Assign::new()
             .add_control_input(update.clone())
@@ -348,7 +306,7 @@ impl<'a> Chief<'a> {
     ) -> Result<Chief<'a>> {
         let protocol = tg.between.as_ref().context("the graph was not built for between-graph replication")?;
         let generation = protocol.generation.read(session, false)?.unwrap_or(0) + 1;
-        protocol.recipe.write(session, &recipe_json(recipe, generation))?;
+        protocol.recipe.write(session, recipe_json(recipe, generation))?;
         protocol.generation.write(session, generation)?;
         protocol.token.write(session, token(generation, asynchronous, HOLD))?;
         if let Some(sync) = &protocol.sync {
@@ -655,7 +613,7 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
 fn check_recipe(session: &Session, protocol: &Protocol, name: &str, mine: &[(&str, String)], generation: i64) -> Result<bool> {
     let start = Instant::now();
     loop {
-        let published = protocol.recipe.read(session)?.context("the chief published no recipe on ps 0")?;
+        let published = protocol.recipe.read(session, false)?.context("the chief published no recipe on ps 0")?;
         let differences = recipe_differences(name, mine, &published)?;
         match recipe_generation(&published) {
             Some(g) if g > generation => return Ok(false),
