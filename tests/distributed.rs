@@ -85,6 +85,14 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     out
 }
 
+/// From epoch `from` on, `other`'s loss is within 1e-4 relative of one process's (`one`).
+fn assert_losses_match(one: &[metrics::Row], other: &[metrics::Row], from: usize, what: &str) {
+    assert!(one.len() > from && other.len() > from, "no epoch {from} to compare: {} and {} rows", one.len(), other.len());
+    for (x, y) in one.iter().zip(other).skip(from) {
+        assert!((x.loss - y.loss).abs() <= 1e-4 * x.loss.abs(), "epoch {}: one process {} vs {what} {}", x.epoch, x.loss, y.loss);
+    }
+}
+
 #[test]
 fn cluster_matches_one_process_and_names_a_lost_worker() {
     let tmp = common::TempDir::new("distributed");
@@ -110,8 +118,8 @@ fn cluster_matches_one_process_and_names_a_lost_worker() {
     let b = metrics::read(&dist.join("metrics.csv")).unwrap();
     assert_eq!(a.len(), 3);
     assert_eq!(b.len(), 3);
+    assert_losses_match(&a, &b, 0, "cluster");
     for (x, y) in a.iter().zip(&b) {
-        assert!((x.loss - y.loss).abs() <= 1e-4 * x.loss.abs(), "epoch {}: one process {} vs cluster {}", x.epoch, x.loss, y.loss);
         assert_eq!(x.train_accuracy, y.train_accuracy, "epoch {}", x.epoch);
     }
 
@@ -127,7 +135,7 @@ fn cluster_matches_one_process_and_names_a_lost_worker() {
     let a = metrics::read(&single.join("metrics.csv")).unwrap();
     let b = metrics::read(&dist.join("metrics.csv")).unwrap();
     assert_eq!(b.len(), 4);
-    assert!((a[3].loss - b[3].loss).abs() <= 1e-4 * a[3].loss.abs(), "resumed epoch 3: one process {} vs cluster {}", a[3].loss, b[3].loss);
+    assert_losses_match(&a, &b, 3, "resumed cluster");
 
     // Worker 1 killed mid-run: the chief stops and names it.
     let mut servers = servers;
@@ -260,8 +268,8 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     let a = metrics::read(&single.join("metrics.csv")).unwrap();
     let b = metrics::read(&dist.join("metrics.csv")).unwrap();
     assert_eq!(b.len(), 3, "{err}");
+    assert_losses_match(&a, &b, 0, "between-graph");
     for (x, y) in a.iter().zip(&b) {
-        assert!((x.loss - y.loss).abs() <= 1e-4 * x.loss.abs(), "epoch {}: one process {} vs between-graph {}", x.epoch, x.loss, y.loss);
         assert_eq!(x.train_accuracy, y.train_accuracy, "epoch {}", x.epoch);
     }
 
@@ -288,9 +296,7 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     let a = metrics::read(&single.join("metrics.csv")).unwrap();
     let b = metrics::read(&dist.join("metrics.csv")).unwrap();
     assert_eq!(b.len(), 5, "{b:?}");
-    for (x, y) in a.iter().zip(&b).skip(3) {
-        assert!((x.loss - y.loss).abs() <= 1e-4 * x.loss.abs(), "resumed epoch {}: one process {} vs between-graph {}", x.epoch, x.loss, y.loss);
-    }
+    assert_losses_match(&a, &b, 3, "resumed between-graph");
 
     // Worker 1 killed mid-run: the chief names it and stops, without hanging.
     let lost = tmp.path().join("lost");
