@@ -56,14 +56,16 @@ struct GpuOptions {
 
 impl RuntimeConfig {
     /// The (intra-op, inter-op) thread counts a session gets: the user's, or where they are 0,
-    /// one per core for both. Measured with `alexnet bench` on 2 cores: intra-op 1 or 2 and
+    /// TensorFlow's own environment variables (`TF_NUM_INTRAOP_THREADS`, `TF_NUM_INTEROP_THREADS`,
+    /// which its default sessions honour too), else one per core for both. Measured with `alexnet bench` on 2 cores: intra-op 1 or 2 and
     /// inter-op 1, 2 or 3 train, infer and peak at the same figures within the noise (±3%), since
     /// every big op is a oneDNN kernel that already spreads over the intra-op pool. So this is
     /// TensorFlow's own choice, made explicit so that logs and `bench` show real numbers.
     pub fn threads(&self) -> (i32, i32) {
         let cores = std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1);
-        let pick = |given: i32| if given > 0 { given } else { cores };
-        (pick(self.intra_op_threads), pick(self.inter_op_threads))
+        let from_env = |var: &str| std::env::var(var).ok().and_then(|v| v.trim().parse::<i32>().ok()).filter(|n| *n > 0);
+        let pick = |given: i32, var: &str| if given > 0 { given } else { from_env(var).unwrap_or(cores) };
+        (pick(self.intra_op_threads, "TF_NUM_INTRAOP_THREADS"), pick(self.inter_op_threads, "TF_NUM_INTEROP_THREADS"))
     }
 
     fn config_proto(&self) -> ConfigProto {

@@ -119,8 +119,10 @@ fn cluster_matches_one_process_and_names_a_lost_worker() {
     assert_eq!(a.len(), 3);
     assert_eq!(b.len(), 3);
     assert_losses_match(&a, &b, 0, "cluster");
+    // Replicas on a cluster sum their halves' gradients in another order than one process: the
+    // losses agree within 1e-4 (above), accuracies within one example of the 24.
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.train_accuracy, y.train_accuracy, "epoch {}", x.epoch);
+        common::assert_accuracy_close(x.train_accuracy, y.train_accuracy, 24, &format!("epoch {}", x.epoch));
     }
 
     // A restarted chief continues from its last checkpoint: the ps' values are replaced by it,
@@ -269,8 +271,10 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     let b = metrics::read(&dist.join("metrics.csv")).unwrap();
     assert_eq!(b.len(), 3, "{err}");
     assert_losses_match(&a, &b, 0, "between-graph");
+    // Replicas on a cluster sum their halves' gradients in another order than one process: the
+    // losses agree within 1e-4 (above), accuracies within one example of the 24.
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.train_accuracy, y.train_accuracy, "epoch {}", x.epoch);
+        common::assert_accuracy_close(x.train_accuracy, y.train_accuracy, 24, &format!("epoch {}", x.epoch));
     }
 
     // The chief killed mid-epoch and restarted with --resume continues from its last checkpoint;

@@ -87,8 +87,13 @@ fn train_accuracy_from_the_next_step_equals_a_separate_pass() {
     for (a, b) in separate.iter().zip(&lookahead) {
         assert_eq!(a.epoch, b.epoch);
         assert!((a.loss - b.loss).abs() <= 1e-6 * a.loss.abs(), "epoch {}: loss {} vs {}", a.epoch, a.loss, b.loss);
-        assert_eq!(a.train_accuracy, b.train_accuracy, "epoch {}", a.epoch);
-        assert_eq!(a.val_accuracy, b.val_accuracy, "epoch {}", a.epoch);
+        // The lookahead takes train accuracy from the next step's dropout-off head, a separate
+        // pass from another graph run in chunks: other kernels, so one flipped near-tie is allowed
+        // (see assert_accuracy_close). Val is the same pass in both, but after updates whose
+        // fetches (and so grappler's rewrites) differ, within the loss tolerance above.
+        let what = format!("epoch {}", a.epoch);
+        common::assert_accuracy_close(a.train_accuracy, b.train_accuracy, 60, &what);
+        common::assert_val_accuracy_close(a.val_accuracy, b.val_accuracy, 60, &what);
     }
 }
 
@@ -101,7 +106,10 @@ fn streamed_data_set_trains_like_the_in_graph_one() {
     assert_eq!(in_graph.len(), 2);
     for (a, b) in in_graph.iter().zip(&streamed) {
         assert!((a.loss - b.loss).abs() <= 1e-5 * a.loss.abs(), "epoch {}: loss {} vs {}", a.epoch, a.loss, b.loss);
-        assert_eq!(a.train_accuracy, b.train_accuracy);
-        assert_eq!(a.val_accuracy, b.val_accuracy);
+        // Decoded per batch from disk vs gathered from the cached variable: other graphs (see
+        // assert_accuracy_close), within the loss tolerance above.
+        let what = format!("epoch {}", a.epoch);
+        common::assert_accuracy_close(a.train_accuracy, b.train_accuracy, 60, &what);
+        common::assert_val_accuracy_close(a.val_accuracy, b.val_accuracy, 60, &what);
     }
 }

@@ -260,6 +260,7 @@ fn sigkill_then_resume_gives_the_uninterrupted_result() {
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.epoch, y.epoch);
         assert!((x.loss - y.loss).abs() <= 1e-6 * x.loss.abs().max(1e-6), "epoch {}: {} vs {}", x.epoch, x.loss, y.loss);
+        // Exact: a resume restores every variable and runs the same graph, batches and threads.
         assert_eq!(x.train_accuracy, y.train_accuracy, "epoch {}", x.epoch);
     }
     assert_eq!(a.last().unwrap().val_accuracy, b.last().unwrap().val_accuracy);

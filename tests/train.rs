@@ -58,6 +58,7 @@ fn resumed_run_matches_uninterrupted_run() {
     for (a, b) in rows.iter().zip(&resumed) {
         assert_eq!(a.epoch, b.epoch);
         assert!((a.loss - b.loss).abs() <= 1e-6 * a.loss.abs().max(1e-6), "epoch {}: {} vs {}", a.epoch, a.loss, b.loss);
+        // Exact: a resume restores every variable and runs the same graph, batches and threads.
         assert_eq!(a.train_accuracy, b.train_accuracy);
         // The split run also measured val at its first run's last epoch; where both measured, equal.
         if a.val_accuracy.is_some() {

@@ -79,3 +79,20 @@ pub fn alexnet() -> Command {
     c.env("TF_CPP_MIN_LOG_LEVEL", "3");
     c
 }
+
+/// Two accuracies (percent of `examples`) from different computations of the same model: another
+/// graph, batch split or data path runs other oneDNN kernels or summation orders, whose last bits
+/// differ by CPU (AVX2 vs AVX-512) and thread count. That can flip one near-tied argmax, so they
+/// may differ by one example, and no more. Reruns and resumes of the same graph compare exactly.
+pub fn assert_accuracy_close(a: f64, b: f64, examples: usize, what: &str) {
+    let one = 100.0 / examples as f64;
+    assert!((a - b).abs() <= one + 1e-9, "{what}: accuracy {a} vs {b} differs by more than one of {examples} examples");
+}
+
+/// The same for optional (validation) accuracies: both measured or neither.
+pub fn assert_val_accuracy_close(a: Option<f64>, b: Option<f64>, examples: usize, what: &str) {
+    match (a, b) {
+        (Some(a), Some(b)) => assert_accuracy_close(a, b, examples, what),
+        (a, b) => assert_eq!(a.is_some(), b.is_some(), "{what}: val measured in one run only ({a:?} vs {b:?})"),
+    }
+}
