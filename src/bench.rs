@@ -17,11 +17,11 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::data::{self, Decoder, Preprocess};
-use crate::model::{self, Layer, ModelConfig, Precision};
-use crate::runtime::RuntimeConfig;
+use crate::data::images::{self as data, Decoder, Preprocess};
+use crate::graph::model::{self, Layer, ModelConfig, Precision};
+use crate::graph::runtime::RuntimeConfig;
 use crate::train::{Batch, StepFeeds, TrainGraph};
-use crate::weights::{self, LoadOptions};
+use crate::data::weights::{self, LoadOptions};
 
 /// The figures measured per precision (bf16 ones with the suffix `_bf16`); decode_images_per_sec
 /// and peak_rss_mb are measured once. Both implementations report the same keys.

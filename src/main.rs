@@ -3,14 +3,21 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use alexnet::activations::{self, Engine, Setup};
-use alexnet::cluster::{self, ClusterConfig};
-use alexnet::compare::{self, Layout};
-use alexnet::model::{LrnProfile, ModelConfig, Precision};
-use alexnet::runtime::{self, DeviceChoice, RuntimeConfig};
+use alexnet::compare::activations::{self, Engine, Setup};
+use alexnet::distributed::cluster::{self, ClusterConfig};
+use alexnet::compare::dumps::{self as compare, Layout};
+use alexnet::graph::model::{LrnProfile, ModelConfig, Precision};
+use alexnet::graph::runtime::{self, DeviceChoice, RuntimeConfig};
 use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
-use alexnet::predict::{self, Predictor};
-use alexnet::{bench, caffe, data, eval, export, graph_spec, network_graph, plot};
+use alexnet::serve::predict::{self, Predictor};
+use alexnet::bench;
+use alexnet::data::caffe;
+use alexnet::data::images as data;
+use alexnet::serve::eval;
+use alexnet::serve::export;
+use alexnet::compare::graph_spec;
+use alexnet::graph::network_graph;
+use alexnet::observe::plot;
 use anyhow::{Result, bail};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
@@ -372,11 +379,11 @@ struct RuntimeArgs {
 }
 
 impl InputArgs {
-    fn preprocess(&self) -> Result<alexnet::data::Preprocess> {
+    fn preprocess(&self) -> Result<alexnet::data::images::Preprocess> {
         if self.pixel_mean.len() != 1 && self.pixel_mean.len() != 3 {
             bail!("--pixel-mean takes one value or three (R,G,B), got {}", self.pixel_mean.len());
         }
-        Ok(alexnet::data::Preprocess { pixel_mean: self.pixel_mean.clone(), bgr: !self.rgb, ..Default::default() })
+        Ok(alexnet::data::images::Preprocess { pixel_mean: self.pixel_mean.clone(), bgr: !self.rgb, ..Default::default() })
     }
 }
 
@@ -561,7 +568,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
     };
     match &opts.cluster {
         // The other workers of a between-graph cluster write no run directory.
-        Some(c) if opts.between_graph && !c.is_chief() => alexnet::between_graph::work(&cfg, c, opts.quiet),
+        Some(c) if opts.between_graph && !c.is_chief() => alexnet::distributed::between_graph::work(&cfg, c, opts.quiet),
         _ => train::train(&cfg, &a.run_dir, &opts).map(drop),
     }
 }

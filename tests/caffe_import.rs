@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use alexnet::caffe::{self, ModelInfo};
-use alexnet::model::{self, LrnProfile, ModelConfig};
-use alexnet::weights::{self, LoadOptions};
+use alexnet::data::caffe::{self, ModelInfo};
+use alexnet::graph::model::{self, LrnProfile, ModelConfig};
+use alexnet::data::weights::{self, LoadOptions};
 use tensorflow::{DataType, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, ops};
 
 fn python() -> &'static Path {

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Instant;
 
-use alexnet::activations::{Engine, Setup};
-use alexnet::compare;
-use alexnet::network_graph;
-use alexnet::model::ModelConfig;
+use alexnet::compare::activations::{Engine, Setup};
+use alexnet::compare::dumps as compare;
+use alexnet::graph::network_graph;
+use alexnet::graph::model::ModelConfig;
 use ndarray::{ArrayD, IxDyn};
 
 const PHOTO: &str = "val/dog/pexels-photo-1851471.jpeg";
@@ -121,7 +121,7 @@ fn every_layer_matches_the_independent_reference_on_a_photo() {
 
 fn write_nchw_copy(from: &Path, to: &Path, perturb: Option<&str>) {
     std::fs::create_dir_all(to).unwrap();
-    for layer in alexnet::activations::layer_names(&ModelConfig::swift_original()) {
+    for layer in alexnet::compare::activations::layer_names(&ModelConfig::swift_original()) {
         let a = compare::read_npy(&from.join(format!("{layer}.npy"))).unwrap();
         let mut a = if a.ndim() == 4 { a.permuted_axes(IxDyn(&[0, 3, 1, 2])).as_standard_layout().into_owned() } else { a };
         if perturb == Some(layer) {
@@ -186,15 +186,15 @@ fn activations_cli_writes_dumps_that_compare_activations_checks() {
 #[test]
 fn run_dir_parameters_come_from_the_latest_checkpoint() {
     use alexnet::train::{TrainConfig, TrainGraph};
-    use alexnet::weights::{self, LoadOptions};
+    use alexnet::data::weights::{self, LoadOptions};
     let tmp = common::TempDir::new("run");
     let run = tmp.path();
     let mut cfg = TrainConfig::swift_recipe(common::images(), None, vec!["cat".into(), "dog".into()]);
-    cfg.model.lrn = alexnet::model::LrnProfile::Caffe;
+    cfg.model.lrn = alexnet::graph::model::LrnProfile::Caffe;
     cfg.preprocess.pixel_mean = vec![1.0, 2.0, 3.0];
     cfg.write(run).unwrap();
     // A checkpoint of seeded parameters, written by the trainer's own graph and saver.
-    let (params, _) = weights::load(None, &alexnet::model::param_specs(&cfg.model), &LoadOptions { strict: false, seed: 9 }).unwrap();
+    let (params, _) = weights::load(None, &alexnet::graph::model::param_specs(&cfg.model), &LoadOptions { strict: false, seed: 9 }).unwrap();
     let tg = TrainGraph::build(&cfg.model, 0.9, 0.0).unwrap();
     let session = tensorflow::Session::new(&tensorflow::SessionOptions::new(), &tg.scope.graph()).unwrap();
     let images = tensorflow::Tensor::<f32>::new(&[1, 227, 227, 3]);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use alexnet::metrics;
+use alexnet::run::metrics;
 
 /// Kills its processes on drop.
 struct Procs(Vec<Child>);
@@ -156,7 +156,7 @@ fn cluster_matches_one_process_and_names_a_lost_worker() {
     assert!(!out.status.success(), "the chief went on without worker 1:\n{err}");
     assert!(err.contains("lost worker 1 (/job:worker/replica:0/task:1"), "{err}");
     assert!(err.contains("--resume"), "{err}");
-    assert!(alexnet::checkpoint::latest(&lost).unwrap().is_some(), "no checkpoint kept");
+    assert!(alexnet::run::checkpoint::latest(&lost).unwrap().is_some(), "no checkpoint kept");
 }
 
 /// Runs the chief of `cluster` with `extra` arguments, in the background.
@@ -320,7 +320,7 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     assert!(killed.elapsed() < Duration::from_secs(30), "the chief took {:?} to stop", killed.elapsed());
     assert!(err.contains("lost worker 1 (/job:worker/replica:0/task:1"), "{err}");
     assert!(err.contains("--resume"), "{err}");
-    assert!(alexnet::checkpoint::latest(&lost).unwrap().is_some(), "no checkpoint kept");
+    assert!(alexnet::run::checkpoint::latest(&lost).unwrap().is_some(), "no checkpoint kept");
 
     // With dropout and weight decay, between-graph worker i draws the masks of in-graph replica i
     // and decays on the ps: the same losses as in-graph.

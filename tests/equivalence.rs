@@ -4,9 +4,9 @@
 
 mod common;
 
-use alexnet::model::{self, ModelConfig};
+use alexnet::graph::model::{self, ModelConfig};
 use alexnet::train::{self, TrainGraph};
-use alexnet::weights::{self, LoadOptions};
+use alexnet::data::weights::{self, LoadOptions};
 use ndarray::{ArrayView4, ArrayViewD};
 use ndarray_npy::{read_npy, write_npy};
 use std::process::Command;
@@ -15,7 +15,7 @@ use std::process::Command;
 fn ten_steps_match_python_tensorflow() {
     let tmp = common::TempDir::new("equivalence");
     let dir = tmp.path();
-    let dataset = alexnet::data::scan(&common::images()).unwrap();
+    let dataset = alexnet::data::images::scan(&common::images()).unwrap();
     let cfg = ModelConfig::new(dataset.classes.len());
     let (images, labels) = train::decode_dataset(&dataset, &Default::default()).unwrap();
     let specs = model::param_specs(&cfg);

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use alexnet::data::{self, Decoder};
-use alexnet::model;
+use alexnet::data::images::{self as data, Decoder};
+use alexnet::graph::model;
 use alexnet::train::{self, RunOptions, TrainConfig, TrainGraph};
-use alexnet::weights::{self, LoadOptions};
+use alexnet::data::weights::{self, LoadOptions};
 use tensorflow::{Graph, SavedModelBundle, Session, SessionOptions, SessionRunArgs, Tensor, ops};
 
 const TOLERANCE: f32 = 1e-5;
@@ -157,7 +157,7 @@ fn write_png_copy(jpeg: &Path, png: &Path) {
 /// Decoder (DecodeJpeg for JPEG files): independent of the export's graph and loading code.
 fn trainer_predictions(run_dir: &Path, files: &[PathBuf]) -> Predictions {
     let cfg = TrainConfig::read(run_dir).unwrap();
-    let (prefix, _) = alexnet::checkpoint::latest(run_dir).unwrap().unwrap();
+    let (prefix, _) = alexnet::run::checkpoint::latest(run_dir).unwrap().unwrap();
     let decoder = Decoder::new(&cfg.preprocess).unwrap();
     let paths: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
     let images = decoder.decode_files(&paths).unwrap();
@@ -188,7 +188,7 @@ fn bundle_predictions(model: &Path, files: &[PathBuf]) -> Predictions {
     let tensor = |info: &tensorflow::TensorInfo| (graph.operation_by_name_required(&info.name().name).unwrap(), info.name().index);
     let (images_op, images_idx) = tensor(sig.get_input("images").unwrap());
     let bytes: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
-    let batch = alexnet::inference::encoded_batch(&bytes);
+    let batch = alexnet::graph::inference::encoded_batch(&bytes);
     let mut args = SessionRunArgs::new();
     args.add_feed(&images_op, images_idx, &batch);
     let mut fetch = |key: &str| {

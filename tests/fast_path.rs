@@ -5,10 +5,10 @@
 
 mod common;
 
-use alexnet::model::{self, LrnProfile, ModelConfig, Precision};
-use alexnet::rng::Rng;
+use alexnet::graph::model::{self, LrnProfile, ModelConfig, Precision};
+use alexnet::util::rng::Rng;
 use alexnet::train;
-use alexnet::weights::{self, LoadOptions};
+use alexnet::data::weights::{self, LoadOptions};
 use tensorflow::{DataType, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, ops};
 
 /// Loss and every gradient of a small network on a fixed batch.
@@ -21,7 +21,7 @@ fn loss_and_gradients(precision: Precision) -> (f32, Vec<Vec<f32>>) {
     let dropout = model::dropout_inputs(s).unwrap();
     let net = model::build_with(s, &cfg, input.clone().into(), &dropout, precision).unwrap();
     let loss = train::softmax_loss(s, net.logits.clone(), labels.clone().into(), cfg.classes).unwrap();
-    let grads = alexnet::gradients::gradients(s, &net, loss.clone()).unwrap();
+    let grads = alexnet::graph::gradients::gradients(s, &net, loss.clone()).unwrap();
     let session = Session::new(&SessionOptions::new(), &s.graph()).unwrap();
     let (mut params, _) = weights::load(None, &model::param_specs(&cfg), &LoadOptions { strict: false, seed: 5 }).unwrap();
     for p in params.iter_mut().filter(|p| p.layer.starts_with("fc")) {
@@ -59,7 +59,7 @@ fn bf16_gradients_follow_the_float32_ones() {
     }
 }
 
-fn train(dir: &std::path::Path, extra: &[&str]) -> (Vec<alexnet::metrics::Row>, String) {
+fn train(dir: &std::path::Path, extra: &[&str]) -> (Vec<alexnet::run::metrics::Row>, String) {
     let out = common::alexnet()
         .args(["train", "--quiet", "--val-every", "1", "--seed", "4", "--images"])
         .arg(common::images())
@@ -72,7 +72,7 @@ fn train(dir: &std::path::Path, extra: &[&str]) -> (Vec<alexnet::metrics::Row>, 
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
-    (alexnet::metrics::read(&dir.join("metrics.csv")).unwrap(), err)
+    (alexnet::run::metrics::read(&dir.join("metrics.csv")).unwrap(), err)
 }
 
 #[test]

@@ -4,7 +4,10 @@
 
 mod common;
 
-use alexnet::{data, metrics, train::TrainConfig, weights};
+use alexnet::data::images as data;
+use alexnet::run::metrics;
+use alexnet::train::TrainConfig;
+use alexnet::data::weights;
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {

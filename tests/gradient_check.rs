@@ -2,10 +2,10 @@
 //! (every layer, LRN included): the directional derivative of the loss along a random direction,
 //! one layer's weights or biases at a time.
 
-use alexnet::model::{self, LrnProfile, ModelConfig};
-use alexnet::rng::Rng;
+use alexnet::graph::model::{self, LrnProfile, ModelConfig};
+use alexnet::util::rng::Rng;
 use alexnet::train;
-use alexnet::weights::{self, LoadOptions};
+use alexnet::data::weights::{self, LoadOptions};
 use tensorflow::{DataType, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, ops};
 
 fn check(lrn: LrnProfile) {
@@ -18,7 +18,7 @@ fn check(lrn: LrnProfile) {
     let net = model::build(s, &cfg, input.clone().into(), &dropout).unwrap();
     let loss = train::softmax_loss(s, net.logits.clone(), labels.clone().into(), cfg.classes).unwrap();
     let vars = net.variables();
-    let grads = alexnet::gradients::gradients(s, &net, loss.clone()).unwrap();
+    let grads = alexnet::graph::gradients::gradients(s, &net, loss.clone()).unwrap();
     let session = Session::new(&SessionOptions::new(), &s.graph()).unwrap();
 
     // Weights large enough that every layer matters: the Swift initialisation, fc layers scaled up.

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use alexnet::data::{self, Decoder, Preprocess};
-use alexnet::metrics;
+use alexnet::data::images::{self as data, Decoder, Preprocess};
+use alexnet::run::metrics;
 use common::TempDir;
 
 fn train(images: &Path, run: &Path, extra: &[&str]) -> Command {
@@ -135,8 +135,8 @@ fn folder_structure_problems_are_explained() {
 
 #[test]
 fn weight_file_problems_name_the_file() {
-    use alexnet::model::{ModelConfig, param_specs};
-    use alexnet::weights::{LoadOptions, load};
+    use alexnet::graph::model::{ModelConfig, param_specs};
+    use alexnet::data::weights::{LoadOptions, load};
     let tmp = TempDir::new("weights");
     let specs = param_specs(&ModelConfig::new(2));
     let opts = LoadOptions { strict: false, seed: 0 };
@@ -187,7 +187,7 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let out = train(&images, &run, &["--epochs", "20", "--lr", "1e6", "--dropout", "0"]).output().unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
-    let (prefix, epoch) = alexnet::checkpoint::latest(&run).unwrap().expect("a checkpoint before the divergence");
+    let (prefix, epoch) = alexnet::run::checkpoint::latest(&run).unwrap().expect("a checkpoint before the divergence");
     assert!(err.contains(&format!("in epoch {}", epoch + 1)) && err.contains("training diverged"), "{err}");
     assert!(err.contains(&format!("epoch {epoch}) is kept")), "{err}");
     assert!(prefix.with_extension("index").exists());
@@ -202,7 +202,7 @@ fn start_and_wait(images: &Path, run: &Path, total: &str, epochs: usize) -> std:
     let mut child = train(images, run, &["--epochs", total, "--seed", "7"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        if let Ok(Some((_, e))) = alexnet::checkpoint::latest(run) {
+        if let Ok(Some((_, e))) = alexnet::run::checkpoint::latest(run) {
             if e + 1 >= epochs {
                 return child;
             }
@@ -232,7 +232,7 @@ fn sigint_and_sigterm_checkpoint_and_say_how_to_resume() {
         let err = stderr(&out);
         assert!(err.contains("interrupted after epoch") && err.contains("--resume"), "SIG{sig}: {err}");
         // The checkpoint is that of the last finished epoch, and the metrics end there too.
-        let (_, epoch) = alexnet::checkpoint::latest(&run).unwrap().unwrap();
+        let (_, epoch) = alexnet::run::checkpoint::latest(&run).unwrap().unwrap();
         assert!(err.contains(&format!("interrupted after epoch {epoch};")), "{err}");
         assert_eq!(metrics::read(&run.join("metrics.csv")).unwrap().last().unwrap().epoch, epoch);
     }

@@ -6,8 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use alexnet::events::{self, Event, SessionLog};
-use alexnet::metrics::{self, Row};
+use alexnet::observe::events::{self, Event, SessionLog};
+use alexnet::run::metrics::{self, Row};
 use common::TempDir;
 
 fn train(images: &Path, run: &Path, extra: &[&str]) {

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use alexnet::metrics;
+use alexnet::run::metrics;
 
 fn train(run: &Path, extra: &[&str]) -> std::process::Output {
     let mut cmd = common::alexnet();
@@ -39,7 +39,7 @@ fn resumed_run_matches_uninterrupted_run() {
     assert!(rows.iter().all(|r| r.loss.is_finite() && (0.0..=100.0).contains(&r.train_accuracy)));
     let cfg = alexnet::train::TrainConfig::read(&full).unwrap();
     assert_eq!(cfg.classes, ["cat", "dog"]);
-    let (_, epoch) = alexnet::checkpoint::latest(&full).unwrap().unwrap();
+    let (_, epoch) = alexnet::run::checkpoint::latest(&full).unwrap().unwrap();
     assert_eq!(epoch, 3);
     assert!(full.join("summary.json").exists());
 

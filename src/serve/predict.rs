@@ -8,10 +8,10 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 use tensorflow::{DataType, Graph, Output, SavedModelBundle, Session, SessionOptions, SessionRunArgs, Tensor};
 
-use crate::data::Preprocess;
-use crate::export::{SERVE_TAG, SERVING_SIGNATURE};
-use crate::model::{LrnProfile, ModelConfig};
-use crate::inference::{self, InferenceGraph};
+use crate::data::images::Preprocess;
+use crate::serve::export::{SERVE_TAG, SERVING_SIGNATURE};
+use crate::graph::model::{LrnProfile, ModelConfig};
+use crate::graph::inference::{self, InferenceGraph};
 use crate::train;
 
 /// Images per session run.
@@ -85,8 +85,8 @@ impl Predictor {
             }
             None => (0..classes).map(|i| format!("class {i}")).collect(),
         };
-        let specs = crate::model::param_specs(&model);
-        let (params, _) = crate::weights::load(Some(dir), &specs, &crate::weights::LoadOptions { strict: true, seed: 0 })?;
+        let specs = crate::graph::model::param_specs(&model);
+        let (params, _) = crate::data::weights::load(Some(dir), &specs, &crate::data::weights::LoadOptions { strict: true, seed: 0 })?;
         let g = InferenceGraph::build(&model, preprocess, &names)?;
         let session = Session::new(&SessionOptions::new(), &g.scope.graph())?;
         train::init_params(&session, &g.net, &params)?;

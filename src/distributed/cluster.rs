@@ -7,7 +7,7 @@
 //! the gradients of the shards are averaged into one momentum update (or, with `--async`, each
 //! replica applies its own from a thread of the chief). The other workers and the ps only run
 //! `alexnet server`. With `--between-graph` every worker is a client of its own: see
-//! [`crate::between_graph`].
+//! [`crate::distributed::between_graph`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CStr;
@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail, ensure};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::model::ParamSpec;
+use crate::graph::model::ParamSpec;
 
 /// The TF_CONFIG layout: `{"cluster": {"ps": [...], "worker": [...]}, "task": {"type": "worker", "index": 0}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn placement_spreads_by_size() {
-        let specs = crate::model::param_specs(&crate::model::ModelConfig::new(2));
+        let specs = crate::graph::model::param_specs(&crate::graph::model::ModelConfig::new(2));
         let p = Placement::new(2, 2, &specs);
         let total = |k: usize| -> usize {
             specs

@@ -112,7 +112,7 @@ pub struct Preprocess {
 
 impl Default for Preprocess {
     fn default() -> Self {
-        Preprocess { size: crate::model::INPUT_SIZE, pixel_mean: vec![0.0], bgr: true }
+        Preprocess { size: crate::graph::model::INPUT_SIZE, pixel_mean: vec![0.0], bgr: true }
     }
 }
 

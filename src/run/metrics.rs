@@ -71,7 +71,7 @@ pub fn read(path: &Path) -> Result<Vec<Row>> {
 
 /// Rewrites the whole file atomically (it is small), so a reader never sees half a row.
 pub fn write(path: &Path, rows: &[Row]) -> Result<()> {
-    crate::fsutil::write_atomic(path, to_csv(rows).as_bytes())
+    crate::util::fsutil::write_atomic(path, to_csv(rows).as_bytes())
 }
 
 #[cfg(test)]

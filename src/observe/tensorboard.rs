@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use tensorflow::{DataType, Graph, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
-use crate::events::{Event, SessionLog};
-use crate::metrics::Row;
-use crate::model;
+use crate::observe::events::{Event, SessionLog};
+use crate::run::metrics::Row;
+use crate::graph::model;
 use crate::train::{Batch, TrainConfig, TrainGraph};
 
 /// The folder of a run that holds the event files.

@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, TensorType, Variable, ops};
 
-use crate::cluster::{ClusterConfig, Server, device};
-use crate::data;
-use crate::model;
-use crate::runtime::CLUSTER_STEP_TIMEOUT_MS;
+use crate::distributed::cluster::{ClusterConfig, Server, device};
+use crate::data::images as data;
+use crate::graph::model;
+use crate::graph::runtime::CLUSTER_STEP_TIMEOUT_MS;
 use crate::train::{self, Source, StepFeeds, TrainConfig, TrainGraph, split_part};
 
 /// Low 31 bits of a token: a step, or one of these.
@@ -571,7 +571,7 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
             let (epoch, b) = (step / steps_per_epoch, step % steps_per_epoch);
             if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
                 let mut o: Vec<i32> = (0..n_train as i32).collect();
-                crate::rng::Rng::new(cfg.seed, 1_000_000 + epoch as u64).shuffle(&mut o);
+                crate::util::rng::Rng::new(cfg.seed, 1_000_000 + epoch as u64).shuffle(&mut o);
                 order = Some((epoch, o));
             }
             let global = order.as_ref().unwrap().1.chunks(batch).nth(b).with_context(|| format!("step {step} is past the data set's {steps_per_epoch} steps per epoch: does this worker have the chief's images and --batch-size?"))?;

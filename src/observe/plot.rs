@@ -12,15 +12,15 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::fsutil;
-use crate::metrics::{self, Row};
+use crate::util::fsutil;
+use crate::run::metrics::{self, Row};
 
 /// The plot's file name in a run directory.
 pub const CURVES: &str = "curves.png";
 
 const SIZE: (u32, u32) = (1000, 800);
 const FONT: &str = "sans-serif";
-static FONT_DATA: &[u8] = include_bytes!("../assets/fonts/DejaVuSans-subset.ttf");
+static FONT_DATA: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf");
 
 /// Tableau's ten colours: distinct, and readable on white.
 const COLOURS: [RGBColor; 10] = [

@@ -3,7 +3,7 @@
 //! A TFRecord file is a sequence of records, each `u64` little-endian length, masked CRC32C of
 //! those 8 bytes, the data, masked CRC32C of the data. In an event file every record is a
 //! `tensorflow.Event` (tensorflow/core/util/event.proto). TensorFlow's own summary writer makes
-//! the files ([`crate::tensorboard`]); this module reads them back, checking every CRC, and
+//! the files ([`crate::observe::tensorboard`]); this module reads them back, checking every CRC, and
 //! encodes the one event the project writes itself (a SessionLog START when a run resumes).
 
 use std::path::{Path, PathBuf};

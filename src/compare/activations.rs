@@ -1,6 +1,6 @@
 //! Every layer's activation for one image, from the TensorFlow graph or from the independent
-//! reference in [`crate::reference`], written as `<layer>.npy` (float32, NHWC batch 1, or
-//! [1, width] for fc layers) and `<layer>.png` (see [`crate::visualize`]).
+//! reference in [`crate::compare::reference`], written as `<layer>.npy` (float32, NHWC batch 1, or
+//! [1, width] for fc layers) and `<layer>.png` (see [`crate::compare::visualize`]).
 
 use std::path::Path;
 
@@ -8,12 +8,13 @@ use anyhow::{Context, Result, ensure};
 use ndarray::{ArrayD, IxDyn};
 use tensorflow::{Session, SessionRunArgs, Tensor};
 
-use crate::data::{self, Decoder, Preprocess};
-use crate::network_graph::NetworkGraph;
-use crate::model::{self, ModelConfig};
+use crate::data::images::{self as data, Decoder, Preprocess};
+use crate::graph::network_graph::NetworkGraph;
+use crate::graph::model::{self, ModelConfig};
 use crate::train;
-use crate::weights::{self, LayerParams, LoadOptions};
-use crate::{reference, visualize};
+use crate::data::weights::{self, LayerParams, LoadOptions};
+use crate::compare::reference;
+use crate::compare::visualize;
 
 /// Which implementation computes the activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -119,7 +120,7 @@ pub fn write(out: &Path, activations: &[(&'static str, ArrayD<f32>)]) -> Result<
         let npy = out.join(format!("{layer}.npy"));
         let mut bytes = vec![];
         ndarray_npy::WriteNpyExt::write_npy(a, &mut bytes).with_context(|| format!("cannot encode {}", npy.display()))?;
-        crate::fsutil::write_atomic(&npy, &bytes)?;
+        crate::util::fsutil::write_atomic(&npy, &bytes)?;
         visualize::write_png(&out.join(format!("{layer}.png")), &visualize::picture(a.view())?)?;
         stats.push(Stats::of(layer, a));
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::data;
+use crate::data::images as data;
 use crate::train::{self, TrainGraph, argmax};
 
 /// Accuracy and confusion matrix (rows: true class, columns: predicted) of one split.

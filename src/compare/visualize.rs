@@ -77,7 +77,7 @@ pub fn picture(activation: ArrayViewD<f32>) -> Result<RgbImage> {
 pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
     let mut bytes = std::io::Cursor::new(vec![]);
     img.write_to(&mut bytes, ImageFormat::Png)?;
-    crate::fsutil::write_atomic(path, &bytes.into_inner())
+    crate::util::fsutil::write_atomic(path, &bytes.into_inner())
 }
 
 #[cfg(test)]

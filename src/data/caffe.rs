@@ -5,7 +5,7 @@
 //! checked against the project's table ([`model::param_specs`]). Grouped convolutions (the BVLC
 //! AlexNet has `group: 2` on conv2, conv4 and conv5) are expanded into the equivalent ungrouped
 //! filter, zeros between the groups, so the graph stays one plain Conv2D per layer. Files are
-//! written in the layout of [`crate::weights`], with a `model.json` that records what was found.
+//! written in the layout of [`crate::data::weights`], with a `model.json` that records what was found.
 
 use std::path::{Path, PathBuf};
 
@@ -13,9 +13,9 @@ use anyhow::{Context, Result, bail, ensure};
 use byteorder::{ByteOrder, LittleEndian};
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
-use crate::model::{self, Layer, LrnProfile, ModelConfig, Padding, ParamSpec};
-use crate::weights;
+use crate::util::fsutil;
+use crate::graph::model::{self, Layer, LrnProfile, ModelConfig, Padding, ParamSpec};
+use crate::data::weights;
 
 /// The few messages and fields of Caffe's `src/caffe/proto/caffe.proto` the importer reads, with
 /// Caffe's field numbers; every other field is skipped when decoding.

@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use prost::Message;
 use tensorflow::{DataType, Output, Scope, Shape, ops};
 
-use crate::fsutil;
-use crate::model::{self, ModelConfig, Network};
+use crate::util::fsutil;
+use crate::graph::model::{self, ModelConfig, Network};
 use crate::proto::{self, GraphDef};
 
 /// Name of the input placeholder: NHWC float32, already preprocessed.

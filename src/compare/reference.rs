@@ -11,9 +11,9 @@
 use anyhow::{Result, ensure};
 use ndarray::{Array2, Array3, ArrayD, ArrayView2, ArrayView3, Axis, s};
 
-use crate::data::Preprocess;
-use crate::model::{self, Layer, LrnParams, ModelConfig, Padding};
-use crate::weights::LayerParams;
+use crate::data::images::Preprocess;
+use crate::graph::model::{self, Layer, LrnParams, ModelConfig, Padding};
+use crate::data::weights::LayerParams;
 
 const POOL_WINDOW: usize = 3;
 const POOL_STRIDE: usize = 2;
@@ -244,7 +244,7 @@ mod tests {
     use ndarray::Array;
 
     fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
-        let mut r = crate::rng::Rng::new(seed, 0);
+        let mut r = crate::util::rng::Rng::new(seed, 0);
         (0..n).map(|_| (r.uniform() * 2.0 - 1.0) as f32).collect()
     }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
-use crate::fsutil;
+use crate::util::fsutil;
 
 /// How many checkpoints a run keeps.
 const KEEP: usize = 3;

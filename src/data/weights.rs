@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use byteorder::{ByteOrder, LittleEndian};
 use ndarray::{Array1, Array2, Array4, ArrayD, Axis, IxDyn};
 
-use crate::model::ParamSpec;
-use crate::rng::Rng;
+use crate::graph::model::ParamSpec;
+use crate::util::rng::Rng;
 
 /// One layer's parameters on the host, in TensorFlow's layout.
 #[derive(Clone, Debug, PartialEq)]
@@ -297,7 +297,7 @@ pub fn write_layer(dir: &Path, spec: &ParamSpec, params: &LayerParams) -> Result
     let write = |name: String, values: &[f32]| -> Result<()> {
         let mut bytes = vec![0u8; values.len() * 4];
         LittleEndian::write_f32_into(values, &mut bytes);
-        crate::fsutil::write_atomic(&dir.join(name), &bytes)
+        crate::util::fsutil::write_atomic(&dir.join(name), &bytes)
     };
     write(format!("{}.weights", spec.layer), &tf_to_caffe(spec, &params.weights))?;
     write(format!("{}.biases", spec.layer), params.biases.as_slice().unwrap())
@@ -311,7 +311,7 @@ pub fn l1(params: &LayerParams) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ModelConfig, param_specs};
+    use crate::graph::model::{ModelConfig, param_specs};
 
     #[test]
     fn conv_reorder_follows_the_index_formula() {

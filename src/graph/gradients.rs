@@ -20,7 +20,7 @@
 use anyhow::{Context, Result, bail, ensure};
 use tensorflow::{DataType, Operation, Output, Scope, ops};
 
-use crate::model::{Layer, Network, layers};
+use crate::graph::model::{Layer, Network, layers};
 
 /// Gradients in the order of `net.variables()`.
 pub fn gradients(scope: &mut Scope, net: &Network, loss: Output) -> Result<Vec<Output>> {

@@ -15,8 +15,8 @@
 use anyhow::{Context, Result, ensure};
 use tensorflow::{DataType, Function, FunctionOptions, Graph, Operation, Output, Scope, Shape, Tensor, ops};
 
-use crate::data::{self, Decode, Preprocess};
-use crate::model::{self, ModelConfig, Network};
+use crate::data::images::{self as data, Decode, Preprocess};
+use crate::graph::model::{self, ModelConfig, Network};
 
 /// Names of the graph's inputs and outputs; the exported signatures use the same keys.
 pub const IMAGES: &str = "images";

@@ -17,16 +17,17 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
-use crate::between_graph;
-use crate::checkpoint::{self, Saver};
-use crate::cluster::{ClusterConfig, Placement, Server};
-use crate::data::{self, Dataset, Decoder, Preprocess};
-use crate::fsutil;
-use crate::metrics::{self, Row};
-use crate::model::{self, ModelConfig, Network, Precision};
-use crate::runtime::RuntimeConfig;
-use crate::{plot, tensorboard};
-use crate::weights::{self, LayerParams, LoadOptions};
+use crate::distributed::between_graph;
+use crate::run::checkpoint::{self, Saver};
+use crate::distributed::cluster::{ClusterConfig, Placement, Server};
+use crate::data::images::{self as data, Dataset, Decoder, Preprocess};
+use crate::util::fsutil;
+use crate::run::metrics::{self, Row};
+use crate::graph::model::{self, ModelConfig, Network, Precision};
+use crate::graph::runtime::RuntimeConfig;
+use crate::observe::plot;
+use crate::observe::tensorboard;
+use crate::data::weights::{self, LayerParams, LoadOptions};
 
 /// Learning rate over epochs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -231,7 +232,7 @@ impl TrainGraph {
     }
 
     /// Between-graph replication: one worker's graph, the same on every worker of `workers`.
-    /// `placement` holds only this worker (see [`crate::cluster::ClusterConfig::own_placement`]).
+    /// `placement` holds only this worker (see [`crate::distributed::cluster::ClusterConfig::own_placement`]).
     /// Synchronous: the replica's gradients, weighted by its share of the batch, go to
     /// accumulators on the ps, and the update (run by the chief) applies their sums.
     /// Asynchronous: the replica's own step applies its own gradients, as in-graph.
@@ -696,7 +697,7 @@ fn build_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, pre
         Some(vars) => model::build_shared(s, cfg, batch_images.clone(), dropout, precision, vars)?,
     };
     let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.clone(), cfg.classes)?;
-    let grads = crate::gradients::gradients_named(s, &net, loss.clone(), name_prefix)?;
+    let grads = crate::graph::gradients::gradients_named(s, &net, loss.clone(), name_prefix)?;
     let seed = dropout.seed.clone();
     Ok(Replica { shard: Shard { indices, batch_images, batch_labels, weight: None, seed, images_init, labels_init }, net, loss, grads })
 }
@@ -919,7 +920,7 @@ pub struct RunOptions {
     /// Train on a cluster (this process must be its chief, worker 0).
     pub cluster: Option<ClusterConfig>,
     /// Between-graph replication: every worker runs `alexnet train --between-graph`, and this
-    /// one (the chief) drives the steps through the ps (see [`crate::between_graph`]).
+    /// one (the chief) drives the steps through the ps (see [`crate::distributed::between_graph`]).
     pub between_graph: bool,
 }
 
@@ -1129,7 +1130,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
     let started = Instant::now();
     for epoch in start_epoch..cfg.epochs {
         let mut order = train_idx.clone();
-        crate::rng::Rng::new(cfg.seed, 1_000_000 + epoch as u64).shuffle(&mut order);
+        crate::util::rng::Rng::new(cfg.seed, 1_000_000 + epoch as u64).shuffle(&mut order);
         let lr = cfg.schedule.rate(cfg.learning_rate, epoch, cfg.epochs);
         let mut loss_sum = 0.0;
         let mut trained = n_train;

@@ -16,8 +16,8 @@ use anyhow::{Context, Result, bail, ensure};
 use prost::Message;
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, Variable, ops};
 
-use crate::fsutil;
-use crate::inference::{self, InferenceGraph};
+use crate::util::fsutil;
+use crate::graph::inference::{self, InferenceGraph};
 use crate::proto::{self, TensorInfo, TensorShapeProto};
 use crate::train;
 
@@ -155,7 +155,7 @@ impl ServingSaver {
         let slices = ops::constant(slices, &mut s.with_op_name("shape_and_slices"))?;
         let dtypes = vec![DataType::Float; vars.len()];
         let tensors: Vec<Output> = vars.iter().map(|v| v.output().clone()).collect();
-        let save_op = crate::checkpoint::save_v2(s, &filename, &names.clone().into(), &slices.clone().into(), &tensors, &dtypes)?;
+        let save_op = crate::run::checkpoint::save_v2(s, &filename, &names.clone().into(), &slices.clone().into(), &tensors, &dtypes)?;
         // SaveV2 has no output: the SaverDef names this instead, the filename once saved.
         let save: Output = ops::Identity::new()
             .add_control_input(save_op)

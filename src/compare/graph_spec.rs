@@ -13,11 +13,11 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tensorflow::{Graph, Operation, Output, Shape};
 
-use crate::network_graph::NetworkGraph;
-use crate::model::ModelConfig;
+use crate::graph::network_graph::NetworkGraph;
+use crate::graph::model::ModelConfig;
 
 /// The table as committed, built into the binary so the default works from any folder.
-pub const SWIFT_ORIGINAL: &str = include_str!("../graphs/swift-original.json");
+pub const SWIFT_ORIGINAL: &str = include_str!("../../graphs/swift-original.json");
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn the_builtin_spec_parses_and_agrees_with_the_model_table() {
         let spec = Spec::read(None).unwrap();
-        let shapes = crate::model::output_shapes(&ModelConfig::swift_original());
+        let shapes = crate::graph::model::output_shapes(&ModelConfig::swift_original());
         let names: Vec<&str> = spec.layers.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, shapes.iter().map(|(n, _)| *n).collect::<Vec<_>>());
         for (l, (_, s)) in spec.layers.iter().zip(&shapes) {
