@@ -16,6 +16,7 @@ use anyhow::{Context, Result, ensure};
 use tensorflow::{DataType, Function, FunctionOptions, Graph, Operation, Output, Scope, Shape, Tensor, ops};
 
 use crate::data::images::{self as data, Decode, Preprocess};
+use crate::graph::bytes::{self, Bytes};
 use crate::graph::model::{self, ModelConfig, Network};
 
 /// Names of the graph's inputs and outputs; the exported signatures use the same keys.
@@ -94,18 +95,9 @@ impl InferenceGraph {
     }
 }
 
-/// A string tensor [N] of encoded images, to feed to `images`. Its elements are not text:
-/// don't read them back as Strings.
-pub fn encoded_batch(encoded: &[Vec<u8>]) -> Tensor<String> {
-    let mut t = Tensor::<String>::new(&[encoded.len() as u64]);
-    for (slot, bytes) in t.iter_mut().zip(encoded) {
-        // SAFETY (library invariant, not memory): the crate's only string tensor is
-        // Tensor<String>, but TensorFlow strings are bytes and JPEG or PNG data is not UTF-8
-        // (tensorflow/rust#422). Feeding copies each String's bytes (as_bytes, len) into
-        // TensorFlow; nothing here reads them as text.
-        *slot = unsafe { String::from_utf8_unchecked(bytes.clone()) };
-    }
-    t
+/// A string tensor [N] of encoded images, to feed to `images`.
+pub fn encoded_batch(encoded: &[Vec<u8>]) -> Tensor<Bytes> {
+    bytes::tensor(encoded)
 }
 
 /// [N] encoded images -> [N, S, S, 3] preprocessed, one image per iteration of a functional
