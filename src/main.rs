@@ -26,6 +26,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Show TensorFlow's own info and warning lines (hidden by default; errors always show).
+    #[arg(long, global = true)]
+    verbose: bool,
 }
 
 fn version() -> &'static str {
@@ -394,7 +397,8 @@ impl RuntimeArgs {
 }
 
 fn main() -> ExitCode {
-    runtime::quiet_tensorflow_logs();
+    // Before clap: the check must run before anything else, and `--verbose` may follow a subcommand.
+    runtime::quiet_tensorflow_logs(std::env::args_os().any(|a| a == "--verbose"));
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -141,10 +141,18 @@ pub fn list_devices() -> Result<Vec<Device>> {
     Ok(session.device_list()?)
 }
 
-/// TensorFlow's log noise (oneDNN banners) off unless the user asked for it.
-pub fn quiet_tensorflow_logs() {
-    if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
-        // SAFETY: called at the start of main, before any other thread exists.
-        unsafe { std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "2") };
+/// TensorFlow's C++ info and warning lines (`cpu_feature_guard`, oneDNN banners, the SavedModel
+/// reader) off unless the user asks for them with `--verbose` or sets `TF_CPP_MIN_LOG_LEVEL`;
+/// errors still show. TensorFlow reads that variable when its library loads, before `main`, so
+/// setting it here would be too late: the process runs itself again with it set.
+pub fn quiet_tensorflow_logs(verbose: bool) {
+    const LEVEL: &str = "TF_CPP_MIN_LOG_LEVEL";
+    if verbose || std::env::var_os(LEVEL).is_some() {
+        return;
     }
+    let Ok(exe) = std::env::current_exe() else { return };
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(LEVEL, "2").exec();
+    // Only reached when the exec failed: carry on, with TensorFlow's lines showing.
+    eprintln!("warning: could not restart quietly ({err}); TensorFlow's log lines will show");
 }
