@@ -138,6 +138,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Layout::Nhwc)]
         reference_layout: Layout,
     },
+    /// Print a shell completion script: `alexnet completions bash > ~/.local/share/bash-completion/completions/alexnet`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Redraw a run's curves.png from its metrics.csv, or overlay several runs to compare them.
     Plot {
         /// Run directories (each with a metrics.csv).
@@ -491,6 +496,13 @@ fn run(cli: Cli) -> Result<()> {
             info.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             Ok(())
         }
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics when stdout is closed early (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "alexnet", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(())
+        }
         Command::Plot { runs, out } => {
             println!("wrote {}", plot::plot_runs(&runs, out.as_deref())?.display());
             Ok(())
@@ -570,6 +582,9 @@ fn run_train(a: TrainArgs) -> Result<()> {
         cfg.async_updates = a.async_updates;
         cfg
     };
+    if cfg.precision == Precision::Bf16 {
+        runtime::bf16_warning(cfg.runtime.device).into_iter().for_each(|w| eprintln!("{w}"));
+    }
     match &opts.cluster {
         // The other workers of a between-graph cluster write no run directory.
         Some(c) if opts.between_graph && !c.is_chief() => alexnet::distributed::between_graph::work(&cfg, c, opts.quiet),
@@ -592,6 +607,14 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         runtime: a.runtime.config(),
         preprocess: data::Preprocess::default(),
     };
+    if opts.precisions.contains(&Precision::Bf16) {
+        runtime::bf16_warning(opts.runtime.device).into_iter().for_each(|w| eprintln!("{w}"));
+    }
+    // Inputs checked before anything starts (the Python peer would fail on them with a traceback).
+    data::scan(&opts.images)?;
+    if let Some(w) = &opts.weights {
+        anyhow::ensure!(w.is_dir(), "weight folder {} does not exist (fill weights/ with scripts/fetch-data, or point --weights at a folder)", w.display());
+    }
     if a.profile {
         for &p in &opts.precisions {
             println!("precision {}: op type, milliseconds (summed over ops; inter-op overlap counts twice), ops", p.name());

@@ -156,3 +156,27 @@ pub fn quiet_tensorflow_logs(verbose: bool) {
     // Only reached when the exec failed: carry on, with TensorFlow's lines showing.
     eprintln!("warning: could not restart quietly ({err}); TensorFlow's log lines will show");
 }
+
+/// Whether this CPU computes bfloat16 natively: AVX512_BF16 or AMX (the `avx512_bf16`,
+/// `amx_bf16` flags of /proc/cpuinfo; false where that file is missing).
+pub fn cpu_has_native_bf16() -> bool {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = info.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+    flags.split_whitespace().any(|f| f == "avx512_bf16" || f == "amx_bf16")
+}
+
+/// The one line a bfloat16 run on a CPU without native bfloat16 gets, or None where it will run
+/// on a GPU or the CPU has it.
+pub fn bf16_warning(device: DeviceChoice) -> Option<String> {
+    if cpu_has_native_bf16() || device == DeviceChoice::Gpu {
+        return None;
+    }
+    if device == DeviceChoice::Auto && list_devices().is_ok_and(|d| d.iter().any(|d| d.device_type == "GPU")) {
+        return None;
+    }
+    Some(
+        "warning: --precision bf16 on a CPU without native bfloat16 (no AVX512_BF16, no AMX): its bfloat16 arithmetic is \
+         emulated through float32 conversions, so this runs slower than --precision f32 here"
+            .to_string(),
+    )
+}
