@@ -1,7 +1,21 @@
-//! Embeds an rpath to the libtensorflow that pkg-config found, so `alexnet` runs without
-//! LD_LIBRARY_PATH. (tensorflow-sys links the library, but a dependency's link args never reach
-//! our binaries.)
+//! Two build steps:
+//!
+//! - Embeds an rpath to the libtensorflow that pkg-config found, so `alexnet` runs without
+//!   LD_LIBRARY_PATH. (tensorflow-sys links the library, but a dependency's link args never
+//!   reach our binaries.)
+//! - Generates the protobuf messages (`crate::proto`) with prost-build, without `protoc`:
+//!   TensorFlow's from `proto/tensorflow-2.21.pb`, a FileDescriptorSet taken from the pinned
+//!   wheel by `scripts/vendor-protos`; Caffe's from `proto/caffe.proto`, compiled by protox.
+use std::path::PathBuf;
+
 fn main() {
+    link_libtensorflow();
+    if let Err(e) = generate_protos() {
+        panic!("cannot generate the protobuf messages: {e}");
+    }
+}
+
+fn link_libtensorflow() {
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
     println!("cargo:rerun-if-changed=libtensorflow/current");
     match pkg_config::Config::new().cargo_metadata(false).probe("tensorflow") {
@@ -14,4 +28,26 @@ fn main() {
             "cargo:warning=libtensorflow not found through pkg-config ({e}); run scripts/install-libtensorflow"
         ),
     }
+}
+
+/// Writes `tensorflow.rs` and `caffe.rs` (plus their `*_include.rs` module trees) to OUT_DIR.
+fn generate_protos() -> Result<(), Box<dyn std::error::Error>> {
+    const TF: &str = "proto/tensorflow-2.21.pb";
+    const CAFFE: &str = "proto/caffe.proto";
+    println!("cargo:rerun-if-changed={TF}");
+    println!("cargo:rerun-if-changed={CAFFE}");
+    let tf = <prost_types::FileDescriptorSet as prost::Message>::decode(&std::fs::read(TF)?[..])?;
+    config("tensorflow_include.rs").compile_fds(tf)?;
+    let caffe = protox::compile([CAFFE], ["."])?;
+    config("caffe_include.rs").compile_fds(caffe)?;
+    Ok(())
+}
+
+fn config(include_file: &str) -> prost_build::Config {
+    let mut c = prost_build::Config::new();
+    // Sorted maps: NodeDef.attr prints (text format) and encodes in key order, as TensorFlow's.
+    c.btree_map(["."]);
+    c.include_file(include_file);
+    c.out_dir(PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")));
+    c
 }

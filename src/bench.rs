@@ -350,47 +350,11 @@ pub fn table(ours: &Map<String, Value>, peer: Option<&Map<String, Value>>, keys:
     s
 }
 
-/// The few fields of tensorflow.RunOptions / RunMetadata a profile needs (config.proto,
-/// step_stats.proto).
-mod trace {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RunOptions {
-        /// 3: FULL_TRACE.
-        #[prost(int32, tag = "1")]
-        pub trace_level: i32,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct RunMetadata {
-        #[prost(message, optional, tag = "1")]
-        pub step_stats: Option<StepStats>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct StepStats {
-        #[prost(message, repeated, tag = "1")]
-        pub dev_stats: Vec<DeviceStepStats>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct DeviceStepStats {
-        #[prost(string, tag = "1")]
-        pub device: String,
-        #[prost(message, repeated, tag = "2")]
-        pub node_stats: Vec<NodeExecStats>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct NodeExecStats {
-        #[prost(string, tag = "1")]
-        pub node_name: String,
-        #[prost(int64, tag = "5")]
-        pub all_end_rel_micros: i64,
-        #[prost(string, tag = "8")]
-        pub timeline_label: String,
-    }
-}
-
 /// Time per op type (as TensorFlow ran it, after its graph rewrites) in one traced training step
 /// and one traced batch-60 inference: (what, op type, milliseconds, count), slowest first.
 /// With ALEXNET_PROFILE_NODES set, per node instead (op type and node name).
 pub fn profile(opts: &BenchOptions, precision: Precision) -> Result<Vec<(String, String, f64, usize)>> {
+    use crate::proto::tensorflow::{RunMetadata, RunOptions, run_options};
     use prost::Message;
     use tensorflow::SessionRunArgs;
     let dataset = data::scan(&opts.images)?;
@@ -410,7 +374,7 @@ pub fn profile(opts: &BenchOptions, precision: Precision) -> Result<Vec<(String,
         tg.run_step(&session, &train, 0.002, 0.5, [0, s as i64])?;
         tg.batch_logits(&session, &val)?;
     }
-    let options = trace::RunOptions { trace_level: 3 }.encode_to_vec();
+    let options = RunOptions { trace_level: run_options::TraceLevel::FullTrace as i32, ..Default::default() }.encode_to_vec();
     let feeds = StepFeeds::new(0.002, 0.5, [0, 1000])?;
     let mut rows = vec![];
     for (what, is_step) in [("train", true), ("infer_b60", false)] {
@@ -423,7 +387,7 @@ pub fn profile(opts: &BenchOptions, precision: Precision) -> Result<Vec<(String,
             tg.feed_logits(&mut args, &val);
         }
         session.run(&mut args)?;
-        let meta = trace::RunMetadata::decode(args.get_metadata().context("no run metadata")?)?;
+        let meta = RunMetadata::decode(args.get_metadata().context("no run metadata")?)?;
         let mut by_type: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for dev in meta.step_stats.unwrap_or_default().dev_stats {
             for n in dev.node_stats {

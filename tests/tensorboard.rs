@@ -52,9 +52,9 @@ fn event_files_match_metrics_and_hold_the_graph_and_images() {
     assert_eq!(files.len(), 2, "{files:?}");
     let per_file: Vec<Vec<Event>> = files.iter().map(|f| events::read_events(f).unwrap()).collect();
     for evs in &per_file {
-        assert_eq!(evs[0].file_version.as_deref(), Some("brain.Event:2"));
+        assert_eq!(evs[0].file_version(), Some("brain.Event:2"));
         // The graph, as TensorBoard's Graphs tab reads it: a serialized GraphDef with our ops.
-        let graphs: Vec<&Vec<u8>> = evs.iter().filter_map(|e| e.graph_def.as_ref()).collect();
+        let graphs: Vec<&Vec<u8>> = evs.iter().filter_map(|e| e.graph_def()).collect();
         assert_eq!(graphs.len(), 1);
         for name in [&b"conv1/Conv2D"[..], b"train/step", b"tensorboard/writer"] {
             assert!(graphs[0].windows(name.len()).any(|w| w == name), "graph lacks {}", String::from_utf8_lossy(name));
@@ -62,7 +62,7 @@ fn event_files_match_metrics_and_hold_the_graph_and_images() {
     }
     // Each invocation marks its start: TensorBoard purges the steps a restart goes back over.
     for (evs, step) in per_file.iter().zip([0, 2]) {
-        let start = evs.iter().find_map(|e| e.session_log.as_ref().map(|l| (e.step, l.status)));
+        let start = evs.iter().find_map(|e| e.session_log().map(|l| (e.step, l.status)));
         assert_eq!(start, Some((step, SessionLog::START)));
     }
 
@@ -70,8 +70,8 @@ fn event_files_match_metrics_and_hold_the_graph_and_images() {
     let mut scalars: BTreeMap<(String, i64), f64> = BTreeMap::new();
     let mut images_at: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for e in per_file.iter().flatten() {
-        for v in e.summary.iter().flat_map(|s| &s.value) {
-            if let Some(img) = &v.image {
+        for v in e.summary().iter().flat_map(|s| &s.value) {
+            if let Some(img) = v.image() {
                 let png = image::load_from_memory(&img.encoded_image_string).unwrap();
                 assert_eq!((png.width() as i32, png.height() as i32), (img.width, img.height), "{}", v.tag);
                 let bytes = png.as_bytes();
@@ -165,8 +165,8 @@ fn read_summaries(run: &Path) -> (BTreeMap<(String, i64), f64>, BTreeMap<String,
     let mut images_at: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for f in events::event_files(&run.join("tensorboard")).unwrap() {
         for e in events::read_events(&f).unwrap() {
-            for v in e.summary.iter().flat_map(|s| &s.value) {
-                match &v.image {
+            for v in e.summary().iter().flat_map(|s| &s.value) {
+                match v.image() {
                     Some(_) => images_at.entry(v.tag.clone()).or_default().push(e.step),
                     None => {
                         scalars.insert((v.tag.clone(), e.step), v.scalar().unwrap());

@@ -20,6 +20,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::model::ParamSpec;
+use crate::proto::tensorflow::{ClusterDef, JobDef, ServerDef};
 
 /// The TF_CONFIG layout: `{"cluster": {"ps": [...], "worker": [...]}, "task": {"type": "worker", "index": 0}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,6 +99,7 @@ impl ClusterConfig {
             job_name: self.task.job.clone(),
             task_index: self.task.index as i32,
             protocol: "grpc".into(),
+            ..Default::default()
         }
         .encode_to_vec()
     }
@@ -243,35 +245,6 @@ impl Placement {
     pub fn variable_device(&self, name: &str) -> String {
         self.variables.get(name).cloned().unwrap_or_else(|| device("ps", 0))
     }
-}
-
-// tensorflow/core/protobuf/tensorflow_server.proto and cluster.proto (field numbers checked
-// against the Python wheel's descriptors).
-
-#[derive(Clone, PartialEq, Message)]
-struct ServerDef {
-    #[prost(message, optional, tag = "1")]
-    cluster: Option<ClusterDef>,
-    #[prost(string, tag = "2")]
-    job_name: String,
-    #[prost(int32, tag = "3")]
-    task_index: i32,
-    #[prost(string, tag = "5")]
-    protocol: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ClusterDef {
-    #[prost(message, repeated, tag = "1")]
-    job: Vec<JobDef>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct JobDef {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(btree_map = "int32, string", tag = "2")]
-    tasks: BTreeMap<i32, String>,
 }
 
 /// A started in-process TensorFlow server (TF_NewServer + TF_ServerStart).

@@ -13,7 +13,7 @@ use tensorflow::{DataType, Output, Scope, Shape, ops};
 
 use crate::util::fsutil;
 use crate::graph::model::{self, ModelConfig, Network};
-use crate::proto::{self, GraphDef};
+use crate::proto::{self, tensorflow::GraphDef};
 
 /// Name of the input placeholder: NHWC float32, already preprocessed.
 pub const INPUT: &str = "input";
@@ -47,7 +47,7 @@ impl NetworkGraph {
     }
 
     pub fn graph_def(&self) -> Result<GraphDef> {
-        GraphDef::decode(&self.graph_def_bytes()?[..]).context("TensorFlow's GraphDef does not decode as src/proto.rs declares it")
+        GraphDef::decode(&self.graph_def_bytes()?[..]).context("TensorFlow's GraphDef does not decode as tensorflow.GraphDef")
     }
 }
 

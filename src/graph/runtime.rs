@@ -1,11 +1,13 @@
 //! Sessions: device choice and thread settings, passed to TensorFlow as a ConfigProto.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tensorflow::{Device, Graph, Session, SessionOptions};
+
+use crate::proto::tensorflow::{ConfigProto, GpuOptions};
 
 /// Where to run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -27,33 +29,6 @@ pub struct RuntimeConfig {
     pub inter_op_threads: i32,
 }
 
-/// The few fields of tensorflow.ConfigProto this project sets (field numbers from config.proto).
-#[derive(Clone, PartialEq, Message)]
-struct ConfigProto {
-    #[prost(map = "string, int32", tag = "1")]
-    device_count: HashMap<String, i32>,
-    #[prost(int32, tag = "2")]
-    intra_op_parallelism_threads: i32,
-    #[prost(int32, tag = "5")]
-    inter_op_parallelism_threads: i32,
-    #[prost(message, optional, tag = "6")]
-    gpu_options: Option<GpuOptions>,
-    #[prost(bool, tag = "7")]
-    allow_soft_placement: bool,
-    /// Only these devices (job prefixes) take part: in a cluster, the ps and the workers.
-    #[prost(string, repeated, tag = "4")]
-    device_filters: Vec<String>,
-    /// A bound on every session run, so a lost task ends a run instead of hanging it.
-    #[prost(int64, tag = "11")]
-    operation_timeout_in_ms: i64,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct GpuOptions {
-    #[prost(bool, tag = "4")]
-    allow_growth: bool,
-}
-
 impl RuntimeConfig {
     /// The (intra-op, inter-op) thread counts a session gets: the user's, or where they are 0,
     /// TensorFlow's own environment variables (`TF_NUM_INTRAOP_THREADS`, `TF_NUM_INTEROP_THREADS`,
@@ -70,7 +45,7 @@ impl RuntimeConfig {
 
     fn config_proto(&self) -> ConfigProto {
         let (intra, inter) = self.threads();
-        let mut device_count = HashMap::new();
+        let mut device_count = BTreeMap::new();
         if self.device == DeviceChoice::Cpu {
             device_count.insert("GPU".to_string(), 0);
         }
@@ -79,11 +54,10 @@ impl RuntimeConfig {
             intra_op_parallelism_threads: intra,
             inter_op_parallelism_threads: inter,
             // Share a GPU politely instead of taking all its memory up front.
-            gpu_options: Some(GpuOptions { allow_growth: true }),
+            gpu_options: Some(GpuOptions { allow_growth: true, ..Default::default() }),
             // Ops without a GPU kernel (DecodeJpeg, SaveV2, ...) fall back to the CPU.
             allow_soft_placement: true,
-            device_filters: vec![],
-            operation_timeout_in_ms: 0,
+            ..Default::default()
         }
     }
 
@@ -98,7 +72,9 @@ impl RuntimeConfig {
     /// neither waits for nor depends on the other workers.
     pub fn cluster_session_with(&self, graph: &Graph, target: &str, filters: &[&str]) -> Result<(Session, String)> {
         let mut config = self.config_proto();
+        // Only these devices (job prefixes) take part: in a cluster, the ps and the workers.
         config.device_filters = filters.iter().map(|f| f.to_string()).collect();
+        // A bound on every session run, so a lost task ends a run instead of hanging it.
         config.operation_timeout_in_ms = CLUSTER_STEP_TIMEOUT_MS;
         let mut options = SessionOptions::new();
         options.set_config(&config.encode_to_vec())?;

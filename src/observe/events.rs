@@ -1,8 +1,9 @@
-//! TensorBoard event files: TFRecord framing and the few `Event` proto fields this project uses.
+//! TensorBoard event files: TFRecord framing and the `Event` protos they hold.
 //!
 //! A TFRecord file is a sequence of records, each `u64` little-endian length, masked CRC32C of
 //! those 8 bytes, the data, masked CRC32C of the data. In an event file every record is a
-//! `tensorflow.Event` (tensorflow/core/util/event.proto). TensorFlow's own summary writer makes
+//! `tensorflow.Event` (tensorflow/core/util/event.proto, generated in [`crate::proto`], with
+//! accessors for its `what` oneof here). TensorFlow's own summary writer makes
 //! the files ([`crate::observe::tensorboard`]); this module reads them back, checking every CRC, and
 //! encodes the one event the project writes itself (a SessionLog START when a run resumes).
 
@@ -10,84 +11,72 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::proto::TensorProto;
+use crate::proto::tensorflow::{event, session_log::SessionStatus, summary};
+/// Generated from event.proto and summary.proto (see [`crate::proto`]).
+pub use crate::proto::tensorflow::{Event, SessionLog, Summary};
 
-// Field numbers from event.proto, summary.proto and tensor.proto (TensorFlow 2.21). Only the
-// fields read or written here; prost skips the others.
+impl Event {
+    /// The SessionLog START event a resumed run writes, at `step`.
+    pub fn start(wall_time: f64, step: i64) -> Event {
+        let log = SessionLog { status: SessionLog::START, ..Default::default() };
+        Event { wall_time, step, what: Some(event::What::SessionLog(log)), ..Default::default() }
+    }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Event {
-    #[prost(double, tag = "1")]
-    pub wall_time: f64,
-    #[prost(int64, tag = "2")]
-    pub step: i64,
-    // The rest are a oneof in event.proto: at most one is set.
-    #[prost(string, optional, tag = "3")]
-    pub file_version: Option<String>,
+    /// The `what` oneof, one accessor per kind this project reads.
+    pub fn file_version(&self) -> Option<&str> {
+        match &self.what {
+            Some(event::What::FileVersion(v)) => Some(v),
+            _ => None,
+        }
+    }
+
     /// A serialized GraphDef.
-    #[prost(bytes = "vec", optional, tag = "4")]
-    pub graph_def: Option<Vec<u8>>,
-    #[prost(message, optional, tag = "5")]
-    pub summary: Option<Summary>,
-    #[prost(message, optional, tag = "7")]
-    pub session_log: Option<SessionLog>,
-}
+    pub fn graph_def(&self) -> Option<&Vec<u8>> {
+        match &self.what {
+            Some(event::What::GraphDef(g)) => Some(g),
+            _ => None,
+        }
+    }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct SessionLog {
-    /// [`SessionLog::START`], ...
-    #[prost(int32, tag = "1")]
-    pub status: i32,
+    pub fn summary(&self) -> Option<&Summary> {
+        match &self.what {
+            Some(event::What::Summary(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn session_log(&self) -> Option<&SessionLog> {
+        match &self.what {
+            Some(event::What::SessionLog(l)) => Some(l),
+            _ => None,
+        }
+    }
 }
 
 impl SessionLog {
     /// At a START that is not a run's first, TensorBoard's Python loader drops the events of
     /// steps at or after its step that came before it: the epochs a crashed run trained past
     /// its last checkpoint.
-    pub const START: i32 = 1;
+    pub const START: i32 = SessionStatus::Start as i32;
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Summary {
-    #[prost(message, repeated, tag = "1")]
-    pub value: Vec<Value>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Value {
-    #[prost(string, tag = "1")]
-    pub tag: String,
-    /// What WriteScalarSummary writes.
-    #[prost(float, optional, tag = "2")]
-    pub simple_value: Option<f32>,
-    #[prost(message, optional, tag = "4")]
-    pub image: Option<Image>,
-    /// What TF2's Python `tf.summary.scalar` writes instead.
-    #[prost(message, optional, tag = "8")]
-    pub tensor: Option<TensorProto>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Image {
-    #[prost(int32, tag = "1")]
-    pub height: i32,
-    #[prost(int32, tag = "2")]
-    pub width: i32,
-    /// 1 grayscale, 3 RGB, 4 RGBA.
-    #[prost(int32, tag = "3")]
-    pub colorspace: i32,
-    /// A PNG.
-    #[prost(bytes = "vec", tag = "4")]
-    pub encoded_image_string: Vec<u8>,
-}
-
-impl Value {
-    /// The value of a scalar summary, whichever way it was written.
-    pub fn scalar(&self) -> Option<f64> {
-        if let Some(v) = self.simple_value {
-            return Some(v as f64);
+impl summary::Value {
+    /// An image summary's PNG and its size.
+    pub fn image(&self) -> Option<&summary::Image> {
+        match &self.value {
+            Some(summary::value::Value::Image(i)) => Some(i),
+            _ => None,
         }
-        let t = self.tensor.as_ref()?;
+    }
+
+    /// The value of a scalar summary, whichever way it was written: a `simple_value`
+    /// (WriteScalarSummary) or a scalar tensor (TF2's Python `tf.summary.scalar`).
+    pub fn scalar(&self) -> Option<f64> {
+        let t = match &self.value {
+            Some(summary::value::Value::SimpleValue(v)) => return Some(*v as f64),
+            Some(summary::value::Value::Tensor(t)) => t,
+            _ => return None,
+        };
         match t.dtype {
             1 => t.float_val.first().map(|&v| v as f64).or_else(|| Some(f32::from_le_bytes(t.tensor_content.get(..4)?.try_into().ok()?) as f64)),
             2 => t.double_val.first().copied().or_else(|| Some(f64::from_le_bytes(t.tensor_content.get(..8)?.try_into().ok()?))),
@@ -174,7 +163,7 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_corruption_is_named() {
-        let ev = Event { wall_time: 1.5, step: 7, session_log: Some(SessionLog { status: SessionLog::START }), ..Default::default() };
+        let ev = Event::start(1.5, 7);
         let mut file = encode_record(&ev.encode_to_vec());
         file.extend(encode_record(b""));
         let records = decode_records(&file, "f").unwrap();

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use tensorflow::{DataType, Graph, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
-use crate::observe::events::{Event, SessionLog};
+use crate::observe::events::Event;
 use crate::run::metrics::Row;
 use crate::graph::model;
 use crate::train::{Batch, TrainConfig, TrainGraph};
@@ -130,7 +130,7 @@ impl Summaries {
         let step = start_epoch as i64;
         self.start_epoch.set(start_epoch);
         let wall_time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
-        let start = Event { wall_time, step, session_log: Some(SessionLog { status: SessionLog::START }), ..Default::default() };
+        let start = Event::start(wall_time, step);
         self.write_proto(session, &self.import_event, step, &prost::Message::encode_to_vec(&start))?;
         self.write_proto(session, &self.graph, step, &graph.graph_def()?)?;
         self.run_target(session, &self.flush)?;

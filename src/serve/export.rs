@@ -18,7 +18,8 @@ use tensorflow::{DataType, Operation, Output, Scope, Session, SessionOptions, Se
 
 use crate::util::fsutil;
 use crate::graph::inference::{self, InferenceGraph};
-use crate::proto::{self, TensorInfo, TensorShapeProto};
+use crate::proto::{self, tensorflow as tf};
+use crate::proto::tensorflow::{TensorInfo, TensorShapeProto, meta_graph_def::MetaInfoDef, saver_def::CheckpointFormatVersion, tensor_info::Encoding};
 use crate::train;
 
 pub const SERVE_TAG: &str = "serve";
@@ -50,7 +51,7 @@ pub fn export(run_dir: &Path, out: &Path, force: bool) -> Result<Exported> {
     let session = Session::new(&SessionOptions::new(), &g.scope.graph())?;
     train::init_params(&session, &g.net, &run.params)?;
     let meta_graph = meta_graph_def(&g, &saver)?;
-    let saved_model = proto::SavedModel { saved_model_schema_version: 1, meta_graphs: vec![meta_graph] };
+    let saved_model = tf::SavedModel { saved_model_schema_version: 1, meta_graphs: vec![meta_graph] };
 
     write_atomically(out, force, |tmp| {
         let vars_dir = tmp.join("variables");
@@ -171,15 +172,15 @@ impl ServingSaver {
         Ok(ServingSaver { filename, save, restore_all })
     }
 
-    fn saver_def(&self) -> Result<proto::SaverDef> {
-        Ok(proto::SaverDef {
+    fn saver_def(&self) -> Result<tf::SaverDef> {
+        Ok(tf::SaverDef {
             filename_tensor_name: tensor_name(&self.filename)?,
             save_tensor_name: tensor_name(&self.save)?,
             restore_op_name: self.restore_all.name()?,
             max_to_keep: 5,
             sharded: false,
             keep_checkpoint_every_n_hours: 10000.0,
-            version: proto::CHECKPOINT_V2,
+            version: CheckpointFormatVersion::V2 as i32,
         })
     }
 
@@ -202,22 +203,26 @@ fn tensor_name(o: &Output) -> Result<String> {
 /// tensorflow.DataType numbers (types.proto) of the dtypes the signatures use.
 fn dtype_code(t: DataType) -> i32 {
     match t {
-        DataType::Float => 1,
-        DataType::String => 7,
-        DataType::Int64 => 9,
+        DataType::Float => tf::DataType::DtFloat as i32,
+        DataType::String => tf::DataType::DtString as i32,
+        DataType::Int64 => tf::DataType::DtInt64 as i32,
         other => unreachable!("no signature tensor of type {other}"),
     }
 }
 
 fn tensor_info(o: &Output, dtype: DataType, dims: &[i64]) -> Result<TensorInfo> {
-    Ok(TensorInfo { name: tensor_name(o)?, dtype: dtype_code(dtype), tensor_shape: Some(TensorShapeProto::of(dims)) })
+    Ok(TensorInfo {
+        encoding: Some(Encoding::Name(tensor_name(o)?)),
+        dtype: dtype_code(dtype),
+        tensor_shape: Some(TensorShapeProto::of(dims)),
+    })
 }
 
-fn meta_graph_def(g: &InferenceGraph, saver: &ServingSaver) -> Result<proto::MetaGraphDef> {
+fn meta_graph_def(g: &InferenceGraph, saver: &ServingSaver) -> Result<tf::MetaGraphDef> {
     let k = g.net.config.classes as i64;
     let side = g.side as i64;
     let probabilities = tensor_info(&g.probabilities, DataType::Float, &[-1, k])?;
-    let serving = proto::SignatureDef {
+    let serving = tf::SignatureDef {
         inputs: [(inference::IMAGES.to_string(), tensor_info(&g.images, DataType::String, &[-1])?)].into(),
         outputs: [
             (inference::PROBABILITIES.to_string(), probabilities.clone()),
@@ -226,8 +231,9 @@ fn meta_graph_def(g: &InferenceGraph, saver: &ServingSaver) -> Result<proto::Met
         ]
         .into(),
         method_name: proto::PREDICT_METHOD_NAME.to_string(),
+        ..Default::default()
     };
-    let tensor = proto::SignatureDef {
+    let tensor = tf::SignatureDef {
         inputs: [(inference::INPUT.to_string(), tensor_info(&g.input, DataType::Float, &[-1, side, side, 3])?)].into(),
         outputs: [
             (inference::PROBABILITIES.to_string(), probabilities),
@@ -235,20 +241,23 @@ fn meta_graph_def(g: &InferenceGraph, saver: &ServingSaver) -> Result<proto::Met
         ]
         .into(),
         method_name: proto::PREDICT_METHOD_NAME.to_string(),
+        ..Default::default()
     };
-    Ok(proto::MetaGraphDef {
-        meta_info_def: Some(proto::MetaInfoDef {
-            meta_graph_version: String::new(),
+    // TensorFlow's GraphDef, decoded whole (the generated messages have every field).
+    let graph_def = tf::GraphDef::decode(&g.scope.graph().graph_def()?[..])?;
+    Ok(tf::MetaGraphDef {
+        meta_info_def: Some(MetaInfoDef {
             tags: vec![SERVE_TAG.to_string()],
             tensorflow_version: tensorflow::version().unwrap_or_default(),
-            tensorflow_git_version: String::new(),
+            ..Default::default()
         }),
-        graph_def: g.scope.graph().graph_def()?,
+        graph_def: Some(graph_def),
         // No "variables" collection (TF1 writes one): loaders restore through the SaverDef
         // alone. Python TF2 makes no objects of ref variables (tf.saved_model.load gives
         // `.variables == []` either way) and, given the collection, warns four times per variable.
         saver_def: Some(saver.saver_def()?),
         signature_def: [(SERVING_SIGNATURE.to_string(), serving), (TENSOR_SIGNATURE.to_string(), tensor)].into(),
+        ..Default::default()
     })
 }
 
