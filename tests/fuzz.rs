@@ -19,7 +19,7 @@ proptest! {
 
     #[test]
     fn weight_files_of_any_content(bytes in proptest::collection::vec(any::<u8>(), 0..64), expected in 0usize..20) {
-        let tmp = common::TempDir::new("fuzz-weights");
+        let tmp = common::temp_dir("fuzz-weights");
         let path = tmp.path().join("conv1.biases");
         std::fs::write(&path, &bytes).unwrap();
         match weights::read_f32_file(&path, expected) {
@@ -60,7 +60,7 @@ proptest! {
     fn data_set_trees_of_any_shape(entries in proptest::collection::vec(
         (prop_oneof![Just("train"), Just("val"), Just("other")], prop_oneof![Just("cat"), Just("dog"), Just(".hidden"), Just("x y")],
          prop_oneof![Just("a.jpg"), Just("B.JPEG"), Just(".c.jpg"), Just("d.txt"), Just("e"), Just("f.png")], any::<bool>()), 0..12)) {
-        let tmp = common::TempDir::new("fuzz-scan");
+        let tmp = common::temp_dir("fuzz-scan");
         for (split, class, file, as_dir) in &entries {
             let dir = tmp.path().join(split).join(class);
             // The generated tree may clash with itself (a file where a folder is): keep what works.
