@@ -117,7 +117,7 @@ fn import_cli(model: &Path, out: &Path, extra: &[&str]) -> std::process::Output 
 
 #[test]
 fn current_format_with_groups_imports_element_by_element() {
-    let tmp = common::TempDir::new("caffe-current");
+    let tmp = common::temp_dir("caffe-current");
     let (model, manifest) = make_model(tmp.path(), "alexnet.caffemodel", &["--fc-width", "16", "--classes", "3"]);
     let out_dir = tmp.path().join("weights");
     let out = import_cli(&model, &out_dir, &[]);
@@ -150,7 +150,7 @@ fn current_format_with_groups_imports_element_by_element() {
 
 #[test]
 fn legacy_format_with_other_names_imports_element_by_element() {
-    let tmp = common::TempDir::new("caffe-legacy");
+    let tmp = common::temp_dir("caffe-legacy");
     let (model, manifest) = make_model(tmp.path(), "legacy.caffemodel", &["--format", "v1", "--rename", "--fc-width", "16", "--classes", "3"]);
     let out_dir = tmp.path().join("weights");
     let info = caffe::import(&model, &out_dir, false).unwrap();
@@ -178,7 +178,7 @@ fn legacy_format_with_other_names_imports_element_by_element() {
 
 #[test]
 fn caffenet_layer_order_imports_with_a_warning() {
-    let tmp = common::TempDir::new("caffe-caffenet");
+    let tmp = common::temp_dir("caffe-caffenet");
     let (model, manifest) = make_model(tmp.path(), "caffenet.caffemodel", &["--caffenet-order", "--fc-width", "16", "--classes", "3"]);
     let out_dir = tmp.path().join("weights");
     let out = import_cli(&model, &out_dir, &[]);
@@ -197,7 +197,7 @@ fn conv2d(x: tensorflow::Output, filter: tensorflow::Output, s: &mut Scope) -> t
 
 #[test]
 fn grouped_convolutions_equal_their_expansion_in_the_graph() {
-    let tmp = common::TempDir::new("caffe-groups");
+    let tmp = common::temp_dir("caffe-groups");
     let (model, manifest) = make_model(tmp.path(), "alexnet.caffemodel", &["--fc-width", "16", "--classes", "3"]);
     let out_dir = tmp.path().join("weights");
     let info = caffe::import(&model, &out_dir, false).unwrap();
@@ -277,7 +277,7 @@ fn grouped_convolutions_equal_their_expansion_in_the_graph() {
 
 #[test]
 fn unrepresentable_models_are_refused_naming_the_layer() {
-    let tmp = common::TempDir::new("caffe-refused");
+    let tmp = common::temp_dir("caffe-refused");
     let cases: [(&str, &[&str], &[&str]); 3] = [
         ("batchnorm", &["--batchnorm-after", "conv3"], &["'conv3/bn'", "BatchNorm", "conv1..conv5"]),
         ("four-convs", &["--drop", "conv5", "--drop", "relu5"], &["4 convolution layers", "'conv4'", "has 5"]),
@@ -303,7 +303,7 @@ fn unrepresentable_models_are_refused_naming_the_layer() {
 #[test]
 fn full_bvlc_alexnet_shapes_import_and_load_for_fc_width_4096() {
     let started = Instant::now();
-    let tmp = common::TempDir::new("caffe-bvlc");
+    let tmp = common::temp_dir("caffe-bvlc");
     // The legacy format, as the 2014 bvlc_alexnet.caffemodel: about 240 MB.
     let (model, manifest) = make_model(tmp.path(), "bvlc_alexnet.caffemodel", &["--format", "v1"]);
     let written = started.elapsed().as_secs_f64();
@@ -354,19 +354,13 @@ fn full_bvlc_alexnet_shapes_import_and_load_for_fc_width_4096() {
 
 #[test]
 fn trainer_fine_tunes_an_import_for_other_classes() {
-    let tmp = common::TempDir::new("caffe-train");
+    let tmp = common::temp_dir("caffe-train");
     let (model, _) = make_model(tmp.path(), "alexnet.caffemodel", &["--fc-width", "16", "--classes", "3"]);
     let out_dir = tmp.path().join("weights");
     assert!(import_cli(&model, &out_dir, &[]).status.success());
     let run_dir = tmp.path().join("run");
-    let out = common::alexnet()
-        .args(["train", "--fc-width", "16", "--lrn", "caffe", "--epochs", "1"])
-        .arg("--images")
-        .arg(common::images())
-        .arg("--weights")
-        .arg(&out_dir)
-        .arg("--run-dir")
-        .arg(&run_dir)
+    let out = common::train_command(&common::images(), Some(&out_dir), &run_dir)
+        .args(["--fc-width", "16", "--lrn", "caffe", "--epochs", "1"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -41,7 +41,7 @@ fn committed_graph_matches_the_built_one() {
 
 #[test]
 fn pbtxt_parses_to_the_same_graphdef_as_the_pb_in_python() {
-    let tmp = common::TempDir::new("graph");
+    let tmp = common::temp_dir("graph");
     let (out, text) = run(&["graph", "--out", tmp.path().to_str().unwrap()]);
     assert!(out.status.success(), "{text}");
     let venv = common::repo().join(".venv/bin/python");
@@ -135,7 +135,7 @@ fn write_nchw_copy(from: &Path, to: &Path, perturb: Option<&str>) {
 
 #[test]
 fn activations_cli_writes_dumps_that_compare_activations_checks() {
-    let tmp = common::TempDir::new("activations");
+    let tmp = common::temp_dir("activations");
     let ours = tmp.path().join("ours");
     let photo = common::images().join(PHOTO);
     let (out, text) = run(&[
@@ -187,7 +187,7 @@ fn activations_cli_writes_dumps_that_compare_activations_checks() {
 fn run_dir_parameters_come_from_the_latest_checkpoint() {
     use alexnet::train::{TrainConfig, TrainGraph};
     use alexnet::data::weights::{self, LoadOptions};
-    let tmp = common::TempDir::new("run");
+    let tmp = common::temp_dir("run");
     let run = tmp.path();
     let mut cfg = TrainConfig::swift_recipe(common::images(), None, vec!["cat".into(), "dog".into()]);
     cfg.model.lrn = alexnet::graph::model::LrnProfile::Caffe;

@@ -52,12 +52,8 @@ fn start_servers(cluster: &Path) -> Procs {
 }
 
 fn train_cmd(images: &Path, run: &Path, extra: &[&str]) -> Command {
-    let mut cmd = common::alexnet();
-    cmd.args(["train", "--quiet", "--dropout", "0", "--seed", "1", "--batch-size", "12", "--val-every", "1", "--image-summary-every", "0"])
-        .arg("--images")
-        .arg(images)
-        .arg("--run-dir")
-        .arg(run)
+    let mut cmd = common::train_command(images, None, run);
+    cmd.args(["--quiet", "--dropout", "0", "--seed", "1", "--batch-size", "12", "--val-every", "1", "--image-summary-every", "0"])
         .args(extra)
         .env_remove("TF_CONFIG");
     cmd
@@ -70,19 +66,19 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = done.clone();
     let watchdog = std::thread::spawn(move || {
-        let start = Instant::now();
-        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-            if start.elapsed() > limit {
-                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if !common::poll_until(limit, Duration::from_millis(100), || flag.load(std::sync::atomic::Ordering::SeqCst)) {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
         }
     });
     let out = child.wait_with_output().unwrap();
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     watchdog.join().unwrap();
     out
+}
+
+/// Rows in `run`'s metrics.csv so far (0 before it exists).
+fn epochs_written(run: &Path) -> usize {
+    metrics::read(&run.join("metrics.csv")).map(|r| r.len()).unwrap_or(0)
 }
 
 /// From epoch `from` on, `other`'s loss is within 1e-4 relative of one process's (`one`).
@@ -95,7 +91,7 @@ fn assert_losses_match(one: &[metrics::Row], other: &[metrics::Row], from: usize
 
 #[test]
 fn cluster_matches_one_process_and_names_a_lost_worker() {
-    let tmp = common::TempDir::new("distributed");
+    let tmp = common::temp_dir("distributed");
     // 24 training images: 2 steps of 12 per epoch, 6 per worker.
     let images = common::small_dataset(tmp.path(), 12);
     let cluster = cluster_file(tmp.path());
@@ -145,11 +141,8 @@ fn cluster_matches_one_process_and_names_a_lost_worker() {
     let mut cmd = train_cmd(&images, &lost, &["--epochs", "1000", "--checkpoint-every", "1", "--job", "worker", "--task", "0"]);
     cmd.arg("--cluster").arg(&cluster);
     let chief = std::thread::spawn(move || run_bounded(cmd, Duration::from_secs(240)));
-    let start = Instant::now();
-    while metrics::read(&lost.join("metrics.csv")).map(|r| r.len()).unwrap_or(0) < 1 {
-        assert!(start.elapsed() < Duration::from_secs(180), "the chief wrote no epoch");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let wrote = common::poll_until(Duration::from_secs(180), Duration::from_millis(200), || epochs_written(&lost) >= 1);
+    assert!(wrote, "the chief wrote no epoch");
     servers.0[1].kill().unwrap();
     let out = chief.join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -168,7 +161,7 @@ fn spawn_chief(images: &Path, run: &Path, cluster: &Path, extra: &[&str], limit:
 
 #[test]
 fn async_cluster_trains_and_survives_a_lost_worker() {
-    let tmp = common::TempDir::new("distributed-async");
+    let tmp = common::temp_dir("distributed-async");
     // 24 training images: 2 batches of 12 per epoch, 6 per replica.
     let images = common::small_dataset(tmp.path(), 12);
     let cluster = cluster_file(tmp.path());
@@ -192,9 +185,8 @@ fn async_cluster_trains_and_survives_a_lost_worker() {
     // Worker 1 killed after the first epoch: the chief names it, carries on alone and finishes.
     let lost = tmp.path().join("async-lost");
     let chief = spawn_chief(&images, &lost, &cluster, &["--async", "--epochs", "6"], limit);
-    while metrics::read(&lost.join("metrics.csv")).map(|r| r.len()).unwrap_or(0) < 1 && !chief.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // No timeout of its own: run_bounded's limit ends the chief.
+    let _ = common::poll_until(Duration::MAX, Duration::from_millis(100), || epochs_written(&lost) >= 1 || chief.is_finished());
     servers.0[1].kill().unwrap();
     let out = chief.join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -223,19 +215,17 @@ fn spawn_between_chief(images: &Path, run: &Path, cluster: &Path, extra: &[&str]
 
 /// Waits up to `limit` for `child` to exit; its exit status, or None if it is still running.
 fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
+    let mut status = None;
+    let _ = common::poll_until(limit, Duration::from_millis(100), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status
 }
 
 #[test]
 fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
-    let tmp = common::TempDir::new("distributed-between");
+    let tmp = common::temp_dir("distributed-between");
     // 24 training images: 2 steps of 12 per epoch, 6 per worker.
     let images = common::small_dataset(tmp.path(), 12);
     let cluster = cluster_file(tmp.path());
@@ -285,12 +275,13 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     let mut cmd = train_cmd(&images, &dist, &["--epochs", "5", "--resume", "--checkpoint-every", "1", "--between-graph", "--job", "worker", "--task", "0"]);
     cmd.arg("--cluster").arg(&cluster);
     procs.0.push(cmd.stdout(Stdio::null()).stderr(std::fs::File::create(log("chief-b")).unwrap()).spawn().unwrap());
-    let start = Instant::now();
-    while metrics::read(&dist.join("metrics.csv")).map(|r| r.len()).unwrap_or(0) < 4 {
-        assert!(start.elapsed() < Duration::from_secs(120), "the chief wrote no fourth epoch:\n{}", read(&log("chief-b")));
-        assert!(procs.0[3].try_wait().unwrap().is_none(), "the chief stopped:\n{}", read(&log("chief-b")));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let wrote = common::poll_until(Duration::from_secs(120), Duration::from_millis(50), || {
+        epochs_written(&dist) >= 4 || {
+            assert!(procs.0[3].try_wait().unwrap().is_none(), "the chief stopped:\n{}", read(&log("chief-b")));
+            false
+        }
+    });
+    assert!(wrote, "the chief wrote no fourth epoch:\n{}", read(&log("chief-b")));
     procs.0[3].kill().unwrap();
     procs.0[3].wait().unwrap();
     let out = spawn_between_chief(&images, &dist, &cluster, &["--epochs", "5", "--resume"], limit).join().unwrap();
@@ -307,11 +298,8 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     procs.0.push(spawn_between_worker(&images, &cluster, 1, &["--epochs", "1000"], &log("w1-c")));
     let w1 = procs.0.len() - 1;
     let chief = spawn_between_chief(&images, &lost, &cluster, &["--epochs", "1000", "--checkpoint-every", "1"], limit);
-    let start = Instant::now();
-    while metrics::read(&lost.join("metrics.csv")).map(|r| r.len()).unwrap_or(0) < 1 && !chief.is_finished() {
-        assert!(start.elapsed() < Duration::from_secs(120), "the chief wrote no epoch");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let wrote = common::poll_until(Duration::from_secs(120), Duration::from_millis(100), || epochs_written(&lost) >= 1 || chief.is_finished());
+    assert!(wrote, "the chief wrote no epoch");
     procs.0[w1].kill().unwrap();
     let killed = Instant::now();
     let out = chief.join().unwrap();
@@ -325,13 +313,9 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     // With dropout and weight decay, between-graph worker i draws the masks of in-graph replica i
     // and decays on the ps: the same losses as in-graph.
     let recipe = |run: &Path, task: usize| {
-        let mut cmd = common::alexnet();
-        cmd.args(["train", "--quiet", "--dropout", "0.5", "--weight-decay", "0.0005", "--seed", "2", "--batch-size", "12", "--epochs", "2"])
+        let mut cmd = common::train_command(&images, None, run);
+        cmd.args(["--quiet", "--dropout", "0.5", "--weight-decay", "0.0005", "--seed", "2", "--batch-size", "12", "--epochs", "2"])
             .args(["--image-summary-every", "0", "--job", "worker", "--task", &task.to_string()])
-            .arg("--images")
-            .arg(&images)
-            .arg("--run-dir")
-            .arg(run)
             .arg("--cluster")
             .arg(&cluster)
             .env_remove("TF_CONFIG");
@@ -360,7 +344,7 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
 
 #[test]
 fn between_graph_async_survives_a_lost_worker_and_refuses_another_recipe() {
-    let tmp = common::TempDir::new("distributed-between-async");
+    let tmp = common::temp_dir("distributed-between-async");
     // 24 training images: 2 batches of 12 per epoch, 6 per worker.
     let images = common::small_dataset(tmp.path(), 12);
     let cluster = cluster_file(tmp.path());
@@ -396,11 +380,8 @@ fn between_graph_async_survives_a_lost_worker_and_refuses_another_recipe() {
     let w1 = procs.0.len() - 1;
     let lost = tmp.path().join("async-lost");
     let chief = spawn_between_chief(&images, &lost, &cluster, &["--async", "--epochs", "5"], limit);
-    let start = Instant::now();
-    while metrics::read(&lost.join("metrics.csv")).map(|r| r.len()).unwrap_or(0) < 1 && !chief.is_finished() {
-        assert!(start.elapsed() < Duration::from_secs(60), "the chief wrote no epoch");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let wrote = common::poll_until(Duration::from_secs(60), Duration::from_millis(100), || epochs_written(&lost) >= 1 || chief.is_finished());
+    assert!(wrote, "the chief wrote no epoch");
     procs.0[w1].kill().unwrap();
     let out = chief.join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();

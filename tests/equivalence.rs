@@ -13,7 +13,7 @@ use std::process::Command;
 
 #[test]
 fn ten_steps_match_python_tensorflow() {
-    let tmp = common::TempDir::new("equivalence");
+    let tmp = common::temp_dir("equivalence");
     let dir = tmp.path();
     let dataset = alexnet::data::images::scan(&common::images()).unwrap();
     let cfg = ModelConfig::new(dataset.classes.len());

@@ -28,7 +28,7 @@ struct Predictions {
 
 #[test]
 fn exported_model_gives_the_trainers_predictions_everywhere() {
-    let tmp = common::TempDir::new("export");
+    let tmp = common::temp_dir("export");
     let run_dir = tmp.path().join("run");
     let dataset = data::scan(&common::images()).unwrap();
     let mut cfg = TrainConfig::swift_recipe(common::images(), Some(common::weights()), dataset.classes.clone());
@@ -100,7 +100,7 @@ fn exported_model_gives_the_trainers_predictions_everywhere() {
 
 #[test]
 fn a_failed_export_leaves_no_folder() {
-    let tmp = common::TempDir::new("export-fail");
+    let tmp = common::temp_dir("export-fail");
     let dataset = data::scan(&common::images()).unwrap();
     let run_dir = tmp.path().join("run");
     std::fs::create_dir_all(&run_dir).unwrap();

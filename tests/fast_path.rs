@@ -60,13 +60,8 @@ fn bf16_gradients_follow_the_float32_ones() {
 }
 
 fn train(dir: &std::path::Path, extra: &[&str]) -> (Vec<alexnet::run::metrics::Row>, String) {
-    let out = common::alexnet()
-        .args(["train", "--quiet", "--val-every", "1", "--seed", "4", "--images"])
-        .arg(common::images())
-        .arg("--weights")
-        .arg(common::weights())
-        .arg("--run-dir")
-        .arg(dir)
+    let out = common::train_command(&common::images(), Some(&common::weights()), dir)
+        .args(["--quiet", "--val-every", "1", "--seed", "4"])
         .args(extra)
         .output()
         .unwrap();
@@ -77,7 +72,7 @@ fn train(dir: &std::path::Path, extra: &[&str]) -> (Vec<alexnet::run::metrics::R
 
 #[test]
 fn train_accuracy_from_the_next_step_equals_a_separate_pass() {
-    let tmp = common::TempDir::new("lookahead");
+    let tmp = common::temp_dir("lookahead");
     // Checkpoints every epoch: a separate inference pass after every step.
     let (separate, _) = train(&tmp.path().join("separate"), &["--epochs", "4", "--checkpoint-every", "1"]);
     // No checkpoint before the last epoch: epochs 0..2 take it from the next step.
@@ -99,7 +94,7 @@ fn train_accuracy_from_the_next_step_equals_a_separate_pass() {
 
 #[test]
 fn streamed_data_set_trains_like_the_in_graph_one() {
-    let tmp = common::TempDir::new("stream");
+    let tmp = common::temp_dir("stream");
     let (in_graph, _) = train(&tmp.path().join("in-graph"), &["--epochs", "2"]);
     let (streamed, err) = train(&tmp.path().join("streamed"), &["--epochs", "2", "--cache-limit", "10M"]);
     assert!(err.contains("decoded from disk every step"), "{err}");

@@ -1,44 +1,14 @@
 //! Runs `scripts/fetch-data` against a temporary copy of the local mirror of the Swift original's
 //! data (`../shared/data/swift-original` next to the repository, or `$ALEXNET_MIRROR`).
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn mirror() -> PathBuf {
-    let dir = match std::env::var_os("ALEXNET_MIRROR") {
-        Some(dir) => PathBuf::from(dir),
-        None => repo().join("../shared/data/swift-original"),
-    };
-    assert!(dir.join("weights").is_dir(), "data mirror not found at {} (set ALEXNET_MIRROR)", dir.display());
-    dir
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("alexnet-fetch-data-{}-{n}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use common::{mirror, repo};
 
 /// Relative paths of all files under `dir/images` and `dir/weights`, excluding README.md.
 fn data_files(dir: &Path) -> Vec<String> {
@@ -113,8 +83,8 @@ fn assert_same_as_mirror(mirror: &Path, dest: &Path) {
 
 #[test]
 fn first_run_fills_second_run_does_nothing() {
-    let tmp = TempDir::new("fill");
-    let (mirror, dest) = (tmp.0.join("mirror"), tmp.0.join("dest"));
+    let tmp = common::temp_dir("fill");
+    let (mirror, dest) = (tmp.path().join("mirror"), tmp.path().join("dest"));
     copy_mirror(&mirror);
 
     let (ok, out) = fetch(&mirror, &dest);
@@ -141,8 +111,8 @@ fn first_run_fills_second_run_does_nothing() {
 
 #[test]
 fn corrupted_source_file_is_refused() {
-    let tmp = TempDir::new("corrupt-source");
-    let (mirror, dest) = (tmp.0.join("mirror"), tmp.0.join("dest"));
+    let tmp = common::temp_dir("corrupt-source");
+    let (mirror, dest) = (tmp.path().join("mirror"), tmp.path().join("dest"));
     copy_mirror(&mirror);
     let bad = mirror.join("weights/conv2.weights");
     flip_byte(&bad, 1000);
@@ -160,8 +130,8 @@ fn corrupted_source_file_is_refused() {
 
 #[test]
 fn damaged_destination_file_is_replaced() {
-    let tmp = TempDir::new("damaged-dest");
-    let (mirror, dest) = (tmp.0.join("mirror"), tmp.0.join("dest"));
+    let tmp = common::temp_dir("damaged-dest");
+    let (mirror, dest) = (tmp.path().join("mirror"), tmp.path().join("dest"));
     copy_mirror(&mirror);
     let (ok, out) = fetch(&mirror, &dest);
     assert!(ok, "first run failed:\n{out}");
@@ -181,9 +151,9 @@ fn damaged_destination_file_is_replaced() {
 
 #[test]
 fn missing_mirror_is_a_clear_error() {
-    let tmp = TempDir::new("no-mirror");
-    let (ok, out) = fetch(&tmp.0.join("nowhere"), &tmp.0.join("dest"));
+    let tmp = common::temp_dir("no-mirror");
+    let (ok, out) = fetch(&tmp.path().join("nowhere"), &tmp.path().join("dest"));
     assert!(!ok);
     assert!(out.contains("mirror directory not found"), "{out}");
-    assert!(!tmp.0.join("dest").exists());
+    assert!(!tmp.path().join("dest").exists());
 }

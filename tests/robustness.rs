@@ -5,22 +5,14 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alexnet::data::images::{self as data, Decoder, Preprocess};
 use alexnet::run::metrics;
-use common::TempDir;
 
 fn train(images: &Path, run: &Path, extra: &[&str]) -> Command {
-    let mut cmd = common::alexnet();
-    cmd.args(["train", "--quiet", "--checkpoint-every", "1"])
-        .arg("--images")
-        .arg(images)
-        .arg("--weights")
-        .arg(common::weights())
-        .arg("--run-dir")
-        .arg(run)
-        .args(extra);
+    let mut cmd = common::train_command(images, Some(&common::weights()), run);
+    cmd.args(["--quiet", "--checkpoint-every", "1"]).args(extra);
     cmd
 }
 
@@ -34,7 +26,7 @@ fn a_real_jpeg() -> PathBuf {
 
 #[test]
 fn every_bad_image_is_listed_and_can_be_skipped() {
-    let tmp = TempDir::new("bad-images");
+    let tmp = common::temp_dir("bad-images");
     let images = common::small_dataset(tmp.path(), 3);
     let cats = images.join("train/cat");
     std::fs::write(cats.join("empty.jpg"), b"").unwrap();
@@ -65,7 +57,7 @@ fn every_bad_image_is_listed_and_can_be_skipped() {
 
 #[test]
 fn other_formats_and_colour_modes_are_converted_and_used() {
-    let tmp = TempDir::new("formats");
+    let tmp = common::temp_dir("formats");
     let images = common::small_dataset(tmp.path(), 2);
     let made = tmp.path().join("made");
     let status = Command::new(common::python())
@@ -97,7 +89,7 @@ fn other_formats_and_colour_modes_are_converted_and_used() {
 
 #[test]
 fn an_absurdly_large_image_is_refused_before_decoding() {
-    let tmp = TempDir::new("huge");
+    let tmp = common::temp_dir("huge");
     // A JPEG header claiming 30000 x 30000 pixels (900 megapixels).
     let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x75, 0x30, 0x75, 0x30, 0x03];
     bytes.extend([0u8; 64]);
@@ -112,7 +104,7 @@ fn an_absurdly_large_image_is_refused_before_decoding() {
 
 #[test]
 fn folder_structure_problems_are_explained() {
-    let tmp = TempDir::new("structure");
+    let tmp = common::temp_dir("structure");
     let err = |p: &Path| format!("{:#}", data::scan(p).unwrap_err());
 
     assert!(err(&tmp.path().join("nope")).contains("does not exist"));
@@ -137,7 +129,7 @@ fn folder_structure_problems_are_explained() {
 fn weight_file_problems_name_the_file() {
     use alexnet::graph::model::{ModelConfig, param_specs};
     use alexnet::data::weights::{LoadOptions, load};
-    let tmp = TempDir::new("weights");
+    let tmp = common::temp_dir("weights");
     let specs = param_specs(&ModelConfig::new(2));
     let opts = LoadOptions { strict: false, seed: 0 };
     let err = |dir: &Path| format!("{:#}", load(Some(dir), &specs, &opts).unwrap_err());
@@ -181,7 +173,7 @@ fn weight_file_problems_name_the_file() {
 
 #[test]
 fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
-    let tmp = TempDir::new("nan");
+    let tmp = common::temp_dir("nan");
     let images = common::small_dataset(tmp.path(), 3);
     let run = tmp.path().join("run");
     let out = train(&images, &run, &["--epochs", "20", "--lr", "1e6", "--dropout", "0"]).output().unwrap();
@@ -200,19 +192,19 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
 /// Starts a training run and waits until it has written `epochs` checkpoints.
 fn start_and_wait(images: &Path, run: &Path, total: &str, epochs: usize) -> std::process::Child {
     let mut child = train(images, run, &["--epochs", total, "--seed", "7"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
+    let written = common::poll_until(Duration::from_secs(300), Duration::from_millis(20), || {
         if let Ok(Some((_, e))) = alexnet::run::checkpoint::latest(run) {
             if e + 1 >= epochs {
-                return child;
+                return true;
             }
         }
         if let Some(status) = child.try_wait().unwrap() {
             panic!("training ended early ({status})");
         }
-        assert!(Instant::now() < deadline, "no checkpoint within 300 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        false
+    });
+    assert!(written, "no checkpoint within 300 s");
+    child
 }
 
 fn signal(child: &std::process::Child, sig: &str) {
@@ -221,7 +213,7 @@ fn signal(child: &std::process::Child, sig: &str) {
 
 #[test]
 fn sigint_and_sigterm_checkpoint_and_say_how_to_resume() {
-    let tmp = TempDir::new("signals");
+    let tmp = common::temp_dir("signals");
     let images = common::small_dataset(tmp.path(), 3);
     for sig in ["INT", "TERM"] {
         let run = tmp.path().join(format!("run-{sig}"));
@@ -240,7 +232,7 @@ fn sigint_and_sigterm_checkpoint_and_say_how_to_resume() {
 
 #[test]
 fn sigkill_then_resume_gives_the_uninterrupted_result() {
-    let tmp = TempDir::new("sigkill");
+    let tmp = common::temp_dir("sigkill");
     let images = common::small_dataset(tmp.path(), 3);
     let total = "12";
     let full = tmp.path().join("full");

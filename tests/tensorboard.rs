@@ -8,16 +8,10 @@ use std::path::Path;
 
 use alexnet::observe::events::{self, Event, SessionLog};
 use alexnet::run::metrics::{self, Row};
-use common::TempDir;
 
 fn train(images: &Path, run: &Path, extra: &[&str]) {
-    let out = common::alexnet()
-        .args(["train", "--quiet", "--val-every", "2", "--image-summary-every", "5", "--images"])
-        .arg(images)
-        .arg("--weights")
-        .arg(common::weights())
-        .arg("--run-dir")
-        .arg(run)
+    let out = common::train_command(images, Some(&common::weights()), run)
+        .args(["--quiet", "--val-every", "2", "--image-summary-every", "5"])
         .args(extra)
         .output()
         .unwrap();
@@ -41,7 +35,7 @@ fn has(img: &image::RgbImage, rgb: [u8; 3]) -> bool {
 
 #[test]
 fn event_files_match_metrics_and_hold_the_graph_and_images() {
-    let tmp = TempDir::new("tensorboard");
+    let tmp = common::temp_dir("tensorboard");
     let images = common::small_dataset(tmp.path(), 3);
     let run = tmp.path().join("run");
     train(&images, &run, &["--epochs", "2"]);
@@ -120,7 +114,7 @@ fn event_files_match_metrics_and_hold_the_graph_and_images() {
 
 #[test]
 fn plot_overlays_runs_and_names_missing_metrics() {
-    let tmp = TempDir::new("plot");
+    let tmp = common::temp_dir("plot");
     let rows = |scale: f64| -> Vec<Row> {
         (0..30)
             .map(|e| Row {
@@ -182,7 +176,7 @@ fn read_summaries(run: &Path) -> (BTreeMap<(String, i64), f64>, BTreeMap<String,
 fn bf16_run_writes_images_and_delayed_rows_reach_tensorboard() {
     // bf16 activations are cast for the image summaries; epoch 1 (no images due) takes its
     // train accuracy from the next step, and its row still reaches TensorBoard.
-    let tmp = TempDir::new("tensorboard-bf16");
+    let tmp = common::temp_dir("tensorboard-bf16");
     let images = common::small_dataset(tmp.path(), 3);
     let run = tmp.path().join("run");
     train(&images, &run, &["--epochs", "3", "--precision", "bf16", "--batch-size", "0"]);

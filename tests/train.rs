@@ -8,16 +8,11 @@ use std::path::Path;
 use alexnet::run::metrics;
 
 fn train(run: &Path, extra: &[&str]) -> std::process::Output {
-    let mut cmd = common::alexnet();
-    cmd.args(["train", "--quiet", "--checkpoint-every", "1", "--val-every", "2", "--seed", "3"])
-        .arg("--images")
-        .arg(common::images())
-        .arg("--weights")
-        .arg(common::weights())
-        .arg("--run-dir")
-        .arg(run)
-        .args(extra);
-    cmd.output().unwrap()
+    common::train_command(&common::images(), Some(&common::weights()), run)
+        .args(["--quiet", "--checkpoint-every", "1", "--val-every", "2", "--seed", "3"])
+        .args(extra)
+        .output()
+        .unwrap()
 }
 
 fn ok(out: &std::process::Output) -> String {
@@ -28,7 +23,7 @@ fn ok(out: &std::process::Output) -> String {
 
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
-    let tmp = common::TempDir::new("train");
+    let tmp = common::temp_dir("train");
     let full = tmp.path().join("full");
     ok(&train(&full, &["--epochs", "4"]));
 
@@ -77,7 +72,7 @@ fn resumed_run_matches_uninterrupted_run() {
 
 #[test]
 fn missing_weights_are_initialised_or_refused() {
-    let tmp = common::TempDir::new("train-weights");
+    let tmp = common::temp_dir("train-weights");
     let out = train(&tmp.path().join("a"), &["--epochs", "1"]);
     let err = ok(&out);
     // One summary line: what was loaded and what was initialised.
@@ -94,7 +89,7 @@ fn missing_weights_are_initialised_or_refused() {
 
 #[test]
 fn wrong_sized_weight_file_is_named() {
-    let tmp = common::TempDir::new("train-badweights");
+    let tmp = common::temp_dir("train-badweights");
     let dir = tmp.path().join("weights");
     std::fs::create_dir_all(&dir).unwrap();
     for f in std::fs::read_dir(common::weights()).unwrap() {
@@ -103,15 +98,7 @@ fn wrong_sized_weight_file_is_named() {
     }
     let bytes = std::fs::read(dir.join("conv2.biases")).unwrap();
     std::fs::write(dir.join("conv2.biases"), &bytes[..bytes.len() - 8]).unwrap();
-    let out = common::alexnet()
-        .args(["train", "--quiet", "--epochs", "1", "--images"])
-        .arg(common::images())
-        .arg("--weights")
-        .arg(&dir)
-        .arg("--run-dir")
-        .arg(tmp.path().join("run"))
-        .output()
-        .unwrap();
+    let out = common::train_command(&common::images(), Some(&dir), &tmp.path().join("run")).args(["--quiet", "--epochs", "1"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("conv2.biases: expected 256 float32 elements (1024 bytes), found 254 elements"), "{err}");
@@ -119,7 +106,7 @@ fn wrong_sized_weight_file_is_named() {
 
 #[test]
 fn asking_for_a_missing_gpu_is_a_clear_error() {
-    let tmp = common::TempDir::new("train-gpu");
+    let tmp = common::temp_dir("train-gpu");
     let out = train(&tmp.path().join("run"), &["--epochs", "1", "--device", "gpu"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -1,8 +1,10 @@
-//! Shared by the integration tests: where the Swift original's data is, and scratch folders.
+//! Shared by the integration tests: where the Swift original's data is, scratch folders, the
+//! trainer's command line and polling.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -42,26 +44,24 @@ pub fn small_dataset(root: &Path, n: usize) -> PathBuf {
     copy
 }
 
-/// A scratch folder removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!("alexnet-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
+/// A scratch folder, removed on drop: `alexnet-test-<tag>-<random>` in the system's temp dir.
+pub fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("alexnet-test-{tag}-")).tempdir().unwrap()
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// Calls `done` every `every` until it returns true (then true), or `timeout` has passed (then
+/// false); `done` may panic to give up sooner. Callers assert on the result with their message.
+#[must_use]
+pub fn poll_until(timeout: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(every);
     }
 }
 
@@ -77,6 +77,18 @@ pub fn python() -> PathBuf {
 pub fn alexnet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_alexnet"));
     c.env("TF_CPP_MIN_LOG_LEVEL", "3");
+    c
+}
+
+/// `alexnet train --images <images> [--weights <weights>] --run-dir <run>`: the flags every
+/// trainer test gives; callers add their own (`--quiet`, the recipe).
+pub fn train_command(images: &Path, weights: Option<&Path>, run: &Path) -> Command {
+    let mut c = alexnet();
+    c.arg("train").arg("--images").arg(images);
+    if let Some(w) = weights {
+        c.arg("--weights").arg(w);
+    }
+    c.arg("--run-dir").arg(run);
     c
 }
 
