@@ -85,7 +85,7 @@ enum Command {
         #[command(flatten)]
         input: InputArgs,
     },
-    /// The devices TensorFlow sees, with their memory.
+    /// Which TensorFlow library this is (CPU-only or CUDA, and if no GPU, why) and the devices it sees.
     Devices,
     /// Run this task's TensorFlow server (a ps, or a worker other than the chief) until SIGINT or SIGTERM.
     Server {
@@ -473,21 +473,24 @@ fn run(cli: Cli) -> Result<()> {
                 (None, None, Some(dir)) => Predictor::from_weights(&dir, labels, lrn, &input.preprocess()?)?,
                 (None, None, None) => bail!("give --run-dir, --saved-model or --weights"),
             };
-            for p in predictor.predict_files(&images)? {
-                if json {
-                    println!("{}", serde_json::to_string(&p)?);
-                } else {
-                    println!("{}\t{}\t{:.4}", p.path.display(), p.class, p.probability);
+            let outcomes = predictor.predict_each(&images)?;
+            let failed = outcomes.iter().filter(|o| o.is_err()).count();
+            for o in outcomes {
+                match (o, json) {
+                    (Ok(p), true) => println!("{}", serde_json::to_string(&p)?),
+                    (Ok(p), false) => println!("{}\t{}\t{:.4}", p.path.display(), p.class, p.probability),
+                    (Err(b), true) => println!("{}", serde_json::json!({ "path": b.path, "error": b.reason })),
+                    (Err(b), false) => eprintln!("cannot classify {}: {}", b.path.display(), b.reason),
                 }
+            }
+            if failed > 0 {
+                bail!("{failed} of {} files could not be classified", images.len());
             }
             Ok(())
         }
         Command::Bench(args) => run_bench(args),
         Command::Devices => {
-            for d in runtime::list_devices()? {
-                let mem = if d.memory_bytes > 0 { format!("{:.1} GiB", d.memory_bytes as f64 / (1u64 << 30) as f64) } else { "-".into() };
-                println!("{:<5} {:<40} memory {mem}", d.device_type, d.name);
-            }
+            runtime::describe_devices()?.iter().for_each(|l| println!("{l}"));
             Ok(())
         }
         Command::ImportCaffe { model, out, force } => {
