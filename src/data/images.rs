@@ -407,10 +407,12 @@ pub fn check_encoded(bytes: &[u8]) -> std::result::Result<(), String> {
 pub fn plain_decode_error(bytes: &[u8], tf_message: &str) -> String {
     let line = first_line(tf_message);
     let line = line.split(" [[").next().unwrap_or("").trim();
+    // "InvalidArgument: jpeg::Uncompress failed. ..." -> "jpeg::Uncompress failed. ..."
+    let line = line.split_once(": ").filter(|(code, _)| !code.contains(' ') && code.chars().all(|c| c.is_ascii_alphabetic())).map_or(line, |(_, rest)| rest);
     let format = image_format(bytes).unwrap_or("image");
     let lower = line.to_lowercase();
     if ["invalid jpeg data", "premature end", "invalid png data", "failed to decode", "truncated", "corrupt"].iter().any(|m| lower.contains(m)) {
-        format!("truncated or corrupt {format} data ({line})")
+        format!("truncated or corrupt {format} data")
     } else {
         format!("cannot decode this {format} file ({line})")
     }
