@@ -610,13 +610,14 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         runtime: a.runtime.config(),
         preprocess: data::Preprocess::default(),
     };
-    if opts.precisions.contains(&Precision::Bf16) {
-        runtime::bf16_warning(opts.runtime.device).into_iter().for_each(|w| eprintln!("{w}"));
-    }
-    // Inputs checked before anything starts (the Python peer would fail on them with a traceback).
+    // Inputs checked before anything starts (the Python peer would fail on them with a traceback),
+    // and before the bf16 warning, so that a missing folder is the one line printed.
     data::scan(&opts.images)?;
     if let Some(w) = &opts.weights {
         anyhow::ensure!(w.is_dir(), "weight folder {} does not exist (fill weights/ with scripts/fetch-data, or point --weights at a folder)", w.display());
+    }
+    if opts.precisions.contains(&Precision::Bf16) {
+        runtime::bf16_warning(opts.runtime.device).into_iter().for_each(|w| eprintln!("{w}"));
     }
     if a.profile {
         for &p in &opts.precisions {
