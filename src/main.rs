@@ -85,7 +85,7 @@ enum Command {
         #[command(flatten)]
         input: InputArgs,
     },
-    /// The devices TensorFlow sees, with their memory.
+    /// Which TensorFlow library this is (CPU-only or CUDA, and if no GPU, why) and the devices it sees.
     Devices,
     /// Run this task's TensorFlow server (a ps, or a worker other than the chief) until SIGINT or SIGTERM.
     Server {
@@ -473,21 +473,24 @@ fn run(cli: Cli) -> Result<()> {
                 (None, None, Some(dir)) => Predictor::from_weights(&dir, labels, lrn, &input.preprocess()?)?,
                 (None, None, None) => bail!("give --run-dir, --saved-model or --weights"),
             };
-            for p in predictor.predict_files(&images)? {
-                if json {
-                    println!("{}", serde_json::to_string(&p)?);
-                } else {
-                    println!("{}\t{}\t{:.4}", p.path.display(), p.class, p.probability);
+            let outcomes = predictor.predict_each(&images)?;
+            let failed = outcomes.iter().filter(|o| o.is_err()).count();
+            for o in outcomes {
+                match (o, json) {
+                    (Ok(p), true) => println!("{}", serde_json::to_string(&p)?),
+                    (Ok(p), false) => println!("{}\t{}\t{:.4}", p.path.display(), p.class, p.probability),
+                    (Err(b), true) => println!("{}", serde_json::json!({ "path": b.path, "error": b.reason })),
+                    (Err(b), false) => eprintln!("cannot classify {}: {}", b.path.display(), b.reason),
                 }
+            }
+            if failed > 0 {
+                bail!("{failed} of {} files could not be classified", images.len());
             }
             Ok(())
         }
         Command::Bench(args) => run_bench(args),
         Command::Devices => {
-            for d in runtime::list_devices()? {
-                let mem = if d.memory_bytes > 0 { format!("{:.1} GiB", d.memory_bytes as f64 / (1u64 << 30) as f64) } else { "-".into() };
-                println!("{:<5} {:<40} memory {mem}", d.device_type, d.name);
-            }
+            runtime::describe_devices()?.iter().for_each(|l| println!("{l}"));
             Ok(())
         }
         Command::ImportCaffe { model, out, force } => {
@@ -607,13 +610,14 @@ fn run_bench(a: BenchArgs) -> Result<()> {
         runtime: a.runtime.config(),
         preprocess: data::Preprocess::default(),
     };
-    if opts.precisions.contains(&Precision::Bf16) {
-        runtime::bf16_warning(opts.runtime.device).into_iter().for_each(|w| eprintln!("{w}"));
-    }
-    // Inputs checked before anything starts (the Python peer would fail on them with a traceback).
+    // Inputs checked before anything starts (the Python peer would fail on them with a traceback),
+    // and before the bf16 warning, so that a missing folder is the one line printed.
     data::scan(&opts.images)?;
     if let Some(w) = &opts.weights {
         anyhow::ensure!(w.is_dir(), "weight folder {} does not exist (fill weights/ with scripts/fetch-data, or point --weights at a folder)", w.display());
+    }
+    if opts.precisions.contains(&Precision::Bf16) {
+        runtime::bf16_warning(opts.runtime.device).into_iter().for_each(|w| eprintln!("{w}"));
     }
     if a.profile {
         for &p in &opts.precisions {

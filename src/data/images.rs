@@ -369,6 +369,55 @@ pub fn image_dimensions(b: &[u8]) -> Option<(u32, u32)> {
     None
 }
 
+/// The format TensorFlow's DecodeImage would take the bytes for (it sniffs the same signatures),
+/// or None for anything it refuses.
+pub fn image_format(b: &[u8]) -> Option<&'static str> {
+    if b.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("JPEG")
+    } else if b.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("PNG")
+    } else if b.starts_with(b"GIF") {
+        Some("GIF")
+    } else if b.starts_with(b"BM") {
+        Some("BMP")
+    } else {
+        None
+    }
+}
+
+/// The checks of an encoded image that need no decoding, in plain words: empty, not a format
+/// TensorFlow decodes, or a header giving more than [`MAX_PIXELS`].
+pub fn check_encoded(bytes: &[u8]) -> std::result::Result<(), String> {
+    if bytes.is_empty() {
+        return Err("empty file (0 bytes)".into());
+    }
+    if image_format(bytes).is_none() {
+        return Err("not a JPEG, PNG, GIF or BMP image".into());
+    }
+    if let Some((w, h)) = image_dimensions(bytes) {
+        if w as u64 * h as u64 > MAX_PIXELS {
+            return Err(format!("{w} x {h} pixels is more than the {} megapixels this program decodes; downscale it first", MAX_PIXELS / 1_000_000));
+        }
+    }
+    Ok(())
+}
+
+/// A TensorFlow decode error of an image that passed [`check_encoded`], in plain words: without
+/// the graph's node names, and "truncated or corrupt" where that is what the decoder means.
+pub fn plain_decode_error(bytes: &[u8], tf_message: &str) -> String {
+    let line = first_line(tf_message);
+    let line = line.split(" [[").next().unwrap_or("").trim();
+    // "InvalidArgument: jpeg::Uncompress failed. ..." -> "jpeg::Uncompress failed. ..."
+    let line = line.split_once(": ").filter(|(code, _)| !code.contains(' ') && code.chars().all(|c| c.is_ascii_alphabetic())).map_or(line, |(_, rest)| rest);
+    let format = image_format(bytes).unwrap_or("image");
+    let lower = line.to_lowercase();
+    if ["invalid jpeg data", "premature end", "invalid png data", "failed to decode", "truncated", "corrupt"].iter().any(|m| lower.contains(m)) {
+        format!("truncated or corrupt {format} data")
+    } else {
+        format!("cannot decode this {format} file ({line})")
+    }
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
 }

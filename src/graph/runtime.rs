@@ -97,9 +97,7 @@ impl RuntimeConfig {
         let devices = session.device_list()?;
         let gpu = devices.iter().find(|d| d.device_type == "GPU");
         let used = match (self.device, gpu) {
-            (DeviceChoice::Gpu, None) => bail!(
-                "--device gpu, but TensorFlow sees no GPU (the tensorflow-cpu library has none: run scripts/install-libtensorflow --gpu on a machine with an NVIDIA driver, then rebuild)"
-            ),
+            (DeviceChoice::Gpu, None) => bail!("--device gpu, but TensorFlow sees no GPU: {}", no_gpu_reason()),
             (DeviceChoice::Cpu, _) | (_, None) => "CPU".to_string(),
             (_, Some(g)) => format!("GPU ({})", g.name),
         };
@@ -115,6 +113,140 @@ pub const CLUSTER_STEP_TIMEOUT_MS: i64 = 300_000;
 pub fn list_devices() -> Result<Vec<Device>> {
     let session = Session::new(&SessionOptions::new(), &Graph::new())?;
     Ok(session.device_list()?)
+}
+
+/// Whether the linked libtensorflow is the CUDA build: build.rs finds the NVIDIA runtime that
+/// `scripts/install-libtensorflow --gpu` puts next to it; without that answer, whether
+/// TensorFlow registered a GPU kernel for MatMul.
+pub fn cuda_build() -> bool {
+    match option_env!("ALEXNET_TF_CUDA") {
+        Some(v) => v == "1",
+        None => tensorflow::get_registered_kernels_for_op("MatMul").is_ok_and(|k| k.windows(3).any(|w| w == b"GPU")),
+    }
+}
+
+/// Why TensorFlow sees no GPU, for this library and machine.
+pub fn no_gpu_reason() -> String {
+    if !cuda_build() {
+        return "the tensorflow-cpu library has none: run scripts/install-libtensorflow --gpu on a machine with an NVIDIA driver, then rebuild"
+            .into();
+    }
+    let mut why = "this binary uses the CUDA libtensorflow, but no NVIDIA GPU or driver (libcuda.so.1) is visible".to_string();
+    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        if v.trim().is_empty() || v.trim().starts_with('-') {
+            return format!("{why}: CUDA_VISIBLE_DEVICES='{v}' hides every GPU");
+        }
+    }
+    match dlopen_error("libcuda.so.1") {
+        Some(e) => why += &format!(" ({e})"),
+        None if !std::path::Path::new("/dev/nvidia0").exists() => {
+            why += " (the driver library libcuda.so.1 loads, but there is no /dev/nvidia0: no GPU, or a container started without --gpus)"
+        }
+        None => why += " (libcuda.so.1 loads and /dev/nvidia0 exists: see `alexnet devices --verbose` for TensorFlow's own reason)",
+    }
+    why
+}
+
+/// The dynamic loader's error for a library it can't load, None when it loads.
+fn dlopen_error(lib: &str) -> Option<String> {
+    use std::ffi::{CStr, CString, c_char, c_int, c_void};
+    unsafe extern "C" {
+        fn dlopen(filename: *const c_char, flag: c_int) -> *mut c_void;
+        fn dlerror() -> *const c_char;
+        fn dlclose(handle: *mut c_void) -> c_int;
+    }
+    const RTLD_LAZY: c_int = 1;
+    let name = CString::new(lib).ok()?;
+    // SAFETY: a NUL-terminated name; the handle is closed again, and dlerror's string is copied at once.
+    unsafe {
+        let handle = dlopen(name.as_ptr(), RTLD_LAZY);
+        if !handle.is_null() {
+            dlclose(handle);
+            return None;
+        }
+        let e = dlerror();
+        Some(if e.is_null() { format!("cannot load {lib}") } else { CStr::from_ptr(e).to_string_lossy().into_owned() })
+    }
+}
+
+/// What `alexnet devices` prints, one line each: which TensorFlow library this is (CPU-only, or
+/// CUDA with or without a visible GPU, and why not), then every device TensorFlow sees. The CPU's
+/// line gives the machine's RAM from /proc/meminfo (TensorFlow's own CPU figure is an allocator
+/// default, not the machine's memory); a GPU's gives TensorFlow's memory limit for it and, where
+/// nvidia-smi answers, its name and compute capability.
+pub fn describe_devices() -> Result<Vec<String>> {
+    let devices = list_devices()?;
+    let tf = tensorflow::version().unwrap_or_else(|_| "unknown".into());
+    let gpus: Vec<&Device> = devices.iter().filter(|d| d.device_type == "GPU").collect();
+    let mut lines = vec![match (cuda_build(), gpus.len()) {
+        (false, _) => format!(
+            "TensorFlow {tf}, CPU-only library (tensorflow-cpu): no GPU support; for an NVIDIA GPU run scripts/install-libtensorflow --gpu, then rebuild"
+        ),
+        (true, 0) => format!("TensorFlow {tf}, CUDA library, no GPU: {}", no_gpu_reason()),
+        (true, n) => format!("TensorFlow {tf}, CUDA library, {n} GPU{} found", if n == 1 { "" } else { "s" }),
+    }];
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+    let smi = if gpus.is_empty() || std::env::var_os("CUDA_VISIBLE_DEVICES").is_some() { vec![] } else { nvidia_smi_gpus() };
+    for d in &devices {
+        let what = match d.device_type.as_str() {
+            "CPU" => cpu_summary(),
+            "GPU" => {
+                let index: Option<usize> = d.name.rsplit(':').next().and_then(|i| i.parse().ok());
+                let mut s = format!("memory {} (TensorFlow's limit)", gib(d.memory_bytes.max(0) as u64));
+                if let Some(info) = index.and_then(|i| smi.get(i)).filter(|_| smi.len() == gpus.len()) {
+                    s = format!("{info}, {s}");
+                }
+                s
+            }
+            _ => String::new(),
+        };
+        lines.push(format!("{:<5} {:<40} {what}", d.device_type, d.name));
+    }
+    Ok(lines)
+}
+
+/// The CPU's model, cores, vector extensions and the machine's RAM, from /proc.
+fn cpu_summary() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| info.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string());
+    let mut parts = vec![];
+    if let Some(model) = field("model name") {
+        parts.push(model);
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    parts.push(format!("{cores} core{}", if cores == 1 { "" } else { "s" }));
+    let flags = field("flags").unwrap_or_default();
+    let ext: Vec<&str> = [("avx2", "AVX2"), ("avx512f", "AVX512F"), ("avx512_bf16", "AVX512_BF16"), ("amx_bf16", "AMX_BF16")]
+        .iter()
+        .filter(|(f, _)| flags.split_whitespace().any(|x| x == *f))
+        .map(|(_, n)| *n)
+        .collect();
+    if !ext.is_empty() {
+        parts.push(ext.join(" "));
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let ram_kib = meminfo.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
+    if let Some(kib) = ram_kib {
+        parts.push(format!("machine RAM {:.1} GiB", (kib * 1024) as f64 / (1u64 << 30) as f64));
+    }
+    parts.join(", ")
+}
+
+/// "name, compute capability X.Y" of every GPU nvidia-smi lists, by index; empty without it.
+fn nvidia_smi_gpus() -> Vec<String> {
+    let Ok(out) = std::process::Command::new("nvidia-smi").args(["--query-gpu=name,compute_cap", "--format=csv,noheader"]).output() else {
+        return vec![];
+    };
+    if !out.status.success() {
+        return vec![];
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| match l.rsplit_once(',') {
+            Some((name, cc)) => format!("{}, compute capability {}", name.trim(), cc.trim()),
+            None => l.trim().to_string(),
+        })
+        .collect()
 }
 
 /// TensorFlow's C++ info and warning lines (`cpu_feature_guard`, oneDNN banners, the SavedModel

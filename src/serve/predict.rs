@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 use tensorflow::{DataType, Graph, Output, SavedModelBundle, Session, SessionOptions, SessionRunArgs, Tensor};
 
-use crate::data::images::Preprocess;
+use crate::data::images::{self, BadImage, Preprocess};
 use crate::serve::export::{SERVE_TAG, SERVING_SIGNATURE};
 use crate::graph::model::{LrnProfile, ModelConfig};
 use crate::graph::inference::{self, InferenceGraph};
@@ -172,6 +172,48 @@ impl Predictor {
         Ok(out)
     }
 
+    /// Every file's prediction or why it has none, in order: a file that can't be read or isn't
+    /// an image is named with the reason in plain words, and the others are still classified
+    /// (in batches, as [`Predictor::predict_files`]). Errors of the model itself stop it.
+    pub fn predict_each(&self, paths: &[PathBuf]) -> Result<Vec<std::result::Result<Prediction, BadImage>>> {
+        let bad = |path: &PathBuf, reason: String| Some(Err(BadImage { path: path.clone(), reason }));
+        let mut out: Vec<Option<std::result::Result<Prediction, BadImage>>> = vec![None; paths.len()];
+        let mut good = vec![];
+        for (i, path) in paths.iter().enumerate() {
+            match std::fs::read(path) {
+                Err(e) => {
+                    let e = e.to_string();
+                    out[i] = bad(path, format!("cannot read: {}", e.split(" (os error").next().unwrap_or(&e)));
+                }
+                Ok(bytes) => match images::check_encoded(&bytes) {
+                    Err(reason) => out[i] = bad(path, reason),
+                    Ok(()) => good.push((i, bytes)),
+                },
+            }
+        }
+        for chunk in good.chunks(BATCH) {
+            let bytes: Vec<Vec<u8>> = chunk.iter().map(|(_, b)| b.clone()).collect();
+            let results: Vec<Result<(Vec<f32>, String)>> = match self.run(&bytes) {
+                Ok((probs, names)) => probs.into_iter().zip(names).map(Ok).collect(),
+                // A file that passed the header checks but fails to decode spoils the batch:
+                // one at a time finds it, and the others still get their prediction.
+                Err(e) if !is_decode_error(&e) => return Err(e),
+                Err(_) => bytes.iter().map(|b| self.run(std::slice::from_ref(b)).map(|(mut p, mut n)| (p.remove(0), n.remove(0)))).collect(),
+            };
+            for ((i, b), r) in chunk.iter().zip(results) {
+                out[*i] = match r {
+                    Ok((p, class)) => {
+                        let class_id = train::argmax(&p);
+                        Some(Ok(Prediction { path: paths[*i].clone(), class, class_id, probability: p[class_id], probabilities: p }))
+                    }
+                    Err(e) if is_decode_error(&e) => bad(&paths[*i], images::plain_decode_error(b, &format!("{e:#}"))),
+                    Err(e) => return Err(e.context(format!("cannot classify {}", paths[*i].display()))),
+                };
+            }
+        }
+        Ok(out.into_iter().map(|r| r.expect("every file has an outcome")).collect())
+    }
+
     /// Probabilities and top class names of a batch of encoded images.
     fn run(&self, encoded: &[Vec<u8>]) -> Result<(Vec<Vec<f32>>, Vec<String>)> {
         let batch = inference::encoded_batch(encoded);
@@ -199,6 +241,12 @@ impl Predictor {
         };
         Ok((probs, names))
     }
+}
+
+/// Whether a session run failed on its input (TensorFlow's InvalidArgument, which the decode ops
+/// return for data they can't decode) rather than in the model.
+fn is_decode_error(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tensorflow::Status>().is_some_and(|s| s.code() == tensorflow::Code::InvalidArgument)
 }
 
 /// Class names from a file, one per line (trailing blank lines ignored).
