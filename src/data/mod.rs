@@ -4,3 +4,4 @@
 pub mod caffe;
 pub mod images;
 pub mod weights;
+pub mod decoded;

@@ -9,3 +9,5 @@ pub mod inference;
 pub mod model;
 pub mod network_graph;
 pub mod runtime;
+pub mod params;
+pub mod scoring;

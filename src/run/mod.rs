@@ -3,3 +3,5 @@
 
 pub mod checkpoint;
 pub mod metrics;
+pub mod config;
+pub mod trained;
