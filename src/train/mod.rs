@@ -12,6 +12,7 @@ pub mod feeds;
 pub mod graph;
 pub mod replicas;
 pub mod source;
+pub mod summaries;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -30,6 +31,7 @@ use crate::graph::model;
 pub use crate::graph::scoring::accuracy;
 use crate::observe::plot;
 use crate::observe::tensorboard;
+use self::summaries::Summaries;
 use crate::run::checkpoint;
 use crate::run::metrics::{self, Row};
 use crate::util::fsutil;
@@ -156,7 +158,7 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
         (Some(p), Some(c)) if between => TrainGraph::build_between(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision, p, cfg.async_updates, c.workers().len())?,
         _ => TrainGraph::build_placed(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision, placement.as_ref(), cfg.async_updates)?,
     };
-    let tb = tensorboard::Summaries::build(&tg, cfg)?;
+    let tb = Summaries::build(&tg, cfg)?;
     let (session, device) = match &server {
         None => cfg.runtime.session(&tg.scope.graph())?,
         Some(server) => {
