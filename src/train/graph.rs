@@ -5,13 +5,14 @@ use anyhow::{Context, Result, ensure};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
 use crate::data::weights::LayerParams;
-use crate::distributed::between_graph;
-use crate::distributed::cluster::Placement;
-use crate::graph::model::{self, ModelConfig, Network, Precision};
+use crate::graph::model::{self, Network};
 use crate::graph::params::{init_params, read_params};
 use crate::run::checkpoint::Saver;
 use crate::train::feeds::{Batch, StepFeeds, StepOutput};
-use crate::train::replicas::{Replica, ReplicaStep, Shard, build_replica, import_replica, split_part};
+use crate::train::between_ops::Protocol;
+use crate::train::replicas::{Passes, ReplicaStep, Shard, split_part};
+use crate::train::spec::{Replication, TrainSpec};
+use crate::train::updates::Updates;
 
 /// The training graph: data variables, the network, loss, momentum updates, saver.
 pub struct TrainGraph {
@@ -32,251 +33,52 @@ pub struct TrainGraph {
     slots_init: Vec<Operation>,
     pub saver: Saver,
     /// Between-graph replication: the ops of the protocol between the workers.
-    pub(crate) between: Option<between_graph::Protocol>,
+    pub(crate) between: Option<Protocol>,
 }
 
 impl TrainGraph {
-    pub fn build(cfg: &ModelConfig, momentum: f32, weight_decay: f32) -> Result<TrainGraph> {
-        Self::build_with(cfg, momentum, weight_decay, Precision::F32)
-    }
-
-    pub fn build_with(cfg: &ModelConfig, momentum: f32, weight_decay: f32, precision: Precision) -> Result<TrainGraph> {
-        Self::build_placed(cfg, momentum, weight_decay, precision, None, false)
-    }
-
-    /// With a `placement`, the variables and momentum slots go on the ps tasks and each worker
-    /// gets a replica (its own copy of the data set, its shard of every batch, its forward pass);
-    /// the update uses the shards' gradients weighted by shard size, which is the gradient of the
-    /// whole batch's mean loss. With `async_updates`, each replica gets its own update instead,
-    /// with its own gradients, run by its own step (`replica_steps`).
-    pub fn build_placed(
-        cfg: &ModelConfig,
-        momentum: f32,
-        weight_decay: f32,
-        precision: Precision,
-        placement: Option<&Placement>,
-        async_updates: bool,
-    ) -> Result<TrainGraph> {
-        Self::build_inner(cfg, momentum, weight_decay, precision, placement, async_updates, None)
-    }
-
-    /// Between-graph replication: one worker's graph, the same on every worker of `workers`.
-    /// `placement` holds only this worker (see [`crate::distributed::cluster::ClusterConfig::own_placement`]).
-    /// Synchronous: the replica's gradients, weighted by its share of the batch, go to
-    /// accumulators on the ps, and the update (run by the chief) applies their sums.
-    /// Asynchronous: the replica's own step applies its own gradients, as in-graph.
-    pub fn build_between(
-        cfg: &ModelConfig,
-        momentum: f32,
-        weight_decay: f32,
-        precision: Precision,
-        placement: &Placement,
-        async_updates: bool,
-        workers: usize,
-    ) -> Result<TrainGraph> {
-        ensure!(placement.workers.len() == 1, "a between-graph worker builds only its own replica");
-        Self::build_inner(cfg, momentum, weight_decay, precision, Some(placement), async_updates, Some(workers))
-    }
-
-    fn build_inner(
-        cfg: &ModelConfig,
-        momentum: f32,
-        weight_decay: f32,
-        precision: Precision,
-        placement: Option<&Placement>,
-        async_updates: bool,
-        between: Option<usize>,
-    ) -> Result<TrainGraph> {
-        ensure!(!async_updates || placement.is_some(), "asynchronous updates need a cluster");
+    /// The graph `spec` describes: the replicas' passes, the inference head, the momentum
+    /// updates, the between-graph protocol's ops (if any), and the saver.
+    pub fn build(spec: &TrainSpec) -> Result<TrainGraph> {
+        if let Replication::BetweenGraph { placement, .. } = &spec.replication {
+            ensure!(placement.workers.len() == 1, "a between-graph worker builds only its own replica");
+        }
         let mut scope = Scope::new_root_scope();
         let s = &mut scope;
         let dropout = model::dropout_inputs(s)?;
-        // Each replica's loss and gradients, for its own update when asynchronous.
-        let mut own: Vec<(Output, Vec<Output>)> = vec![];
-        let (net, loss, grads, shards, local_loss) = match placement {
-            None => {
-                let r = build_replica(s, cfg, &dropout, precision, None, "", "")?;
-                (r.net, r.loss.clone(), r.grads, vec![r.shard], r.loss)
-            }
-            Some(p) => {
-                let shared = model::create_vars(s, cfg, &|name| p.variable_device(name))?;
-                let mut replicas = vec![];
-                for (i, dev) in p.workers.iter().enumerate() {
-                    let rs = &mut s.new_sub_scope(&format!("replica_{i}")).with_device(dev);
-                    // Replica 0 is built in place (its unplaced backward ops run on the chief,
-                    // which is worker 0); the others are imported, to put their backward on
-                    // their worker too.
-                    let mut r = if i == 0 {
-                        build_replica(rs, cfg, &dropout, precision, Some(&shared), &format!("replica_{i}/"), dev)?
-                    } else {
-                        import_replica(s, cfg, &dropout, precision, &shared, i, dev)?
-                    };
-                    r.shard.weight = Some(
-                        ops::Placeholder::new()
-                            .dtype(DataType::Float)
-                            .shape(Shape::from(Some(vec![])))
-                            .build(&mut rs.with_op_name("shard_weight"))?
-                            .into(),
-                    );
-                    replicas.push(r);
-                }
-                // The weighted sums: the batch's mean loss and its gradients.
-                let s = &mut s.new_sub_scope("average");
-                let weighted = |s: &mut Scope, x: &dyn Fn(&Replica) -> Output| -> Result<Output> {
-                    let mut acc: Option<Output> = None;
-                    for r in &replicas {
-                        let term: Output = ops::mul(r.shard.weight.clone().unwrap(), x(r), s)?.into();
-                        acc = Some(match acc {
-                            None => term,
-                            Some(a) => ops::add(a, term, s)?.into(),
-                        });
-                    }
-                    Ok(acc.unwrap())
-                };
-                let loss = weighted(s, &|r| r.loss.clone())?;
-                let mut grads = vec![];
-                if async_updates {
-                    own = replicas.iter().map(|r| (r.loss.clone(), r.grads.clone())).collect();
-                } else {
-                    for j in 0..replicas[0].grads.len() {
-                        grads.push(weighted(s, &|r| r.grads[j].clone())?);
-                    }
-                }
-                let shards = replicas.iter().map(|r| r.shard.clone()).collect();
-                let local_loss = replicas[0].loss.clone();
-                (replicas.swap_remove(0).net, loss, grads, shards, local_loss)
-            }
+        let passes = match spec.replication.placement() {
+            None => Passes::local(s, spec, &dropout)?,
+            Some(p) => Passes::placed(s, spec, p, &dropout)?,
         };
         // The inference head (dropout off) shares the convolutions of the first replica.
-        let head_device = placement.map(|p| p.workers[0].clone()).unwrap_or_default();
-        let eval_logits = model::inference_head(&mut s.new_sub_scope("eval").with_device(&head_device), &net)?;
-        let variables = net.variables();
-        let slot_device = |v: &tensorflow::Variable| placement.map(|p| p.variable_device(v.name())).unwrap_or_default();
-
+        let head_device = spec.replication.placement().map(|p| p.workers[0].clone()).unwrap_or_default();
+        let eval_logits = model::inference_head(&mut s.new_sub_scope("eval").with_device(&head_device), &passes.net)?;
         let learning_rate: Output = ops::Placeholder::new()
             .dtype(DataType::Float)
             .shape(Shape::from(Some(vec![])))
             .build(&mut s.with_op_name("learning_rate"))?
             .into();
-        let (train_op, replica_train_ops, slots, slots_init, sync) = {
-            let s = &mut s.new_sub_scope("train");
-            let momentum = ops::constant(momentum, s)?;
-            let decay = ops::constant(weight_decay, s)?;
-            let mut slots = vec![];
-            let mut slots_init = vec![];
-            for v in &variables {
-                let dims: Vec<i64> = shape_dims(v.shape())?;
-                let slot_scope = &mut s.new_sub_scope(&v.name().replace('/', "_"));
-                let dims_t = ops::constant(&dims[..], slot_scope)?;
-                let zero = ops::constant(0.0f32, slot_scope)?;
-                let zeros = ops::fill(dims_t, zero, slot_scope)?;
-                let slot = tensorflow::Variable::builder()
-                    .initial_value(zeros)
-                    .data_type(DataType::Float)
-                    .shape(v.shape().clone())
-                    .build(&mut s.with_op_name(&format!("{}/Momentum", v.name())).with_device(&slot_device(v)))?;
-                slots_init.push(slot.initializer().clone());
-                slots.push(slot);
-            }
-            // Between-graph, synchronous: the update applies the sums of the workers' pushed
-            // gradients (each already weighted by its share of the batch).
-            let accumulated = match (between, placement) {
-                (Some(n), Some(p)) if own.is_empty() => Some(between_graph::accumulate(
-                    &mut s.new_sub_scope("between_graph"),
-                    &variables,
-                    &grads,
-                    loss.clone(),
-                    local_loss.clone(),
-                    n,
-                    &|name| p.variable_device(name),
-                )?),
-                _ => None,
-            };
-            // One momentum update of every variable from `grads`, after all of `grads` (and
-            // `after`) are computed.
-            let mut update = |grads: &[Output], after: Vec<Operation>, name: &str| -> Result<Operation> {
-                let mut grad_ops = after;
-                let mut grad_outputs = vec![];
-                for (v, g) in variables.iter().zip(grads) {
-                    let g = g.clone();
-                    // L2 weight decay on weights only, as Caffe does.
-                    let g: Output = if weight_decay != 0.0 && v.name().ends_with("/weights") {
-                        // Between-graph, on the variable's ps, where the summed gradient is: the
-                        // chief then moves no weights or gradients to update.
-                        let dev = if between.is_some() { slot_device(v) } else { String::new() };
-                        let s = &mut s.with_device(&dev);
-                        let scaled = ops::mul(decay.clone(), v.output().clone(), s)?;
-                        ops::add(g, scaled, s)?.into()
-                    } else {
-                        g
-                    };
-                    grad_ops.push(g.operation.clone());
-                    grad_outputs.push(g);
-                }
-                let mut step = ops::NoOp::new();
-                for ((v, slot), g) in variables.iter().zip(&slots).zip(grad_outputs) {
-                    // Every gradient is computed before any variable changes: ref variables are
-                    // read in place, and an update racing a backward op would change its result.
-                    // (Asynchronous replicas only wait for their own gradients: their updates
-                    // race the others' passes, by design.)
-                    let mut apply = ops::ApplyMomentum::new();
-                    for op in &grad_ops {
-                        apply = apply.add_control_input(op.clone());
-                    }
-                    let a = apply.build(v.output().clone(), slot.output().clone(), learning_rate.clone(), g, momentum.clone(), s)?;
-                    step = step.add_control_input(a);
-                }
-                Ok(step.build(&mut s.with_op_name(name))?)
-            };
-            if let Some((sums, sync)) = accumulated {
-                (update(&sums, vec![], "step")?, vec![], slots, slots_init, Some(sync))
-            } else if own.is_empty() {
-                // The inference head reads fc weights too: it must finish before they change (on
-                // a cluster it isn't fetched with the step, so nothing waits for it).
-                let after = if shards.len() == 1 { vec![eval_logits.operation.clone()] } else { vec![] };
-                (update(&grads, after, "step")?, vec![], slots, slots_init, None)
-            } else {
-                let mut ops = vec![];
-                for (i, (_, g)) in own.iter().enumerate() {
-                    ops.push(update(g, vec![], &format!("replica_{i}_step"))?);
-                }
-                // The train op of a synchronous step would be meaningless: replica 0's stands in.
-                (ops[0].clone(), ops, slots, slots_init, None)
-            }
-        };
-        let between = match between {
-            Some(n) => Some(between_graph::Protocol::build(&mut s.new_sub_scope("between_graph"), n, &train_op, sync)?),
+        let updates = Updates::build(&mut s.new_sub_scope("train"), spec, &passes, &eval_logits, &learning_rate)?;
+        let between = match spec.replication.between_workers() {
+            Some(n) => Some(Protocol::build(&mut s.new_sub_scope("between_graph"), n, &updates.train_op, updates.sync)?),
             None => None,
         };
-        let replica_steps = own
-            .iter()
-            .zip(&shards)
-            .zip(replica_train_ops)
-            .map(|(((loss, _), shard), train_op)| ReplicaStep {
-                indices: shard.indices.clone(),
-                seed: shard.seed.clone(),
-                learning_rate: learning_rate.clone(),
-                dropout_rate: dropout.rate.clone(),
-                loss: loss.clone(),
-                train_op,
-            })
-            .collect();
-
+        let replica_steps = replica_steps(&passes, updates.replica_train_ops, &learning_rate, &dropout.rate);
+        let variables = passes.net.variables();
         let mut saved: Vec<(String, Output)> = variables.iter().map(|v| (v.name().to_string(), v.output().clone())).collect();
-        saved.extend(slots.iter().map(|v| (v.name().to_string(), v.output().clone())));
+        saved.extend(updates.slots.iter().map(|v| (v.name().to_string(), v.output().clone())));
         let saver = Saver::build(s, &saved)?;
-
         Ok(TrainGraph {
             scope,
-            net,
+            net: passes.net,
             eval_logits,
             learning_rate,
             dropout_rate: dropout.rate,
-            loss,
-            train_op,
-            shards,
+            loss: passes.loss,
+            train_op: updates.train_op,
+            shards: passes.shards,
             replica_steps,
-            slots_init,
+            slots_init: updates.slots_init,
             saver,
             between,
         })
@@ -448,7 +250,20 @@ impl TrainGraph {
     }
 }
 
-fn shape_dims(shape: &Shape) -> Result<Vec<i64>> {
-    let n = shape.dims().context("variable of unknown rank")?;
-    (0..n).map(|i| shape[i].context("variable of unknown size")).collect()
+/// Asynchronous: each replica's own step (its loss, and the update of its own gradients).
+fn replica_steps(passes: &Passes, train_ops: Vec<Operation>, learning_rate: &Output, dropout_rate: &Output) -> Vec<ReplicaStep> {
+    passes
+        .own
+        .iter()
+        .zip(&passes.shards)
+        .zip(train_ops)
+        .map(|(((loss, _), shard), train_op)| ReplicaStep {
+            indices: shard.indices.clone(),
+            seed: shard.seed.clone(),
+            learning_rate: learning_rate.clone(),
+            dropout_rate: dropout_rate.clone(),
+            loss: loss.clone(),
+            train_op,
+        })
+        .collect()
 }

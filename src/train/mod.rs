@@ -8,11 +8,14 @@
 //! keyed by (seed, step): a resumed run draws exactly what the uninterrupted run would have.
 
 pub mod async_replicas;
+pub mod between_ops;
 pub mod feeds;
 pub mod graph;
 pub mod replicas;
 pub mod source;
+pub mod spec;
 pub mod summaries;
+pub mod updates;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -31,6 +34,7 @@ use crate::graph::model;
 pub use crate::graph::scoring::accuracy;
 use crate::observe::plot;
 use crate::observe::tensorboard;
+use self::spec::{Replication, TrainSpec};
 use self::summaries::Summaries;
 use crate::run::checkpoint;
 use crate::run::metrics::{self, Row};
@@ -154,10 +158,12 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Sum
             (Some(placement), Some(Server::start(c)?))
         }
     };
-    let tg = match (&placement, cluster) {
-        (Some(p), Some(c)) if between => TrainGraph::build_between(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision, p, cfg.async_updates, c.workers().len())?,
-        _ => TrainGraph::build_placed(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision, placement.as_ref(), cfg.async_updates)?,
+    let replication = match (placement, cluster) {
+        (Some(placement), Some(c)) if between => Replication::BetweenGraph { placement, asynchronous: cfg.async_updates, workers: c.workers().len() },
+        (Some(placement), _) => Replication::InGraph { placement, asynchronous: cfg.async_updates },
+        _ => Replication::Local,
     };
+    let tg = TrainGraph::build(&TrainSpec::of_run(cfg, replication))?;
     let tb = Summaries::build(&tg, cfg)?;
     let (session, device) = match &server {
         None => cfg.runtime.session(&tg.scope.graph())?,

@@ -9,6 +9,7 @@ use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Sh
 use crate::graph::model::{self, ModelConfig, Network, Precision};
 use crate::graph::scoring::softmax_loss;
 use crate::train::feeds::StepFeeds;
+use crate::train::spec::{Placement, TrainSpec};
 
 /// Part `i` of `n` contiguous parts of `idx`, sizes differing by at most one.
 pub fn split_part(idx: &[i32], i: usize, n: usize) -> &[i32] {
@@ -67,6 +68,87 @@ pub(crate) struct Replica {
     pub(crate) net: Network,
     pub(crate) loss: Output,
     pub(crate) grads: Vec<Output>,
+}
+
+/// The replicas' forward and backward passes, before any update.
+pub(crate) struct Passes {
+    /// Replica 0's network: the one inference, evaluation and TensorBoard read.
+    pub(crate) net: Network,
+    /// The batch's mean loss (on a cluster, the shards' losses weighted by their shares).
+    pub(crate) loss: Output,
+    /// Its gradients, in the order of `net.variables()` (empty when asynchronous).
+    pub(crate) grads: Vec<Output>,
+    /// One per replica.
+    pub(crate) shards: Vec<Shard>,
+    /// Replica 0's own loss (a between-graph worker's part).
+    pub(crate) local_loss: Output,
+    /// Asynchronous: each replica's loss and gradients, for its own update (empty otherwise).
+    pub(crate) own: Vec<(Output, Vec<Output>)>,
+}
+
+impl Passes {
+    /// One replica, on this process's devices.
+    pub(crate) fn local(s: &mut Scope, spec: &TrainSpec, dropout: &model::Dropout) -> Result<Passes> {
+        let r = build_replica(s, &spec.model, dropout, spec.precision, None, "", "")?;
+        Ok(Passes { net: r.net, loss: r.loss.clone(), grads: r.grads, shards: vec![r.shard], local_loss: r.loss, own: vec![] })
+    }
+
+    /// The shared variables on the ps tasks of `p`, and a replica on each of its workers, each
+    /// with its share of the batch fed as `shard_weight`.
+    pub(crate) fn placed(s: &mut Scope, spec: &TrainSpec, p: &Placement, dropout: &model::Dropout) -> Result<Passes> {
+        let (cfg, precision) = (&spec.model, spec.precision);
+        let shared = model::create_vars(s, cfg, &|name| p.variable_device(name))?;
+        let mut replicas = vec![];
+        for (i, dev) in p.workers.iter().enumerate() {
+            let rs = &mut s.new_sub_scope(&format!("replica_{i}")).with_device(dev);
+            // Replica 0 is built in place (its unplaced backward ops run on the chief,
+            // which is worker 0); the others are imported, to put their backward on
+            // their worker too.
+            let mut r = if i == 0 {
+                build_replica(rs, cfg, dropout, precision, Some(&shared), &format!("replica_{i}/"), dev)?
+            } else {
+                import_replica(s, cfg, dropout, precision, &shared, i, dev)?
+            };
+            r.shard.weight = Some(
+                ops::Placeholder::new()
+                    .dtype(DataType::Float)
+                    .shape(Shape::from(Some(vec![])))
+                    .build(&mut rs.with_op_name("shard_weight"))?
+                    .into(),
+            );
+            replicas.push(r);
+        }
+        Self::averaged(&mut s.new_sub_scope("average"), replicas, spec.replication.asynchronous())
+    }
+
+    /// The weighted sums of the replicas' losses and (synchronous) gradients: the batch's mean
+    /// loss and its gradients.
+    fn averaged(s: &mut Scope, mut replicas: Vec<Replica>, asynchronous: bool) -> Result<Passes> {
+        let weighted = |s: &mut Scope, x: &dyn Fn(&Replica) -> Output| -> Result<Output> {
+            let mut acc: Option<Output> = None;
+            for r in &replicas {
+                let term: Output = ops::mul(r.shard.weight.clone().unwrap(), x(r), s)?.into();
+                acc = Some(match acc {
+                    None => term,
+                    Some(a) => ops::add(a, term, s)?.into(),
+                });
+            }
+            Ok(acc.unwrap())
+        };
+        let loss = weighted(s, &|r| r.loss.clone())?;
+        let mut grads = vec![];
+        let mut own = vec![];
+        if asynchronous {
+            own = replicas.iter().map(|r| (r.loss.clone(), r.grads.clone())).collect();
+        } else {
+            for j in 0..replicas[0].grads.len() {
+                grads.push(weighted(s, &|r| r.grads[j].clone())?);
+            }
+        }
+        let shards = replicas.iter().map(|r| r.shard.clone()).collect();
+        let local_loss = replicas[0].loss.clone();
+        Ok(Passes { net: replicas.swap_remove(0).net, loss, grads, shards, local_loss, own })
+    }
 }
 
 /// Data variables, batch gather, forward pass, loss and gradients, all in `s` (on `device`).
