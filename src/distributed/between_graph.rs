@@ -40,6 +40,8 @@ use crate::graph::model;
 use crate::graph::runtime::CLUSTER_STEP_TIMEOUT_MS;
 use crate::train::between_ops::{Protocol, SyncOps};
 use crate::train::spec::{Replication, TrainSpec};
+use crate::train::deployment::Blame;
+use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats, warn};
 use crate::train::{self, Source, StepFeeds, TrainConfig, TrainGraph, split_part};
 
 /// Low 31 bits of a token: a step, or one of these.
@@ -68,8 +70,7 @@ const WAIT: Duration = Duration::from_millis(CLUSTER_STEP_TIMEOUT_MS as u64);
 /// `dataset` is the data set as loaded (after --skip-bad-images).
 pub fn recipe(cfg: &TrainConfig, dataset: &data::Dataset) -> Vec<(&'static str, String)> {
     let n_train = dataset.train.len();
-    // The batch as trained: 0 and anything above the set both mean the whole set.
-    let batch = if cfg.batch_size == 0 { n_train } else { cfg.batch_size.min(n_train) };
+    let batch = EpochPlan::new(cfg, n_train).batch;
     vec![
         ("--epochs", cfg.epochs.to_string()),
         ("--batch-size", batch.to_string()),
@@ -122,15 +123,6 @@ pub struct Chief<'a> {
     asynchronous: bool,
     /// Workers found lost (asynchronous: warned about once).
     lost: std::cell::RefCell<Vec<usize>>,
-}
-
-/// What one epoch of the chief did.
-pub struct ChiefEpoch {
-    /// Sum over steps of mean loss x examples: the global batches' (sync) or the chief's parts' (async).
-    pub loss_sum: f64,
-    pub examples: usize,
-    /// A non-finite loss and its batch.
-    pub diverged: Option<(f32, usize)>,
 }
 
 impl<'a> Chief<'a> {
@@ -189,40 +181,38 @@ impl<'a> Chief<'a> {
         self.protocol.token.write(session, token(self.generation, self.asynchronous, END))
     }
 
-    /// One epoch: `batches` of the shuffled order, the first being step `first_step` of `total`.
-    /// Session run failures go through `blame`.
-    #[allow(clippy::too_many_arguments)]
+    /// One epoch of `plan`: its batches, the global batches' losses (synchronous) or those of
+    /// the chief's parts (asynchronous). Session run failures go through `blame`.
     pub fn epoch(
         &self,
         session: &Session,
         tg: &TrainGraph,
-        batches: &[&[i32]],
-        (first_step, total): (usize, usize),
-        (lr, dropout, seed): (f32, f32, i64),
+        (plan, epoch): (&EpochPlan, &Epoch),
         bar: &indicatif::ProgressBar,
         blame: &dyn Fn(anyhow::Error) -> anyhow::Error,
-    ) -> Result<ChiefEpoch> {
+    ) -> Result<EpochStats> {
         let n = self.protocol.workers;
-        let mut e = ChiefEpoch { loss_sum: 0.0, examples: 0, diverged: None };
-        for (b, batch) in batches.iter().enumerate() {
-            let step = first_step + b;
+        let total = plan.total_steps();
+        let (lr, dropout) = (epoch.learning_rate, epoch.dropout);
+        let mut e = EpochStats::default();
+        for (b, batch) in epoch.batches(plan.batch).into_iter().enumerate() {
+            let step = epoch.first_step + b;
             let part = split_part(batch, 0, n);
-            let feeds = StepFeeds::new(lr, dropout, [seed, (step * n) as i64])?;
+            let seed = epoch.dropout_seed(step, 0, n);
+            let feeds = StepFeeds::new(lr, dropout, seed)?;
             let loss = match &self.protocol.sync {
                 Some(sync) => {
                     ensure!(batch.len() >= n, "a batch of {} examples cannot be split across {n} workers: use a larger --batch-size", batch.len());
                     push(session, tg, sync, part, batch.len(), &feeds, token(self.generation, false, step as i64)).map_err(blame)?;
                     self.wait_for_gradients(session, sync, step, blame)?;
                     let loss = self.update(session, tg, sync, lr, self.token_for(step + 1, total)).map_err(blame)?;
-                    e.loss_sum += loss as f64 * batch.len() as f64;
-                    e.examples += batch.len();
+                    e.add(loss, batch.len());
                     loss
                 }
                 None if part.is_empty() => continue,
                 None => {
-                    let loss = tg.replica_steps()[0].run(session, part, lr, dropout, [seed, (step * n) as i64]).map_err(blame)?;
-                    e.loss_sum += loss as f64 * part.len() as f64;
-                    e.examples += part.len();
+                    let loss = tg.replica_steps()[0].run(session, part, lr, dropout, seed).map_err(blame)?;
+                    e.add(loss, part.len());
                     loss
                 }
             };
@@ -299,10 +289,31 @@ impl<'a> Chief<'a> {
         for k in 1..self.protocol.workers {
             if !lost.contains(&k) && !self.cluster.is_reachable("worker", k) {
                 lost.push(k);
-                let msg = format!("warning: lost {}: it accepts no connection; the other workers carry on asynchronously", self.cluster.describe("worker", k));
-                if bar.is_hidden() { eprintln!("{msg}") } else { bar.println(msg) }
+                warn(bar, format!("warning: lost {}: it accepts no connection; the other workers carry on asynchronously", self.cluster.describe("worker", k)));
             }
         }
+    }
+}
+
+/// The chief as the run's epoch driver.
+pub struct ChiefDriver<'a> {
+    pub chief: Chief<'a>,
+    pub tg: &'a TrainGraph,
+    pub session: &'a Session,
+    pub blame: &'a dyn Blame,
+}
+
+impl EpochDriver for ChiefDriver<'_> {
+    fn start(&mut self, plan: &EpochPlan, first_step: usize) -> Result<()> {
+        self.chief.release(self.session, first_step, plan.total_steps()).map_err(|e| self.blame.blame(e))
+    }
+
+    fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &indicatif::ProgressBar) -> Result<EpochStats> {
+        self.chief.epoch(self.session, self.tg, (plan, epoch), bar, &|e| self.blame.blame(e))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.chief.finish(self.session).map_err(|e| self.blame.blame(e))
     }
 }
 
@@ -344,11 +355,10 @@ fn pause(waited: Duration) -> Duration {
 /// steps the chief names, writes nothing, prints a line per epoch, and exits when the chief says
 /// the run is over.
 pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<()> {
-    let say = |s: String| eprintln!("{s}");
     ensure!(cluster.task.job == "worker", "a {} task does not train: run `alexnet server` for it", cluster.task.job);
     ensure!(cfg.epochs >= 1, "--epochs must be at least 1");
     model::check_dropout_rate(cfg.dropout)?;
-    let (me, n) = (cluster.task.index, cluster.workers().len());
+    let me = cluster.task.index;
     let name = format!("worker {me}");
     // First, so that the chief, which waits for every task's port, sees this one.
     let server = Server::start(cluster)?;
@@ -362,88 +372,115 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
         cfg.cache_limit >> 20
     );
     let (images, labels) = images.context("the decoded data set")?;
-    say(format!("{name}: {} train images decoded in {:.2} s", dataset.train.len(), t0.elapsed().as_secs_f64()));
+    eprintln!("{name}: {} train images decoded in {:.2} s", dataset.train.len(), t0.elapsed().as_secs_f64());
 
     let specs = model::param_specs(&cfg.model);
     let placement = cluster.own_placement(&specs)?;
-    let tg = TrainGraph::build(&TrainSpec::of_run(cfg, Replication::BetweenGraph { placement, asynchronous: cfg.async_updates, workers: n }))?;
+    let replication = Replication::BetweenGraph { placement, asynchronous: cfg.async_updates, workers: cluster.workers().len() };
+    let tg = TrainGraph::build(&TrainSpec::of_run(cfg, replication))?;
     cluster.wait_for_ps(Duration::from_secs(60))?;
     let own = format!("/job:worker/task:{me}");
     let (session, device) = cfg.runtime.cluster_session_with(&tg.scope.graph(), &server.target(), &["/job:ps", &own])?;
-    say(format!("{name}: {device}"));
-    let blame = |e: anyhow::Error| -> anyhow::Error {
-        let down = cluster.lost_tasks(Duration::from_secs(3));
-        if down.is_empty() { e.context(format!("{name}: a session run failed")) } else { e.context(format!("{name}: lost {}", down.join(", "))) }
-    };
-    tg.load_data(&session, &images, &labels).map_err(blame)?;
-    drop(images);
+    eprintln!("{name}: {device}");
     let protocol = tg.between.as_ref().context("the graph was not built for between-graph replication")?;
-
-    let n_train = dataset.train.len();
-    let batch = if cfg.batch_size == 0 { n_train } else { cfg.batch_size.min(n_train) };
-    let steps_per_epoch = n_train.div_ceil(batch);
-    // The epoch's shuffled order, as the chief and one process draw it.
-    let mut order: Option<(usize, Vec<i32>)> = None;
-    let mut follower = Follower { protocol, cluster, last: None, followed: None, name: &name };
-    let mine = recipe(cfg, &dataset);
-    // The generation whose chief's recipe was checked: a restarted chief may bring another.
-    let mut checked = None;
-    say(format!("{name}: waiting for the chief's first step"));
-    // Per epoch: (loss sum over its parts, examples).
-    let (mut loss_sum, mut examples, mut steps) = (0.0f64, 0usize, 0usize);
-    let report = |epoch: usize, loss_sum: &mut f64, examples: &mut usize| {
-        if !quiet && *examples > 0 {
-            say(format!("{name}: epoch {epoch}: mean loss of its parts {:.6}", *loss_sum / *examples as f64));
-        }
-        (*loss_sum, *examples) = (0.0, 0);
-    };
-    while let Some(t) = follower.next(&session, cfg.async_updates)? {
-        if checked != Some(token_generation(t)) {
-            if !check_recipe(&session, protocol, &name, &mine, token_generation(t)).map_err(blame)? {
-                continue;
-            }
-            checked = Some(token_generation(t));
-        }
-        let first = token_step(t) as usize;
-        // Asynchronous: the rest of the run, at this worker's own pace; synchronous: one step.
-        let last = if cfg.async_updates { cfg.epochs * steps_per_epoch } else { first + 1 };
-        for step in first..last {
-            let (epoch, b) = (step / steps_per_epoch, step % steps_per_epoch);
-            if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                let mut o: Vec<i32> = (0..n_train as i32).collect();
-                crate::util::rng::Rng::new(cfg.seed, 1_000_000 + epoch as u64).shuffle(&mut o);
-                order = Some((epoch, o));
-            }
-            let global = order.as_ref().unwrap().1.chunks(batch).nth(b).with_context(|| format!("step {step} is past the data set's {steps_per_epoch} steps per epoch: does this worker have the chief's images and --batch-size?"))?;
-            let part = split_part(global, me, n);
-            let lr = cfg.schedule.rate(cfg.learning_rate, epoch, cfg.epochs);
-            let seed = [cfg.seed as i64, (step * n + me) as i64];
-            let loss = match &protocol.sync {
-                Some(sync) => {
-                    ensure!(!part.is_empty(), "a batch of {} examples cannot be split across {n} workers: use a larger --batch-size", global.len());
-                    push(&session, &tg, sync, part, global.len(), &StepFeeds::new(lr, cfg.dropout, seed)?, t).map_err(blame)?
-                }
-                None if part.is_empty() => continue,
-                None => tg.replica_steps()[0].run(&session, part, lr, cfg.dropout, seed).map_err(blame)?,
-            };
-            ensure!(loss.is_finite(), "{name}: loss became {loss} at step {step}: training diverged");
-            loss_sum += loss as f64 * part.len() as f64;
-            examples += part.len();
-            steps += 1;
-            if b + 1 == steps_per_epoch {
-                report(epoch, &mut loss_sum, &mut examples);
-            }
-        }
-        if cfg.async_updates {
-            // Stay up until the chief ends the run: until then, a closed port means lost.
-            follower.wait_for_end(&session)?;
-            break;
-        }
-    }
-    say(format!("{name}: done after {steps} steps"));
+    let plan = EpochPlan::new(cfg, dataset.train.len());
+    let mut worker = Worker { cfg, cluster, name: &name, quiet, tg: &tg, session: &session, protocol, plan, epoch: None, loss_sum: 0.0, examples: 0, steps: 0 };
+    tg.load_data(&session, &images, &labels).map_err(|e| worker.blame(e))?;
+    drop(images);
+    worker.follow(&recipe(cfg, &dataset))?;
+    eprintln!("{name}: done after {} steps", worker.steps);
     // See Server's Drop: the process exit ends the gRPC server.
     std::mem::forget(server);
     Ok(())
+}
+
+/// A non-chief worker following the chief's tokens.
+struct Worker<'a> {
+    cfg: &'a TrainConfig,
+    cluster: &'a ClusterConfig,
+    name: &'a str,
+    quiet: bool,
+    tg: &'a TrainGraph,
+    session: &'a Session,
+    protocol: &'a Protocol,
+    /// The steps, as the chief and one process draw them.
+    plan: EpochPlan,
+    /// The epoch of the last step (its shuffled order).
+    epoch: Option<Epoch>,
+    /// Of the current epoch's parts so far.
+    loss_sum: f64,
+    examples: usize,
+    steps: usize,
+}
+
+impl Worker<'_> {
+    fn blame(&self, e: anyhow::Error) -> anyhow::Error {
+        let down = self.cluster.lost_tasks(Duration::from_secs(3));
+        if down.is_empty() { e.context(format!("{}: a session run failed", self.name)) } else { e.context(format!("{}: lost {}", self.name, down.join(", "))) }
+    }
+
+    /// Runs the steps the chief names until it ends the run; `mine` is this worker's recipe.
+    fn follow(&mut self, mine: &[(&str, String)]) -> Result<()> {
+        let mut follower = Follower { protocol: self.protocol, cluster: self.cluster, last: None, followed: None, name: self.name };
+        // The generation whose chief's recipe was checked: a restarted chief may bring another.
+        let mut checked = None;
+        eprintln!("{}: waiting for the chief's first step", self.name);
+        while let Some(t) = follower.next(self.session, self.cfg.async_updates)? {
+            if checked != Some(token_generation(t)) {
+                if !check_recipe(self.session, self.protocol, self.name, mine, token_generation(t)).map_err(|e| self.blame(e))? {
+                    continue;
+                }
+                checked = Some(token_generation(t));
+            }
+            let first = token_step(t) as usize;
+            // Asynchronous: the rest of the run, at this worker's own pace; synchronous: one step.
+            let last = if self.cfg.async_updates { self.plan.total_steps() } else { first + 1 };
+            for step in first..last {
+                self.step(step, t)?;
+            }
+            if self.cfg.async_updates {
+                // Stay up until the chief ends the run: until then, a closed port means lost.
+                follower.wait_for_end(self.session)?;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// This worker's part of the run's `step` (synchronous: pushed with the token `t`).
+    fn step(&mut self, step: usize, t: i64) -> Result<()> {
+        let (me, n) = (self.cluster.task.index, self.cluster.workers().len());
+        let plan = &self.plan;
+        let (index, b) = plan.step_position(step);
+        if self.epoch.as_ref().is_none_or(|e| e.index != index) {
+            self.epoch = Some(plan.epoch(index));
+        }
+        let epoch = self.epoch.as_ref().unwrap();
+        let steps_per_epoch = plan.steps_per_epoch;
+        let global = epoch.order.chunks(plan.batch).nth(b).with_context(|| format!("step {step} is past the data set's {steps_per_epoch} steps per epoch: does this worker have the chief's images and --batch-size?"))?;
+        let part = split_part(global, me, n);
+        let (lr, dropout) = (epoch.learning_rate, epoch.dropout);
+        let seed = epoch.dropout_seed(step, me, n);
+        let loss = match &self.protocol.sync {
+            Some(sync) => {
+                ensure!(!part.is_empty(), "a batch of {} examples cannot be split across {n} workers: use a larger --batch-size", global.len());
+                push(self.session, self.tg, sync, part, global.len(), &StepFeeds::new(lr, dropout, seed)?, t).map_err(|e| self.blame(e))?
+            }
+            None if part.is_empty() => return Ok(()),
+            None => self.tg.replica_steps()[0].run(self.session, part, lr, dropout, seed).map_err(|e| self.blame(e))?,
+        };
+        ensure!(loss.is_finite(), "{}: loss became {loss} at step {step}: training diverged", self.name);
+        self.loss_sum += loss as f64 * part.len() as f64;
+        self.examples += part.len();
+        self.steps += 1;
+        if b + 1 == steps_per_epoch {
+            if !self.quiet && self.examples > 0 {
+                eprintln!("{}: epoch {index}: mean loss of its parts {:.6}", self.name, self.loss_sum / self.examples as f64);
+            }
+            (self.loss_sum, self.examples) = (0.0, 0);
+        }
+        Ok(())
+    }
 }
 
 /// Before a worker's first step for the chief of `generation`: Ok(true) when its recipe is the

@@ -3,3 +3,6 @@
 
 pub mod between_graph;
 pub mod cluster;
+pub mod deployment;
+
+pub use deployment::train;
