@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 use crate::data::images::{self as data, Decoder, Preprocess};
 use crate::graph::model::{self, Layer, ModelConfig, Precision};
 use crate::graph::runtime::RuntimeConfig;
+use crate::train::spec::TrainSpec;
 use crate::train::{Batch, StepFeeds, TrainGraph};
 use crate::data::weights::{self, LoadOptions};
 
@@ -158,7 +159,7 @@ pub fn run(opts: &BenchOptions, mut peer: Option<&mut Peer>) -> Result<Map<Strin
     let mut device = String::new();
     for &precision in &opts.precisions {
         let suffix = if precision == Precision::F32 { "" } else { "_bf16" };
-        let tg = TrainGraph::build_with(&cfg, 0.9, 0.0, precision)?;
+        let tg = TrainGraph::build(&TrainSpec { precision, ..TrainSpec::local(cfg.clone(), 0.9, 0.0) })?;
         let (session, used) = opts.runtime.session(&tg.scope.graph())?;
         device = used;
         tg.load_data(&session, &images, &labels)?;
@@ -363,7 +364,7 @@ pub fn profile(opts: &BenchOptions, precision: Precision) -> Result<Vec<(String,
     let images = Decoder::new(&opts.preprocess)?.decode_files(&paths)?;
     let cfg = ModelConfig::new(dataset.classes.len());
     let (params, _) = weights::load(opts.weights.as_deref(), &model::param_specs(&cfg), &LoadOptions { strict: false, seed: 0 })?;
-    let tg = TrainGraph::build_with(&cfg, 0.9, 0.0, precision)?;
+    let tg = TrainGraph::build(&TrainSpec { precision, ..TrainSpec::local(cfg.clone(), 0.9, 0.0) })?;
     let (session, _) = opts.runtime.session(&tg.scope.graph())?;
     tg.load_data(&session, &images, &labels)?;
     tg.init_variables(&session, &params)?;

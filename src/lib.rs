@@ -6,11 +6,11 @@
 //!
 //! - [`distributed`]: clusters of TensorFlow servers, between-graph replication;
 //! - [`bench`]: speed and memory, against Python TensorFlow;
-//! - [`train`]: the recipe, the training graph and the run loop;
+//! - [`train`]: the training graph, the epoch plan and its drivers, the run loop;
 //! - [`serve`]: evaluate, export and predict from a trained run;
 //! - [`compare`]: the graph and its activations against the Swift original;
 //! - [`observe`]: TensorBoard, event files, curves;
-//! - [`run`]: the run directory on disk (checkpoints, metrics);
+//! - [`run`]: the run directory on disk (the recipe, checkpoints, metrics, a trained run read back);
 //! - [`graph`]: the network, its gradients, inference graph and sessions;
 //! - [`data`]: image folders, in-graph decoding, weight files, Caffe import;
 //! - [`proto`]: the TensorFlow messages; [`util`]: small helpers.

@@ -8,7 +8,7 @@ use alexnet::distributed::cluster::{self, ClusterConfig};
 use alexnet::compare::dumps::{self as compare, Layout};
 use alexnet::graph::model::{LrnProfile, ModelConfig, Precision};
 use alexnet::graph::runtime::{self, DeviceChoice, RuntimeConfig};
-use alexnet::train::{self, RunOptions, Schedule, TrainConfig};
+use alexnet::train::{RunOptions, Schedule, TrainConfig};
 use alexnet::serve::predict::{self, Predictor};
 use alexnet::bench;
 use alexnet::data::caffe;
@@ -544,7 +544,8 @@ fn run_activations(a: ActivationsArgs) -> Result<()> {
 }
 
 fn run_train(a: TrainArgs) -> Result<()> {
-    let opts = RunOptions { resume: a.resume, force: a.force, quiet: a.quiet, cluster: a.cluster.config()?, between_graph: a.between_graph };
+    let opts = RunOptions { resume: a.resume, force: a.force, quiet: a.quiet };
+    let cluster = a.cluster.config()?;
     let cfg = if a.resume && a.run_dir.join("config.json").exists() {
         let mut cfg = TrainConfig::read(&a.run_dir)?;
         if cfg.epochs != a.epochs {
@@ -588,10 +589,10 @@ fn run_train(a: TrainArgs) -> Result<()> {
     if cfg.precision == Precision::Bf16 {
         runtime::bf16_warning(cfg.runtime.device).into_iter().for_each(|w| eprintln!("{w}"));
     }
-    match &opts.cluster {
+    match &cluster {
         // The other workers of a between-graph cluster write no run directory.
-        Some(c) if opts.between_graph && !c.is_chief() => alexnet::distributed::between_graph::work(&cfg, c, opts.quiet),
-        _ => train::train(&cfg, &a.run_dir, &opts).map(drop),
+        Some(c) if a.between_graph && !c.is_chief() => alexnet::distributed::between_graph::work(&cfg, c, opts.quiet),
+        _ => alexnet::distributed::train(&cfg, &a.run_dir, &opts, cluster.as_ref(), a.between_graph).map(drop),
     }
 }
 

@@ -195,7 +195,7 @@ fn run_dir_parameters_come_from_the_latest_checkpoint() {
     cfg.write(run).unwrap();
     // A checkpoint of seeded parameters, written by the trainer's own graph and saver.
     let (params, _) = weights::load(None, &alexnet::graph::model::param_specs(&cfg.model), &LoadOptions { strict: false, seed: 9 }).unwrap();
-    let tg = TrainGraph::build(&cfg.model, 0.9, 0.0).unwrap();
+    let tg = TrainGraph::build(&alexnet::train::spec::TrainSpec::local(cfg.model.clone(), 0.9, 0.0)).unwrap();
     let session = tensorflow::Session::new(&tensorflow::SessionOptions::new(), &tg.scope.graph()).unwrap();
     let images = tensorflow::Tensor::<f32>::new(&[1, 227, 227, 3]);
     tg.initialise(&session, &images, &[0], &params).unwrap();

@@ -39,7 +39,7 @@ fn ten_steps_match_python_tensorflow() {
     .unwrap();
 
     // Ours.
-    let tg = TrainGraph::build(&cfg, 0.9, 0.0).unwrap();
+    let tg = TrainGraph::build(&alexnet::train::spec::TrainSpec::local(cfg.clone(), 0.9, 0.0)).unwrap();
     let session = tensorflow::Session::new(&tensorflow::SessionOptions::new(), &tg.scope.graph()).unwrap();
     tg.initialise(&session, &images, &labels, &params).unwrap();
     let batch: Vec<i32> = (0..n as i32).collect();

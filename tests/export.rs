@@ -161,7 +161,7 @@ fn trainer_predictions(run_dir: &Path, files: &[PathBuf]) -> Predictions {
     let decoder = Decoder::new(&cfg.preprocess).unwrap();
     let paths: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
     let images = decoder.decode_files(&paths).unwrap();
-    let tg = TrainGraph::build(&cfg.model, cfg.momentum, cfg.weight_decay).unwrap();
+    let tg = TrainGraph::build(&alexnet::train::spec::TrainSpec::local(cfg.model.clone(), cfg.momentum, cfg.weight_decay)).unwrap();
     let session = Session::new(&SessionOptions::new(), &tg.scope.graph()).unwrap();
     let (init, _) = weights::load(None, &model::param_specs(&cfg.model), &LoadOptions { strict: false, seed: 7 }).unwrap();
     tg.initialise(&session, &images, &vec![0; files.len()], &init).unwrap();

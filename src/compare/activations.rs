@@ -11,7 +11,8 @@ use tensorflow::{Session, SessionRunArgs, Tensor};
 use crate::data::images::{self as data, Decoder, Preprocess};
 use crate::graph::network_graph::NetworkGraph;
 use crate::graph::model::{self, ModelConfig};
-use crate::train;
+use crate::graph::params;
+use crate::run::trained;
 use crate::data::weights::{self, LayerParams, LoadOptions};
 use crate::compare::reference;
 use crate::compare::visualize;
@@ -49,7 +50,7 @@ impl Setup {
 
     /// The model, preprocessing and parameters of a training run's latest checkpoint.
     pub fn from_run(run_dir: &Path) -> Result<Setup> {
-        let run = train::load_trained(run_dir)?;
+        let run = trained::load_trained(run_dir)?;
         let origin = format!("weights: checkpoint {} (epoch {})", run.checkpoint.parent().unwrap_or(&run.checkpoint).display(), run.epoch);
         Ok(Setup { model: run.config.model, preprocess: run.config.preprocess, params: run.params, origin })
     }
@@ -67,7 +68,7 @@ impl Setup {
         let input = Decoder::new(&self.preprocess)?.decode_files(&[image])?;
         let graph = NetworkGraph::build(&self.model, Some(1))?;
         let session = Session::new(&tensorflow::SessionOptions::new(), &graph.scope.graph())?;
-        train::init_params(&session, &graph.net, &self.params)?;
+        params::init_params(&session, &graph.net, &self.params)?;
         let mut args = SessionRunArgs::new();
         args.add_feed(&graph.input.operation, graph.input.index, &input);
         // `input` is what is fed (TensorFlow refuses to fetch a fed tensor); the layers are fetched.

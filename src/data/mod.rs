@@ -1,6 +1,8 @@
-//! What goes into the graph: image folders and their in-graph decoding ([`images`]), Caffe-layout
+//! What goes into the graph: image folders and their in-graph decoding ([`images`]), the data set
+//! decoded into one tensor ([`decoded`]), Caffe-layout
 //! weight files ([`weights`]) and the import of `.caffemodel` files into them ([`caffe`]).
 
 pub mod caffe;
+pub mod decoded;
 pub mod images;
 pub mod weights;

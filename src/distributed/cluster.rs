@@ -9,7 +9,7 @@
 //! `alexnet server`. With `--between-graph` every worker is a client of its own: see
 //! [`crate::distributed::between_graph`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::model::ParamSpec;
 use crate::proto::tensorflow::{ClusterDef, JobDef, ServerDef};
+pub use crate::train::spec::{Placement, device};
 
 /// The TF_CONFIG layout: `{"cluster": {"ps": [...], "worker": [...]}, "task": {"type": "worker", "index": 0}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -206,44 +207,6 @@ impl ClusterConfig {
         let mut p = self.placement(specs)?;
         p.workers = vec![self.task_name()];
         Ok(p)
-    }
-}
-
-/// "/job:NAME/replica:0/task:N"
-pub fn device(job: &str, index: usize) -> String {
-    format!("/job:{job}/replica:0/task:{index}")
-}
-
-/// Variables on the ps tasks, spread by size; one replica of the forward pass per worker.
-#[derive(Clone, Debug)]
-pub struct Placement {
-    pub workers: Vec<String>,
-    /// Variable name ("conv1/weights") to its ps device.
-    pub variables: HashMap<String, String>,
-}
-
-impl Placement {
-    /// Greedy: largest variable first, each to the least loaded ps task.
-    pub fn new(n_ps: usize, n_workers: usize, specs: &[ParamSpec]) -> Placement {
-        let mut vars: Vec<(String, usize)> = vec![];
-        for s in specs {
-            let [w, b] = s.variable_names();
-            vars.push((w, s.weight_count()));
-            vars.push((b, s.biases));
-        }
-        vars.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut load = vec![0usize; n_ps.max(1)];
-        let mut variables = HashMap::new();
-        for (name, size) in vars {
-            let k = (0..load.len()).min_by_key(|&k| load[k]).unwrap();
-            load[k] += size;
-            variables.insert(name, device("ps", k));
-        }
-        Placement { workers: (0..n_workers).map(|i| device("worker", i)).collect(), variables }
-    }
-
-    pub fn variable_device(&self, name: &str) -> String {
-        self.variables.get(name).cloned().unwrap_or_else(|| device("ps", 0))
     }
 }
 

@@ -1,5 +1,9 @@
 //! A run directory on disk, as training writes it and evaluation, export and prediction read it:
-//! TensorFlow V2 checkpoints ([`checkpoint`]) and the per-epoch `metrics.csv` ([`metrics`]).
+//! its recipe (`config.json`, [`config`]), TensorFlow V2 checkpoints ([`checkpoint`]), the
+//! per-epoch `metrics.csv` ([`metrics`]), and a trained run read back for inference
+//! ([`trained`]).
 
 pub mod checkpoint;
+pub mod config;
 pub mod metrics;
+pub mod trained;

@@ -3,9 +3,15 @@
 use std::path::Path;
 
 use anyhow::Result;
+use tensorflow::{DataType, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
 use crate::data::images as data;
-use crate::train::{self, TrainGraph, argmax};
+use crate::data::decoded;
+use crate::graph::model::{self, Network};
+use crate::graph::params;
+use crate::graph::scoring::{accuracy, argmax};
+use crate::run::config::TrainConfig;
+use crate::run::trained;
 
 /// Accuracy and confusion matrix (rows: true class, columns: predicted) of one split.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,7 +23,7 @@ pub struct Evaluation {
 
 /// Restores the run's latest checkpoint and evaluates it on `images` (train/ and val/).
 pub fn evaluate(run_dir: &Path, images: &Path) -> Result<(Vec<String>, Vec<Evaluation>)> {
-    let run = train::load_trained(run_dir)?;
+    let run = trained::load_trained(run_dir)?;
     let cfg = &run.config;
     let dataset = data::scan(images)?;
     anyhow::ensure!(
@@ -27,22 +33,66 @@ pub fn evaluate(run_dir: &Path, images: &Path) -> Result<(Vec<String>, Vec<Evalu
         dataset.classes.join(", "),
         cfg.classes.join(", ")
     );
-    let tg = TrainGraph::build_with(&cfg.model, cfg.momentum, cfg.weight_decay, cfg.precision)?;
-    let (session, _) = cfg.runtime.session(&tg.scope.graph())?;
-    let (tensor, labels) = train::decode_dataset(&dataset, &cfg.preprocess)?;
-    tg.initialise(&session, &tensor, &labels, &run.params)?;
+    let forward = Forward::build(cfg)?;
+    let (session, _) = cfg.runtime.session(&forward.scope.graph())?;
+    let (tensor, labels) = decoded::decode_dataset(&dataset, &cfg.preprocess)?;
+    params::init_params(&session, &forward.net, &run.params)?;
     let n_train = dataset.train.len();
     let mut out = vec![];
     for (split, range) in [("train", 0..n_train), ("val", n_train..labels.len())] {
         let idx: Vec<i32> = range.clone().map(|i| i as i32).collect();
         let truth: Vec<usize> = range.map(|i| labels[i] as usize).collect();
-        let logits = tg.logits(&session, &idx, 60)?;
+        let logits = forward.logits(&session, &tensor, &idx, 60)?;
         let k = cfg.classes.len();
         let mut confusion = vec![vec![0; k]; k];
         for (l, &y) in logits.iter().zip(&truth) {
             confusion[y][argmax(l)] += 1;
         }
-        out.push(Evaluation { split, accuracy: train::accuracy(&logits, &truth), confusion });
+        out.push(Evaluation { split, accuracy: accuracy(&logits, &truth), confusion });
     }
     Ok((run.config.classes, out))
+}
+
+/// The network's forward pass (dropout off) on fed images.
+struct Forward {
+    scope: Scope,
+    images: Output,
+    net: Network,
+}
+
+impl Forward {
+    fn build(cfg: &TrainConfig) -> Result<Forward> {
+        let mut scope = Scope::new_root_scope();
+        let s = &mut scope;
+        let side = cfg.model.input_size as i64;
+        let images: Output = ops::Placeholder::new()
+            .dtype(DataType::Float)
+            .shape(Shape::from(Some(vec![None, Some(side), Some(side), Some(3)])))
+            .build(&mut s.with_op_name("images"))?
+            .into();
+        let dropout = model::dropout_inputs(s)?;
+        let net = model::build_with(s, &cfg.model, images.clone(), &dropout, cfg.precision)?;
+        Ok(Forward { scope, images, net })
+    }
+
+    /// Logits of the rows `idx` of the decoded `all` [N, S, S, 3], `chunk` at a time.
+    fn logits(&self, session: &Session, all: &Tensor<f32>, idx: &[i32], chunk: usize) -> Result<Vec<Vec<f32>>> {
+        let dims = all.dims();
+        let row = (dims[1] * dims[2] * dims[3]) as usize;
+        let mut out = vec![];
+        for part in idx.chunks(chunk.max(1)) {
+            let mut values = Vec::with_capacity(part.len() * row);
+            for &i in part {
+                values.extend_from_slice(&all[i as usize * row..(i as usize + 1) * row]);
+            }
+            let batch = Tensor::<f32>::new(&[part.len() as u64, dims[1], dims[2], dims[3]]).with_values(&values)?;
+            let mut args = SessionRunArgs::new();
+            args.add_feed(&self.images.operation, self.images.index, &batch);
+            let f = args.request_fetch(&self.net.logits.operation, self.net.logits.index);
+            session.run(&mut args)?;
+            let t: Tensor<f32> = args.fetch(f)?;
+            out.extend(t.chunks(self.net.config.classes).map(|c| c.to_vec()));
+        }
+        Ok(out)
+    }
 }

@@ -20,7 +20,8 @@ use crate::util::fsutil;
 use crate::graph::inference::{self, InferenceGraph};
 use crate::proto::{self, tensorflow as tf};
 use crate::proto::tensorflow::{TensorInfo, TensorShapeProto, meta_graph_def::MetaInfoDef, saver_def::CheckpointFormatVersion, tensor_info::Encoding};
-use crate::train;
+use crate::graph::params;
+use crate::run::trained;
 
 pub const SERVE_TAG: &str = "serve";
 /// Encoded image bytes in, probabilities, class ids and names out.
@@ -42,14 +43,14 @@ pub struct Exported {
 /// refused unless `force`, and even then only when it holds a SavedModel (or nothing).
 pub fn export(run_dir: &Path, out: &Path, force: bool) -> Result<Exported> {
     check_destination(out, force)?;
-    let run = train::load_trained(run_dir)?;
+    let run = trained::load_trained(run_dir)?;
     let cfg = &run.config;
     let mut g = InferenceGraph::build(&cfg.model, &cfg.preprocess, &cfg.classes)?;
     let saver = ServingSaver::build(&mut g.scope, &g.net.variables())?;
     // The SavedModel's variables are written from a session holding the run's parameters.
     // Default session options, not the run's: it may have asked for a GPU this machine lacks.
     let session = Session::new(&SessionOptions::new(), &g.scope.graph())?;
-    train::init_params(&session, &g.net, &run.params)?;
+    params::init_params(&session, &g.net, &run.params)?;
     let meta_graph = meta_graph_def(&g, &saver)?;
     let saved_model = tf::SavedModel { saved_model_schema_version: 1, meta_graphs: vec![meta_graph] };
 

@@ -12,7 +12,9 @@ use crate::data::images::{self, BadImage, Preprocess};
 use crate::serve::export::{SERVE_TAG, SERVING_SIGNATURE};
 use crate::graph::model::{LrnProfile, ModelConfig};
 use crate::graph::inference::{self, InferenceGraph};
-use crate::train;
+use crate::graph::params;
+use crate::graph::scoring::argmax;
+use crate::run::trained;
 
 /// Images per session run.
 const BATCH: usize = 16;
@@ -50,11 +52,11 @@ enum Names {
 impl Predictor {
     /// The run's inference graph with the parameters of its latest checkpoint.
     pub fn from_run(run_dir: &Path) -> Result<Predictor> {
-        let run = train::load_trained(run_dir)?;
+        let run = trained::load_trained(run_dir)?;
         let cfg = &run.config;
         let g = InferenceGraph::build(&cfg.model, &cfg.preprocess, &cfg.classes)?;
         let session = Session::new(&SessionOptions::new(), &g.scope.graph())?;
-        train::init_params(&session, &g.net, &run.params)?;
+        params::init_params(&session, &g.net, &run.params)?;
         Ok(Predictor {
             session,
             images: g.images.clone(),
@@ -89,7 +91,7 @@ impl Predictor {
         let (params, _) = crate::data::weights::load(Some(dir), &specs, &crate::data::weights::LoadOptions { strict: true, seed: 0 })?;
         let g = InferenceGraph::build(&model, preprocess, &names)?;
         let session = Session::new(&SessionOptions::new(), &g.scope.graph())?;
-        train::init_params(&session, &g.net, &params)?;
+        params::init_params(&session, &g.net, &params)?;
         Ok(Predictor { session, images: g.images.clone(), probabilities: g.probabilities.clone(), names: Names::All(names) })
     }
 
@@ -165,7 +167,7 @@ impl Predictor {
                 Err(e) => return Err(e.context(format!("cannot classify {}", chunk[0].display()))),
             };
             for ((path, p), name) in chunk.iter().zip(probs).zip(names) {
-                let class_id = train::argmax(&p);
+                let class_id = argmax(&p);
                 out.push(Prediction { path: path.clone(), class: name, class_id, probability: p[class_id], probabilities: p });
             }
         }
@@ -203,7 +205,7 @@ impl Predictor {
             for ((i, b), r) in chunk.iter().zip(results) {
                 out[*i] = match r {
                     Ok((p, class)) => {
-                        let class_id = train::argmax(&p);
+                        let class_id = argmax(&p);
                         Some(Ok(Prediction { path: paths[*i].clone(), class, class_id, probability: p[class_id], probabilities: p }))
                     }
                     Err(e) if is_decode_error(&e) => bad(&paths[*i], images::plain_decode_error(b, &format!("{e:#}"))),
@@ -234,10 +236,10 @@ impl Predictor {
                 if all.len() != k {
                     bail!("{} class names (--labels) for a model of {k} classes", all.len());
                 }
-                probs.iter().map(|p| all[train::argmax(p)].clone()).collect()
+                probs.iter().map(|p| all[argmax(p)].clone()).collect()
             }
             (Names::Output(_), Some(f)) => args.fetch::<String>(f)?.to_vec(),
-            _ => probs.iter().map(|p| format!("class {}", train::argmax(p))).collect(),
+            _ => probs.iter().map(|p| format!("class {}", argmax(p))).collect(),
         };
         Ok((probs, names))
     }

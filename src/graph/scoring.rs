@@ -1,0 +1,38 @@
+//! How the network's outputs are scored: the training loss (mean softmax cross-entropy, as an
+//! op) and, on the host, arg-max and accuracy.
+
+use anyhow::Result;
+use tensorflow::{Output, Scope, ops};
+
+/// Mean softmax cross-entropy of `logits` against int32 class `labels`.
+pub fn softmax_loss(s: &mut Scope, logits: Output, labels: Output, classes: usize) -> Result<Output> {
+    let depth = ops::constant(classes as i32, s)?;
+    let on = ops::constant(1.0f32, s)?;
+    let off = ops::constant(0.0f32, s)?;
+    let one_hot = ops::one_hot(labels, depth, on, off, s)?;
+    // The dense op: SparseSoftmaxCrossEntropyWithLogits has no C++ gradient.
+    let xent = ops::softmax_cross_entropy_with_logits(logits, one_hot, s)?;
+    let batch_axis = ops::constant(&[0i32][..], s)?;
+    Ok(ops::mean(Output { operation: xent, index: 0 }, batch_axis, &mut s.with_op_name("mean"))?.into())
+}
+
+/// Percent of rows of `logits` whose arg-max is the label.
+pub fn accuracy(logits: &[Vec<f32>], labels: &[usize]) -> f64 {
+    let correct = logits.iter().zip(labels).filter(|&(l, &y)| argmax(l) == y).count();
+    100.0 * correct as f64 / labels.len().max(1) as f64
+}
+
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_counts_argmax_hits() {
+        let logits = vec![vec![0.1, 0.9], vec![2.0, 1.0], vec![0.0, 3.0]];
+        assert!((accuracy(&logits, &[1, 0, 0]) - 200.0 / 3.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,54 @@
+//! Reading a trained run back: its recipe and the network parameters of its newest checkpoint,
+//! for evaluation, export, prediction and the activation comparison (none of which needs the
+//! training graph).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, ensure};
+
+use crate::data::weights::LayerParams;
+use crate::graph::model;
+use crate::run::checkpoint;
+use crate::run::config::TrainConfig;
+
+/// A trained run, ready for inference: its recipe and the parameters of its newest checkpoint.
+pub struct TrainedRun {
+    pub config: TrainConfig,
+    pub params: Vec<LayerParams>,
+    /// The checkpoint prefix the parameters came from, and its epoch.
+    pub checkpoint: PathBuf,
+    pub epoch: usize,
+}
+
+/// Loads a run's config and the network parameters of its latest checkpoint (the momentum
+/// slots and the epoch counter stay behind). Shared by eval, export and predict.
+pub fn load_trained(run_dir: &Path) -> Result<TrainedRun> {
+    let config = TrainConfig::read(run_dir)?;
+    let (checkpoint, epoch) = checkpoint::latest(run_dir)?.with_context(|| {
+        format!("{} has no checkpoint yet: train it first (alexnet train --run-dir {})", run_dir.display(), run_dir.display())
+    })?;
+    let specs = model::param_specs(&config.model);
+    let keys: Vec<String> = specs.iter().flat_map(|s| s.variable_names()).collect();
+    let tensors = checkpoint::read_f32(&checkpoint, &keys)?;
+    let mut params = vec![];
+    for (spec, pair) in specs.iter().zip(tensors.chunks(2)) {
+        let (w, b) = (&pair[0], &pair[1]);
+        let w_dims: Vec<usize> = w.dims().iter().map(|&d| d as usize).collect();
+        ensure!(
+            w_dims == spec.weights && b.dims() == [spec.biases as u64],
+            "checkpoint {} holds {} of shape {:?} and biases of {:?}, but the run's config.json says {:?} and [{}] (was config.json edited?)",
+            checkpoint.display(),
+            keys[params.len() * 2],
+            w_dims,
+            b.dims(),
+            spec.weights,
+            spec.biases
+        );
+        params.push(LayerParams {
+            layer: spec.layer,
+            weights: ndarray::ArrayD::from_shape_vec(w_dims, w.to_vec())?,
+            biases: ndarray::Array1::from(b.to_vec()),
+        });
+    }
+    Ok(TrainedRun { config, params, checkpoint, epoch })
+}

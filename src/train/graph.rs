@@ -1,0 +1,269 @@
+//! The training graph: data variables, the replicas' forward passes, loss, momentum updates
+//! and saver, and how a step is fed and run.
+
+use anyhow::{Context, Result, ensure};
+use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
+
+use crate::data::weights::LayerParams;
+use crate::graph::model::{self, Network};
+use crate::graph::params::{init_params, read_params};
+use crate::run::checkpoint::Saver;
+use crate::train::feeds::{Batch, StepFeeds, StepOutput};
+use crate::train::between_ops::Protocol;
+use crate::train::replicas::{Passes, ReplicaStep, Shard, split_part};
+use crate::train::spec::{Replication, TrainSpec};
+use crate::train::updates::Updates;
+
+/// The training graph: data variables, the network, loss, momentum updates, saver.
+pub struct TrainGraph {
+    /// Owns the graph (the crate's Graph is reached through its Scope).
+    pub scope: Scope,
+    pub net: Network,
+    /// The batch's logits with dropout off, from the training forward pass's convolutions
+    /// (replica 0's on a cluster).
+    pub eval_logits: Output,
+    learning_rate: Output,
+    dropout_rate: Output,
+    pub loss: Output,
+    train_op: Operation,
+    /// One per replica (one without a cluster).
+    shards: Vec<Shard>,
+    /// With asynchronous updates, each replica's own step (empty otherwise).
+    replica_steps: Vec<ReplicaStep>,
+    slots_init: Vec<Operation>,
+    pub saver: Saver,
+    /// Between-graph replication: the ops of the protocol between the workers.
+    pub(crate) between: Option<Protocol>,
+}
+
+impl TrainGraph {
+    /// The graph `spec` describes: the replicas' passes, the inference head, the momentum
+    /// updates, the between-graph protocol's ops (if any), and the saver.
+    pub fn build(spec: &TrainSpec) -> Result<TrainGraph> {
+        if let Replication::BetweenGraph { placement, .. } = &spec.replication {
+            ensure!(placement.workers.len() == 1, "a between-graph worker builds only its own replica");
+        }
+        let mut scope = Scope::new_root_scope();
+        let s = &mut scope;
+        let dropout = model::dropout_inputs(s)?;
+        let passes = match spec.replication.placement() {
+            None => Passes::local(s, spec, &dropout)?,
+            Some(p) => Passes::placed(s, spec, p, &dropout)?,
+        };
+        // The inference head (dropout off) shares the convolutions of the first replica.
+        let head_device = spec.replication.placement().map(|p| p.workers[0].clone()).unwrap_or_default();
+        let eval_logits = model::inference_head(&mut s.new_sub_scope("eval").with_device(&head_device), &passes.net)?;
+        let learning_rate: Output = ops::Placeholder::new()
+            .dtype(DataType::Float)
+            .shape(Shape::from(Some(vec![])))
+            .build(&mut s.with_op_name("learning_rate"))?
+            .into();
+        let updates = Updates::build(&mut s.new_sub_scope("train"), spec, &passes, &eval_logits, &learning_rate)?;
+        let between = match spec.replication.between_workers() {
+            Some(n) => Some(Protocol::build(&mut s.new_sub_scope("between_graph"), n, &updates.train_op, updates.sync)?),
+            None => None,
+        };
+        let replica_steps = replica_steps(&passes, updates.replica_train_ops, &learning_rate, &dropout.rate);
+        let variables = passes.net.variables();
+        let mut saved: Vec<(String, Output)> = variables.iter().map(|v| (v.name().to_string(), v.output().clone())).collect();
+        saved.extend(updates.slots.iter().map(|v| (v.name().to_string(), v.output().clone())));
+        let saver = Saver::build(s, &saved)?;
+        Ok(TrainGraph {
+            scope,
+            net: passes.net,
+            eval_logits,
+            learning_rate,
+            dropout_rate: dropout.rate,
+            loss: passes.loss,
+            train_op: updates.train_op,
+            shards: passes.shards,
+            replica_steps,
+            slots_init: updates.slots_init,
+            saver,
+            between,
+        })
+    }
+
+    /// Feeds the data set and the initial parameters into the variables.
+    pub fn initialise(&self, session: &Session, images: &Tensor<f32>, labels: &[i32], params: &[LayerParams]) -> Result<()> {
+        self.load_data(session, images, labels)?;
+        self.init_variables(session, params)
+    }
+
+    /// Puts the decoded data set into the graph (steps then feed only indices).
+    pub fn load_data(&self, session: &Session, images: &Tensor<f32>, labels: &[i32]) -> Result<()> {
+        let labels_t = Tensor::<i32>::new(&[labels.len() as u64]).with_values(labels)?;
+        for shard in &self.shards {
+            let mut args = SessionRunArgs::new();
+            args.add_feed(&shard.images_init.0.operation, 0, images);
+            args.add_target(&shard.images_init.1);
+            args.add_feed(&shard.labels_init.0.operation, 0, &labels_t);
+            args.add_target(&shard.labels_init.1);
+            session.run(&mut args).context("cannot load the data set into the graph")?;
+        }
+        Ok(())
+    }
+
+    /// The initial parameters, and zero momentum.
+    pub fn init_variables(&self, session: &Session, params: &[LayerParams]) -> Result<()> {
+        init_params(session, &self.net, params)?;
+        let mut args = SessionRunArgs::new();
+        for op in &self.slots_init {
+            args.add_target(op);
+        }
+        session.run(&mut args)?;
+        Ok(())
+    }
+
+    /// One momentum-SGD step on the examples at `batch`; returns the batch's mean loss.
+    pub fn step(&self, session: &Session, batch: &[i32], lr: f32, dropout: f32, seed: [i64; 2]) -> Result<f32> {
+        Ok(self.run_step(session, &Batch::indices(batch)?, lr, dropout, seed)?.loss)
+    }
+
+    /// One momentum-SGD step; also returns the batch's inference-mode logits before the update.
+    pub fn run_step(&self, session: &Session, batch: &Batch, lr: f32, dropout: f32, seed: [i64; 2]) -> Result<StepOutput> {
+        ensure!(self.replica_steps.is_empty(), "an asynchronous graph has no synchronous step: run its replica_steps()");
+        let feeds = StepFeeds::for_replicas(lr, dropout, seed, self.shards.len())?;
+        let split;
+        let batch = match batch {
+            Batch::Indices(idx) if self.shards.len() > 1 => {
+                split = self.split(idx)?;
+                &split
+            }
+            b => b,
+        };
+        let mut args = SessionRunArgs::new();
+        self.feed_step(&mut args, batch, &feeds);
+        let loss = args.request_fetch(&self.loss.operation, self.loss.index);
+        // Replica 0's head sees only its shard: on a cluster the step returns no logits.
+        let logits = (self.shards.len() == 1).then(|| args.request_fetch(&self.eval_logits.operation, self.eval_logits.index));
+        session.run(&mut args)?;
+        let logits = match logits {
+            Some(token) => args.fetch::<f32>(token)?.chunks(self.net.config.classes).map(|c| c.to_vec()).collect(),
+            None => vec![],
+        };
+        Ok(StepOutput { loss: args.fetch::<f32>(loss)?[0], logits })
+    }
+
+    /// Logits of the examples at `indices`, dropout off, in chunks of `chunk`.
+    pub fn logits(&self, session: &Session, indices: &[i32], chunk: usize) -> Result<Vec<Vec<f32>>> {
+        let mut out = vec![];
+        for part in indices.chunks(chunk.max(1)) {
+            out.extend(self.batch_logits(session, &Batch::indices(part)?)?);
+        }
+        Ok(out)
+    }
+
+    /// Logits of one batch, dropout off.
+    pub fn batch_logits(&self, session: &Session, batch: &Batch) -> Result<Vec<Vec<f32>>> {
+        let mut args = SessionRunArgs::new();
+        let f = self.feed_logits(&mut args, batch);
+        session.run(&mut args)?;
+        let t: Tensor<f32> = args.fetch(f)?;
+        Ok(t.chunks(self.net.config.classes).map(|c| c.to_vec()).collect())
+    }
+
+    /// A training step's feeds and target (no fetches).
+    pub fn feed_step<'a>(&'a self, args: &mut SessionRunArgs<'a>, batch: &'a Batch, feeds: &'a StepFeeds) {
+        self.feed_batch(args, batch);
+        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
+        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
+        for (shard, seed) in self.shards.iter().zip(&feeds.seeds) {
+            args.add_feed(&shard.seed.operation, shard.seed.index, seed);
+        }
+        args.add_target(&self.train_op);
+    }
+
+    /// Feeds a training step of the first replica on the rows `idx`, with its share `weight` of
+    /// the batch (a between-graph worker's part); no target, no fetch.
+    pub(crate) fn feed_part<'a>(&'a self, args: &mut SessionRunArgs<'a>, idx: &'a Tensor<i32>, weight: &'a Tensor<f32>, feeds: &'a StepFeeds) {
+        let first = &self.shards[0];
+        args.add_feed(&first.indices.operation, first.indices.index, idx);
+        if let Some(w) = &first.weight {
+            args.add_feed(&w.operation, w.index, weight);
+        }
+        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
+        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
+        args.add_feed(&first.seed.operation, first.seed.index, &feeds.seeds[0]);
+    }
+
+    /// The learning rate's placeholder.
+    pub(crate) fn learning_rate(&self) -> &Output {
+        &self.learning_rate
+    }
+
+    /// The update op of a synchronous step.
+    pub(crate) fn train_op(&self) -> &Operation {
+        &self.train_op
+    }
+
+    /// An inference pass's feeds, and its logits fetch.
+    pub fn feed_logits<'a>(&'a self, args: &mut SessionRunArgs<'a>, batch: &'a Batch) -> tensorflow::FetchToken {
+        self.feed_batch(args, batch);
+        args.request_fetch(&self.net.logits.operation, self.net.logits.index)
+    }
+
+    /// Feeds indices into the data variable, or the images and labels themselves (unsplit
+    /// batches go to the first replica: the one whose forward pass inference reads).
+    pub(crate) fn feed_batch<'a>(&self, args: &mut SessionRunArgs<'a>, batch: &'a Batch) {
+        let first = &self.shards[0];
+        match batch {
+            Batch::Indices(idx) => args.add_feed(&first.indices.operation, first.indices.index, idx),
+            Batch::Split(parts) => {
+                for (shard, (idx, weight)) in self.shards.iter().zip(parts) {
+                    args.add_feed(&shard.indices.operation, shard.indices.index, idx);
+                    if let Some(w) = &shard.weight {
+                        args.add_feed(&w.operation, w.index, weight);
+                    }
+                }
+            }
+            Batch::Fed { images, labels } => {
+                // Feeding the gather ops' outputs prunes the data variable from the run.
+                args.add_feed(&first.batch_images.operation, first.batch_images.index, images);
+                args.add_feed(&first.batch_labels.operation, first.batch_labels.index, labels);
+            }
+        }
+    }
+
+    /// A batch of rows cut into one contiguous part per replica, sizes differing by at most
+    /// one, each weighted by its share (the weighted sum of the parts' mean losses is the
+    /// batch's).
+    fn split(&self, idx: &[i32]) -> Result<Batch> {
+        let n = self.shards.len();
+        ensure!(idx.len() >= n, "a batch of {} examples cannot be split across {n} workers: use a larger --batch-size", idx.len());
+        let mut parts = vec![];
+        for i in 0..n {
+            let part = split_part(idx, i, n);
+            parts.push((Tensor::<i32>::new(&[part.len() as u64]).with_values(part)?, Tensor::<f32>::from(part.len() as f32 / idx.len() as f32)));
+        }
+        Ok(Batch::Split(parts))
+    }
+
+    /// Current values of every layer's parameters.
+    pub fn params(&self, session: &Session) -> Result<Vec<LayerParams>> {
+        read_params(session, &self.net)
+    }
+
+    /// With asynchronous updates, each replica's own step; empty otherwise.
+    pub fn replica_steps(&self) -> &[ReplicaStep] {
+        &self.replica_steps
+    }
+}
+
+/// Asynchronous: each replica's own step (its loss, and the update of its own gradients).
+fn replica_steps(passes: &Passes, train_ops: Vec<Operation>, learning_rate: &Output, dropout_rate: &Output) -> Vec<ReplicaStep> {
+    passes
+        .own
+        .iter()
+        .zip(&passes.shards)
+        .zip(train_ops)
+        .map(|(((loss, _), shard), train_op)| ReplicaStep {
+            indices: shard.indices.clone(),
+            seed: shard.seed.clone(),
+            learning_rate: learning_rate.clone(),
+            dropout_rate: dropout_rate.clone(),
+            loss: loss.clone(),
+            train_op,
+        })
+        .collect()
+}

@@ -1,0 +1,211 @@
+//! The run's epoch loop around an [`EpochDriver`]: after each epoch, the validation accuracy
+//! (where due), the train accuracy (or, with the lookahead, left for the next epoch's step), the
+//! row printed, logged to TensorBoard and written to metrics.csv, the checkpoint (where due), and
+//! the stops: divergence and interruption.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Result, bail};
+use tensorflow::Session;
+
+use crate::graph::scoring::accuracy;
+use crate::observe::plot;
+use crate::run::checkpoint;
+use crate::run::config::TrainConfig;
+use crate::run::metrics::{self, Row};
+use crate::train::deployment::Blame;
+use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats};
+use crate::train::feeds::Batch;
+use crate::train::graph::TrainGraph;
+use crate::train::source::Source;
+use crate::train::summaries::Summaries;
+use crate::train::{Loaded, Placed};
+
+/// The loop's state: what it reads, and the rows so far.
+pub(crate) struct EpochLoop<'a> {
+    cfg: &'a TrainConfig,
+    run_dir: &'a Path,
+    quiet: bool,
+    tg: &'a TrainGraph,
+    session: &'a Session,
+    tb: &'a Summaries,
+    source: &'a Source,
+    plan: &'a EpochPlan,
+    blame: &'a dyn Blame,
+    pub(crate) bar: indicatif::ProgressBar,
+    interrupted: Arc<AtomicBool>,
+    metrics_path: PathBuf,
+    pub(crate) rows: Vec<Row>,
+    /// The first val image, for TensorBoard's images.
+    example: Batch,
+    train_labels: Vec<usize>,
+    val_labels: Vec<usize>,
+}
+
+impl<'a> EpochLoop<'a> {
+    /// Sets up the interruption flag and the progress bar, and prints the table's header.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        cfg: &'a TrainConfig,
+        run_dir: &'a Path,
+        quiet: bool,
+        placed: &'a Placed,
+        loaded: &'a Loaded,
+        plan: &'a EpochPlan,
+        blame: &'a dyn Blame,
+        rows: Vec<Row>,
+        start_epoch: usize,
+    ) -> Result<EpochLoop<'a>> {
+        let interrupted = interrupt_flag();
+        let bar = progress_bar(((cfg.epochs - start_epoch.min(cfg.epochs)) * plan.steps_per_epoch) as u64, quiet);
+        let dataset = &loaded.dataset;
+        let this = EpochLoop {
+            cfg,
+            run_dir,
+            quiet,
+            tg: &placed.tg,
+            session: &placed.session,
+            tb: &placed.tb,
+            source: &loaded.source,
+            plan,
+            blame,
+            bar,
+            interrupted,
+            metrics_path: run_dir.join("metrics.csv"),
+            rows,
+            example: loaded.source.batch(&[plan.n_train as i32])?,
+            train_labels: dataset.train.iter().map(|e| e.label).collect(),
+            val_labels: dataset.val.iter().map(|e| e.label).collect(),
+        };
+        this.print_row(metrics::display_header());
+        Ok(this)
+    }
+
+    fn print_row(&self, s: String) {
+        match (self.quiet, self.bar.is_hidden()) {
+            (true, _) => {}
+            (false, true) => eprintln!("{s}"),
+            (false, false) => self.bar.println(s),
+        }
+    }
+
+    /// The epochs from `start_epoch` to the run's last.
+    ///
+    /// Train accuracy is the Swift original's: inference mode, after the epoch's step. With the
+    /// driver's lookahead (one full-set local step per epoch), the next step computes exactly
+    /// that on the way, so the row waits one step instead of running another forward pass.
+    /// Epochs that end in a checkpoint (and the last, and an interrupted one) still run the
+    /// pass: every row on disk is final, and a resumed run computes every row the way the
+    /// uninterrupted run did.
+    pub(crate) fn run(&mut self, driver: &mut dyn EpochDriver, start_epoch: usize) -> Result<()> {
+        driver.start(self.plan, start_epoch * self.plan.steps_per_epoch)?;
+        let lookahead = driver.lookahead(self.plan);
+        let mut pending: Option<Row> = None;
+        for index in start_epoch..self.cfg.epochs {
+            let epoch = self.plan.epoch(index);
+            let mut stats = driver.run_epoch(self.plan, &epoch, &self.bar)?;
+            if let Some(row) = pending.take() {
+                self.finish_lookahead(row, &epoch, &mut stats)?;
+            }
+            if let Some((loss, b)) = stats.diverged {
+                return Err(self.diverged(loss, index, b)?);
+            }
+            pending = self.end_epoch(index, &stats, lookahead)?;
+        }
+        Ok(())
+    }
+
+    /// Completes the previous epoch's row with the train accuracy from this epoch's first step.
+    fn finish_lookahead(&mut self, mut row: Row, epoch: &Epoch, stats: &mut EpochStats) -> Result<()> {
+        let logits = stats.lookahead_logits.take().unwrap_or_default();
+        let part = epoch.batches(self.plan.batch)[0];
+        let labels: Vec<usize> = part.iter().map(|&i| self.train_labels[i as usize]).collect();
+        row.train_accuracy = accuracy(&logits, &labels);
+        self.finish_row(row)
+    }
+
+    /// After epoch `index`'s steps: its row (or the row left pending, returned), its checkpoint,
+    /// and the stop on interruption.
+    fn end_epoch(&mut self, index: usize, stats: &EpochStats, lookahead: bool) -> Result<Option<Row>> {
+        let cfg = self.cfg;
+        let last = index + 1 == cfg.epochs;
+        let stop = self.interrupted.load(Ordering::SeqCst);
+        let checkpoint_now = last || stop || (cfg.checkpoint_every > 0 && (index + 1) % cfg.checkpoint_every == 0);
+        let n_train = self.plan.n_train;
+        let eval_chunk = self.plan.batch.max(60);
+        let val_accuracy = if index % cfg.val_every.max(1) == 0 || last {
+            let val_idx: Vec<i32> = (n_train as i32..(n_train + self.val_labels.len()) as i32).collect();
+            let logits = self.source.logits(self.tg, self.session, &val_idx, eval_chunk).map_err(|e| self.blame.blame(e))?;
+            Some(accuracy(&logits, &self.val_labels))
+        } else {
+            None
+        };
+        let mut row = Row { epoch: index, loss: stats.loss_sum / stats.examples.max(1) as f64, train_accuracy: f64::NAN, val_accuracy };
+        let mut pending = None;
+        if lookahead && !checkpoint_now && !self.tb.images_due(index, last) {
+            pending = Some(row);
+        } else {
+            let train_idx: Vec<i32> = (0..n_train as i32).collect();
+            let logits = self.source.logits(self.tg, self.session, &train_idx, eval_chunk).map_err(|e| self.blame.blame(e))?;
+            row.train_accuracy = accuracy(&logits, &self.train_labels);
+            self.finish_row(row)?;
+        }
+        if checkpoint_now {
+            self.tg.saver.save(self.session, self.run_dir, index)?;
+        }
+        if stop {
+            self.bar.finish_and_clear();
+            plot::write_run_curves(self.run_dir, &self.rows)?;
+            bail!(
+                "interrupted after epoch {index}; checkpoint written. Continue with: alexnet train --run-dir {} --resume",
+                self.run_dir.display()
+            );
+        }
+        Ok(pending)
+    }
+
+    /// Prints the row, logs it to TensorBoard and writes metrics.csv.
+    fn finish_row(&mut self, row: Row) -> Result<()> {
+        self.print_row(row.display());
+        let last = row.epoch + 1 == self.cfg.epochs;
+        let rate = self.plan.learning_rate(row.epoch);
+        self.tb.epoch(self.session, self.tg, &self.example, &row, rate, last)?;
+        self.rows.push(row);
+        metrics::write(&self.metrics_path, &self.rows)
+    }
+
+    /// The error of a divergence in `epoch` (at its step `b`).
+    fn diverged(&self, loss: f32, epoch: usize, b: usize) -> Result<anyhow::Error> {
+        self.bar.finish_and_clear();
+        let kept = checkpoint::latest(self.run_dir)?.map(|(p, e)| format!("the last good checkpoint ({}, epoch {e}) is kept", p.parent().unwrap().display()));
+        Ok(anyhow::anyhow!(
+            "loss became {loss} in epoch {epoch} (step {b}): training diverged; {} (try a lower --lr)",
+            kept.unwrap_or_else(|| "no checkpoint was written yet".into())
+        ))
+    }
+}
+
+/// Set by SIGINT/SIGTERM: the loop finishes its step, checkpoints and stops. A second signal
+/// while the first is pending ends the process at once (the last checkpoint stays loadable).
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone());
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+    flag
+}
+
+fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed_precise} (eta {eta})").unwrap(),
+    );
+    bar
+}
