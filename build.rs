@@ -27,9 +27,7 @@ fn link_libtensorflow() {
                 println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
             }
         }
-        Err(e) => println!(
-            "cargo:warning=libtensorflow not found through pkg-config ({e}); run scripts/install-libtensorflow"
-        ),
+        Err(e) => println!("cargo:warning=libtensorflow not found through pkg-config ({e}); run scripts/install-libtensorflow"),
     }
 }
 

@@ -18,11 +18,11 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::data::images::{self as data, Decoder, Preprocess};
+use crate::data::weights::{self, LoadOptions};
 use crate::graph::model::{self, Layer, ModelConfig, Precision};
 use crate::graph::runtime::RuntimeConfig;
 use crate::train::spec::TrainSpec;
 use crate::train::{Batch, StepFeeds, TrainGraph};
-use crate::data::weights::{self, LoadOptions};
 
 /// The figures measured per precision (bf16 ones with the suffix `_bf16`); decode_images_per_sec
 /// and peak_rss_mb are measured once. Both implementations report the same keys.
@@ -104,11 +104,7 @@ pub fn forward_macs(cfg: &ModelConfig) -> u64 {
 /// Peak resident memory of this process so far (VmHWM), in MiB.
 pub fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// The CPU's model name (lscpu's "Model name").

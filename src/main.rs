@@ -3,21 +3,21 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use alexnet::compare::activations::{self, Engine, Setup};
-use alexnet::distributed::cluster::{self, ClusterConfig};
-use alexnet::compare::dumps::{self as compare, Layout};
-use alexnet::graph::model::{LrnProfile, ModelConfig, Precision};
-use alexnet::graph::runtime::{self, DeviceChoice, RuntimeConfig};
-use alexnet::train::{RunOptions, Schedule, TrainConfig};
-use alexnet::serve::predict::{self, Predictor};
 use alexnet::bench;
+use alexnet::compare::activations::{self, Engine, Setup};
+use alexnet::compare::dumps::{self as compare, Layout};
+use alexnet::compare::graph_spec;
 use alexnet::data::caffe;
 use alexnet::data::images as data;
+use alexnet::distributed::cluster::{self, ClusterConfig};
+use alexnet::graph::model::{LrnProfile, ModelConfig, Precision};
+use alexnet::graph::network_graph;
+use alexnet::graph::runtime::{self, DeviceChoice, RuntimeConfig};
+use alexnet::observe::plot;
 use alexnet::serve::eval;
 use alexnet::serve::export;
-use alexnet::compare::graph_spec;
-use alexnet::graph::network_graph;
-use alexnet::observe::plot;
+use alexnet::serve::predict::{self, Predictor};
+use alexnet::train::{RunOptions, Schedule, TrainConfig};
 use anyhow::{Result, bail};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 

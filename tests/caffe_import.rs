@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use alexnet::data::caffe::{self, ModelInfo};
-use alexnet::graph::model::{self, LrnProfile, ModelConfig};
 use alexnet::data::weights::{self, LoadOptions};
+use alexnet::graph::model::{self, LrnProfile, ModelConfig};
 use tensorflow::{DataType, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, ops};
 
 fn python() -> &'static Path {
@@ -39,12 +39,7 @@ struct Manifest {
 /// Runs make_caffemodel.py; returns the model's path and its manifest.
 fn make_model(dir: &Path, name: &str, args: &[&str]) -> (PathBuf, Manifest) {
     let path = dir.join(name);
-    let out = std::process::Command::new(python())
-        .arg(common::repo().join("scripts/make_caffemodel.py"))
-        .arg(&path)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(python()).arg(common::repo().join("scripts/make_caffemodel.py")).arg(&path).args(args).output().unwrap();
     assert!(out.status.success(), "make_caffemodel.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let manifest = std::fs::read_to_string(dir.join(format!("{name}.manifest.json"))).unwrap();
     (path, serde_json::from_str(&manifest).unwrap())
@@ -131,7 +126,8 @@ fn current_format_with_groups_imports_element_by_element() {
     assert_eq!((info.fc_width, info.classes, info.lrn), (Some(16), Some(3), Some(LrnProfile::Caffe)));
     assert!(info.warnings.is_empty(), "{:?}", info.warnings);
     let groups: Vec<_> = info.layers.iter().filter_map(|l| Some((l.imported_as.clone()?, l.groups))).collect();
-    let want = [("conv1", Some(1)), ("conv2", Some(2)), ("conv3", Some(1)), ("conv4", Some(2)), ("conv5", Some(2)), ("fc6", None), ("fc7", None), ("fc8", None)];
+    let want =
+        [("conv1", Some(1)), ("conv2", Some(2)), ("conv3", Some(1)), ("conv4", Some(2)), ("conv5", Some(2)), ("fc6", None), ("fc7", None), ("fc8", None)];
     assert_eq!(groups, want.map(|(n, g)| (n.to_string(), g)));
     assert_eq!(info.layers.len(), 24, "every layer of the file is listed");
     check_files(&out_dir, &manifest, &info);
@@ -346,10 +342,7 @@ fn full_bvlc_alexnet_shapes_import_and_load_for_fc_width_4096() {
     assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-3);
     let id = p["class_id"].as_u64().unwrap() as usize;
     assert_eq!(p["class"], format!("synset{id}"));
-    eprintln!(
-        "BVLC shapes: written by Python in {written:.1} s, imported in {imported:.1} s, all checks done after {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("BVLC shapes: written by Python in {written:.1} s, imported in {imported:.1} s, all checks done after {:.1} s", started.elapsed().as_secs_f64());
 }
 
 #[test]
@@ -359,10 +352,8 @@ fn trainer_fine_tunes_an_import_for_other_classes() {
     let out_dir = tmp.path().join("weights");
     assert!(import_cli(&model, &out_dir, &[]).status.success());
     let run_dir = tmp.path().join("run");
-    let out = common::train_command(&common::images(), Some(&out_dir), &run_dir)
-        .args(["--fc-width", "16", "--lrn", "caffe", "--epochs", "1"])
-        .output()
-        .unwrap();
+    let out =
+        common::train_command(&common::images(), Some(&out_dir), &run_dir).args(["--fc-width", "16", "--lrn", "caffe", "--epochs", "1"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "train failed:\n{stderr}");
     // The data set has 2 classes, the import 3: fc8 is re-initialised, the rest loaded.

@@ -100,7 +100,8 @@ fn predict_names_bad_files_and_classifies_the_rest() {
         assert!((0.0..=1.0).contains(&p), "{line}");
     }
     assert!(!se.contains("{{node") && !se.contains("While"), "TensorFlow node names in:\n{se}");
-    let line_of = |path: &Path| se.lines().find(|l| l.contains(&path.display().to_string())).unwrap_or_else(|| panic!("{} not named in:\n{se}", path.display()));
+    let line_of =
+        |path: &Path| se.lines().find(|l| l.contains(&path.display().to_string())).unwrap_or_else(|| panic!("{} not named in:\n{se}", path.display()));
     assert!(line_of(&text).contains("not a JPEG, PNG, GIF or BMP image"), "{se}");
     assert!(line_of(&missing).contains("cannot read: No such file"), "{se}");
     assert!(se.contains("2 of 4 files could not be classified"), "{se}");

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use alexnet::compare::activations::{Engine, Setup};
 use alexnet::compare::dumps as compare;
-use alexnet::graph::network_graph;
 use alexnet::graph::model::ModelConfig;
+use alexnet::graph::network_graph;
 use ndarray::{ArrayD, IxDyn};
 
 const PHOTO: &str = "val/dog/pexels-photo-1851471.jpeg";
@@ -164,7 +164,15 @@ fn activations_cli_writes_dumps_that_compare_activations_checks() {
     let nchw = tmp.path().join("nchw");
     write_nchw_copy(&ours, &nchw, None);
     let args = |reference: &Path| {
-        vec!["compare-activations".to_string(), "--reference".into(), reference.display().to_string(), "--ours".into(), ours.display().to_string(), "--reference-layout".into(), "nchw".into()]
+        vec![
+            "compare-activations".to_string(),
+            "--reference".into(),
+            reference.display().to_string(),
+            "--ours".into(),
+            ours.display().to_string(),
+            "--reference-layout".into(),
+            "nchw".into(),
+        ]
     };
     let (out, text) = run(&args(&nchw).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{text}");
@@ -185,8 +193,8 @@ fn activations_cli_writes_dumps_that_compare_activations_checks() {
 
 #[test]
 fn run_dir_parameters_come_from_the_latest_checkpoint() {
-    use alexnet::train::{TrainConfig, TrainGraph};
     use alexnet::data::weights::{self, LoadOptions};
+    use alexnet::train::{TrainConfig, TrainGraph};
     let tmp = common::temp_dir("run");
     let run = tmp.path();
     let mut cfg = TrainConfig::swift_recipe(common::images(), None, vec!["cat".into(), "dog".into()]);

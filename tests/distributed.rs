@@ -321,7 +321,13 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
             .env_remove("TF_CONFIG");
         cmd
     };
-    let mut server = common::alexnet().args(["server", "--job", "worker", "--task", "1", "--cluster"]).arg(&cluster).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut server = common::alexnet()
+        .args(["server", "--job", "worker", "--task", "1", "--cluster"])
+        .arg(&cluster)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let in_graph = tmp.path().join("in-graph-dropout");
     let out = run_bounded(recipe(&in_graph, 0), limit);
     let _ = server.kill();

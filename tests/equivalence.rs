@@ -4,9 +4,9 @@
 
 mod common;
 
+use alexnet::data::weights::{self, LoadOptions};
 use alexnet::graph::model::{self, ModelConfig};
 use alexnet::train::{self, TrainGraph};
-use alexnet::data::weights::{self, LoadOptions};
 use ndarray::{ArrayView4, ArrayViewD};
 use ndarray_npy::{read_npy, write_npy};
 use std::process::Command;
@@ -47,12 +47,8 @@ fn ten_steps_match_python_tensorflow() {
     let final_params = tg.params(&session).unwrap();
 
     // The reference.
-    let out = Command::new(common::python())
-        .arg(common::repo().join("scripts/tf_reference_steps.py"))
-        .arg(dir)
-        .env("TF_CPP_MIN_LOG_LEVEL", "3")
-        .output()
-        .unwrap();
+    let out =
+        Command::new(common::python()).arg(common::repo().join("scripts/tf_reference_steps.py")).arg(dir).env("TF_CPP_MIN_LOG_LEVEL", "3").output().unwrap();
     assert!(out.status.success(), "reference failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
     let theirs: Vec<f64> = reference["losses"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();

@@ -11,9 +11,9 @@ use std::process::{Command, Output};
 use std::time::Instant;
 
 use alexnet::data::images::{self as data, Decoder};
+use alexnet::data::weights::{self, LoadOptions};
 use alexnet::graph::model;
 use alexnet::train::{self, RunOptions, TrainConfig, TrainGraph};
-use alexnet::data::weights::{self, LoadOptions};
 use tensorflow::{Graph, SavedModelBundle, Session, SessionOptions, SessionRunArgs, Tensor, ops};
 
 const TOLERANCE: f32 = 1e-5;
@@ -201,21 +201,13 @@ fn bundle_predictions(model: &Path, files: &[PathBuf]) -> Predictions {
     let c: Tensor<i64> = args.fetch(c).unwrap();
     let n: Tensor<String> = args.fetch(n).unwrap();
     assert_eq!(p.dims(), [files.len() as u64, 2]);
-    Predictions {
-        probabilities: p.chunks(2).map(|r| r.to_vec()).collect(),
-        class_ids: c.iter().map(|&i| i as usize).collect(),
-        classes: n.to_vec(),
-    }
+    Predictions { probabilities: p.chunks(2).map(|r| r.to_vec()).collect(), class_ids: c.iter().map(|&i| i as usize).collect(), classes: n.to_vec() }
 }
 
 /// Python TensorFlow 2.21 through scripts/saved_model_predict.py: one batch of all the files.
 fn python_predictions(model: &Path, files: &[PathBuf]) -> Predictions {
     let out = run_ok(
-        Command::new(common::python())
-            .arg(common::repo().join("scripts/saved_model_predict.py"))
-            .arg(model)
-            .args(files)
-            .env("TF_CPP_MIN_LOG_LEVEL", "3"),
+        Command::new(common::python()).arg(common::repo().join("scripts/saved_model_predict.py")).arg(model).args(files).env("TF_CPP_MIN_LOG_LEVEL", "3"),
     );
     parse_json_lines(&out.stdout, files)
 }
@@ -279,10 +271,7 @@ fn check_saved_model_cli(model: &Path, classes: usize) {
             .split("signature_def['")
             .find(|b| b.starts_with(&format!("{sig}']")))
             .unwrap_or_else(|| panic!("no signature {sig} in saved_model_cli's output:\n{text}"));
-        let tensor = block
-            .split(&format!("{side}['{name}'] tensor_info:"))
-            .nth(1)
-            .unwrap_or_else(|| panic!("{sig} has no {side}['{name}']:\n{block}"));
+        let tensor = block.split(&format!("{side}['{name}'] tensor_info:")).nth(1).unwrap_or_else(|| panic!("{sig} has no {side}['{name}']:\n{block}"));
         let mut lines = tensor.lines().skip(1).map(str::trim);
         assert_eq!(lines.next(), Some(format!("dtype: {dtype}").as_str()), "{sig} {name}");
         assert_eq!(lines.next(), Some(format!("shape: {shape}").as_str()), "{sig} {name}");

@@ -5,10 +5,10 @@
 
 mod common;
 
-use alexnet::graph::model::{self, LrnProfile, ModelConfig, Precision};
-use alexnet::util::rng::Rng;
-use alexnet::train;
 use alexnet::data::weights::{self, LoadOptions};
+use alexnet::graph::model::{self, LrnProfile, ModelConfig, Precision};
+use alexnet::train;
+use alexnet::util::rng::Rng;
 use tensorflow::{DataType, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, ops};
 
 /// Loss and every gradient of a small network on a fixed batch.

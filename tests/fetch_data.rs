@@ -43,13 +43,8 @@ fn copy_mirror(to: &Path) {
 
 /// Runs fetch-data with `ALEXNET_MIRROR=mirror --dest dest`; returns (success, stdout + stderr).
 fn fetch(mirror: &Path, dest: &Path) -> (bool, String) {
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/fetch-data"))
-        .arg("--dest")
-        .arg(dest)
-        .env("ALEXNET_MIRROR", mirror)
-        .output()
-        .expect("cannot run bash");
+    let out =
+        Command::new("bash").arg(repo().join("scripts/fetch-data")).arg("--dest").arg(dest).env("ALEXNET_MIRROR", mirror).output().expect("cannot run bash");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }

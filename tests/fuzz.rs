@@ -6,11 +6,11 @@
 mod common;
 
 use alexnet::data::images as data;
+use alexnet::data::weights;
 use alexnet::graph::model::{LrnProfile, ModelConfig, Precision};
 use alexnet::graph::runtime::{DeviceChoice, RuntimeConfig};
 use alexnet::run::metrics;
 use alexnet::train::{Schedule, TrainConfig};
-use alexnet::data::weights;
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -44,9 +44,18 @@ fn runtime() -> impl Strategy<Value = RuntimeConfig> {
 /// Any config a run directory can hold: every field over its type's range (floats finite, paths
 /// and class names any Unicode).
 fn train_config() -> impl Strategy<Value = TrainConfig> {
-    let data = (model_config(), proptest::collection::vec(any::<String>(), 0..4), preprocess(), any::<String>(), proptest::option::of(any::<String>()), any::<bool>(), any::<bool>());
+    let data = (
+        model_config(),
+        proptest::collection::vec(any::<String>(), 0..4),
+        preprocess(),
+        any::<String>(),
+        proptest::option::of(any::<String>()),
+        any::<bool>(),
+        any::<bool>(),
+    );
     let recipe = (any::<usize>(), any::<usize>(), finite(), finite(), schedule(), finite(), finite(), any::<u64>());
-    let run = (any::<usize>(), any::<usize>(), any::<usize>(), runtime(), prop_oneof![Just(Precision::F32), Just(Precision::Bf16)], any::<u64>(), any::<bool>());
+    let run =
+        (any::<usize>(), any::<usize>(), any::<usize>(), runtime(), prop_oneof![Just(Precision::F32), Just(Precision::Bf16)], any::<u64>(), any::<bool>());
     (data, recipe, run).prop_map(|(data, recipe, run)| {
         let (model, classes, preprocess, images, weights, strict_weights, skip_bad_images) = data;
         let (epochs, batch_size, learning_rate, momentum, schedule, weight_decay, dropout, seed) = recipe;

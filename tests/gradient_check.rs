@@ -2,10 +2,10 @@
 //! (every layer, LRN included): the directional derivative of the loss along a random direction,
 //! one layer's weights or biases at a time.
 
-use alexnet::graph::model::{self, LrnProfile, ModelConfig};
-use alexnet::util::rng::Rng;
-use alexnet::train;
 use alexnet::data::weights::{self, LoadOptions};
+use alexnet::graph::model::{self, LrnProfile, ModelConfig};
+use alexnet::train;
+use alexnet::util::rng::Rng;
 use tensorflow::{DataType, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, ops};
 
 fn check(lrn: LrnProfile) {
@@ -40,11 +40,7 @@ fn check(lrn: LrnProfile) {
         args.add_feed(&input, 0, &x);
         args.add_feed(&labels, 0, &y);
         let l = args.request_fetch(&loss.operation, loss.index);
-        let g: Vec<_> = if fetch_grads {
-            grads.iter().map(|g| args.request_fetch(&g.operation, g.index)).collect()
-        } else {
-            vec![]
-        };
+        let g: Vec<_> = if fetch_grads { grads.iter().map(|g| args.request_fetch(&g.operation, g.index)).collect() } else { vec![] };
         session.run(&mut args).unwrap();
         let lv = args.fetch::<f32>(l).unwrap()[0] as f64;
         (lv, g.into_iter().map(|t| args.fetch::<f32>(t).unwrap().to_vec()).collect())

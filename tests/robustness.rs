@@ -60,12 +60,7 @@ fn other_formats_and_colour_modes_are_converted_and_used() {
     let tmp = common::temp_dir("formats");
     let images = common::small_dataset(tmp.path(), 2);
     let made = tmp.path().join("made");
-    let status = Command::new(common::python())
-        .arg(common::repo().join("tests/support/make_images.py"))
-        .arg(&made)
-        .arg(a_real_jpeg())
-        .status()
-        .unwrap();
+    let status = Command::new(common::python()).arg(common::repo().join("tests/support/make_images.py")).arg(&made).arg(a_real_jpeg()).status().unwrap();
     assert!(status.success());
     for f in ["gray.jpg", "cmyk.jpg", "rgba.png", "palette.png", "anim.gif", "image.bmp"] {
         std::fs::copy(made.join(f), images.join("train/dog").join(f)).unwrap();
@@ -127,8 +122,8 @@ fn folder_structure_problems_are_explained() {
 
 #[test]
 fn weight_file_problems_name_the_file() {
-    use alexnet::graph::model::{ModelConfig, param_specs};
     use alexnet::data::weights::{LoadOptions, load};
+    use alexnet::graph::model::{ModelConfig, param_specs};
     let tmp = common::temp_dir("weights");
     let specs = param_specs(&ModelConfig::new(2));
     let opts = LoadOptions { strict: false, seed: 0 };

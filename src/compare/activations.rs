@@ -8,14 +8,14 @@ use anyhow::{Context, Result, ensure};
 use ndarray::{ArrayD, IxDyn};
 use tensorflow::{Session, SessionRunArgs, Tensor};
 
-use crate::data::images::{self as data, Decoder, Preprocess};
-use crate::graph::network_graph::NetworkGraph;
-use crate::graph::model::{self, ModelConfig};
-use crate::graph::params;
-use crate::run::trained;
-use crate::data::weights::{self, LayerParams, LoadOptions};
 use crate::compare::reference;
 use crate::compare::visualize;
+use crate::data::images::{self as data, Decoder, Preprocess};
+use crate::data::weights::{self, LayerParams, LoadOptions};
+use crate::graph::model::{self, ModelConfig};
+use crate::graph::network_graph::NetworkGraph;
+use crate::graph::params;
+use crate::run::trained;
 
 /// Which implementation computes the activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -64,7 +64,12 @@ impl Setup {
     }
 
     fn tf_activations(&self, image: &Path) -> Result<Vec<(&'static str, ArrayD<f32>)>> {
-        ensure!(self.preprocess.size == self.model.input_size, "preprocessing makes {0}x{0} images, the model takes {1}x{1}", self.preprocess.size, self.model.input_size);
+        ensure!(
+            self.preprocess.size == self.model.input_size,
+            "preprocessing makes {0}x{0} images, the model takes {1}x{1}",
+            self.preprocess.size,
+            self.model.input_size
+        );
         let input = Decoder::new(&self.preprocess)?.decode_files(&[image])?;
         let graph = NetworkGraph::build(&self.model, Some(1))?;
         let session = Session::new(&tensorflow::SessionOptions::new(), &graph.scope.graph())?;

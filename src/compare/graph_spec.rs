@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tensorflow::{Graph, Operation, Output, Shape};
 
-use crate::graph::network_graph::NetworkGraph;
 use crate::graph::model::ModelConfig;
+use crate::graph::network_graph::NetworkGraph;
 
 /// The table as committed, built into the binary so the default works from any folder.
 pub const SWIFT_ORIGINAL: &str = include_str!("../../graphs/swift-original.json");
@@ -76,9 +76,7 @@ impl Spec {
             return serde_json::from_str(SWIFT_ORIGINAL).context("the built-in graphs/swift-original.json is invalid");
         };
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read spec {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| {
-            format!("{} is not a layer spec (see graphs/swift-original.json for the fields)", path.display())
-        })
+        serde_json::from_str(&text).with_context(|| format!("{} is not a layer spec (see graphs/swift-original.json for the fields)", path.display()))
     }
 }
 
@@ -282,12 +280,7 @@ pub fn check(cfg: &ModelConfig, spec: &Spec, spec_name: &str) -> Result<Report> 
         ..Default::default()
     };
     let input_spec = LayerSpec { name: "input".into(), op: "Placeholder".into(), output: spec.input.clone(), ..Default::default() };
-    layers.push(LayerCheck {
-        name: "input".into(),
-        differences: differences(&input_spec, &input_seen),
-        spec: Some(input_spec),
-        graph: Some(input_seen),
-    });
+    layers.push(LayerCheck { name: "input".into(), differences: differences(&input_spec, &input_seen), spec: Some(input_spec), graph: Some(input_seen) });
 
     let observed: Vec<LayerSpec> = walked.iter().map(|w| observe_layer(&graph, w, BATCH)).collect::<Result<_>>()?;
     for (i, s) in spec.layers.iter().enumerate() {
@@ -380,7 +373,13 @@ mod tests {
 
     #[test]
     fn differences_name_the_field() {
-        let a = LayerSpec { name: "norm1".into(), op: "LRN".into(), lrn: Some(LrnSpec { depth_radius: 5, bias: 1.0, alpha: 1e-4, beta: 0.75 }), output: vec![55, 55, 96], ..Default::default() };
+        let a = LayerSpec {
+            name: "norm1".into(),
+            op: "LRN".into(),
+            lrn: Some(LrnSpec { depth_radius: 5, bias: 1.0, alpha: 1e-4, beta: 0.75 }),
+            output: vec![55, 55, 96],
+            ..Default::default()
+        };
         let mut b = a.clone();
         b.lrn = Some(LrnSpec { depth_radius: 2, bias: 1.0, alpha: 2e-5, beta: 0.75 });
         assert_eq!(differences(&a, &a), Vec::<String>::new());

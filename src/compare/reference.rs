@@ -12,8 +12,8 @@ use anyhow::{Result, ensure};
 use ndarray::{Array2, Array3, ArrayD, ArrayView2, ArrayView3, Axis, s};
 
 use crate::data::images::Preprocess;
-use crate::graph::model::{self, Layer, LrnParams, ModelConfig, Padding};
 use crate::data::weights::LayerParams;
+use crate::graph::model::{self, Layer, LrnParams, ModelConfig, Padding};
 
 const POOL_WINDOW: usize = 3;
 const POOL_STRIDE: usize = 2;
@@ -188,9 +188,7 @@ fn batched(a: Array3<f32>) -> ArrayD<f32> {
 /// Every layer's activation for one preprocessed image [S, S, 3], in table order, starting with
 /// `input`. Dropout is off (inference).
 pub fn forward(cfg: &ModelConfig, params: &[LayerParams], input: Array3<f32>) -> Result<Vec<(&'static str, ArrayD<f32>)>> {
-    let param = |name: &str| {
-        params.iter().find(|p| p.layer == name).ok_or_else(|| anyhow::anyhow!("no parameters for layer {name}"))
-    };
+    let param = |name: &str| params.iter().find(|p| p.layer == name).ok_or_else(|| anyhow::anyhow!("no parameters for layer {name}"));
     let mut out = vec![("input", batched(input.clone()))];
     let mut spatial = Some(input);
     let mut flat: Option<Array2<f32>> = None;

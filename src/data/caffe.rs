@@ -13,9 +13,9 @@ use anyhow::{Context, Result, bail, ensure};
 use byteorder::{ByteOrder, LittleEndian};
 use serde::{Deserialize, Serialize};
 
-use crate::util::fsutil;
-use crate::graph::model::{self, Layer, LrnProfile, ModelConfig, Padding, ParamSpec};
 use crate::data::weights;
+use crate::graph::model::{self, Layer, LrnProfile, ModelConfig, Padding, ParamSpec};
+use crate::util::fsutil;
 
 /// Caffe's messages, generated from `proto/caffe.proto` (see [`crate::proto`]).
 pub use crate::proto::caffe as proto;
@@ -70,21 +70,14 @@ pub fn decode_net(bytes: &[u8]) -> Result<CaffeNet> {
     if bytes.starts_with(b"\x89HDF\r\n\x1a\n") {
         bail!("this is an HDF5 model (.caffemodel.h5); save it as a binary .caffemodel with Caffe first");
     }
-    let net = <proto::NetParameter as prost::Message>::decode(bytes).context(
-        "not a binary Caffe NetParameter (give the trained .caffemodel; a .prototxt net definition holds no weights)",
-    )?;
+    let net = <proto::NetParameter as prost::Message>::decode(bytes)
+        .context("not a binary Caffe NetParameter (give the trained .caffemodel; a .prototxt net definition holds no weights)")?;
     let (layer, layers) = (net.layer, net.layers);
-    ensure!(
-        layer.is_empty() || layers.is_empty(),
-        "the file has layers in both the current `layer` and the legacy `layers` field; Caffe refuses that too"
-    );
+    ensure!(layer.is_empty() || layers.is_empty(), "the file has layers in both the current `layer` and the legacy `layers` field; Caffe refuses that too");
     let (format, layers) = if !layers.is_empty() {
         let mut out = vec![];
         for (i, l) in layers.into_iter().enumerate() {
-            ensure!(
-                l.layer.is_none(),
-                "layer {i} is in Caffe's V0 format (before 2014); upgrade the file with Caffe's upgrade_net_proto_binary first"
-            );
+            ensure!(l.layer.is_none(), "layer {i} is in Caffe's V0 format (before 2014); upgrade the file with Caffe's upgrade_net_proto_binary first");
             let name = l.name.unwrap_or_else(|| format!("#{i}"));
             let blobs = blobs(&name, l.blobs)?;
             out.push(CaffeLayer {
@@ -277,7 +270,8 @@ pub struct LayerInfo {
 impl ModelInfo {
     pub fn read(dir: &Path) -> Result<ModelInfo> {
         let path = dir.join("model.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {} (was the folder written by alexnet import-caffe?)", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {} (was the folder written by alexnet import-caffe?)", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("{} is not a valid import record", path.display()))
     }
 
@@ -355,12 +349,7 @@ pub fn convert(net: CaffeNet, source: &Path) -> Result<(Vec<Imported>, ModelInfo
     for (i, l) in layers.iter().enumerate() {
         let weighted = matches!(l.kind.as_str(), "Convolution" | "InnerProduct");
         if l.blobs.is_empty() {
-            ensure!(
-                !weighted,
-                "layer '{}' ({}) has no weights: is this a net definition rather than a trained .caffemodel?",
-                l.name,
-                l.kind
-            );
+            ensure!(!weighted, "layer '{}' ({}) has no weights: is this a net definition rather than a trained .caffemodel?", l.name, l.kind);
             continue;
         }
         match l.kind.as_str() {
@@ -383,12 +372,7 @@ pub fn convert(net: CaffeNet, source: &Path) -> Result<(Vec<Imported>, ModelInfo
         }
     }
     let names = |idx: &[usize]| idx.iter().map(|&i| format!("'{}'", layers[i].name)).collect::<Vec<_>>().join(", ");
-    ensure!(
-        convs.len() == 5,
-        "the model has {} convolution layers with weights ({}); the project's AlexNet has 5 (conv1..conv5)",
-        convs.len(),
-        names(&convs)
-    );
+    ensure!(convs.len() == 5, "the model has {} convolution layers with weights ({}); the project's AlexNet has 5 (conv1..conv5)", convs.len(), names(&convs));
     if fcs.len() > 3 {
         bail!(
             "the model has {} fully connected layers ({}); the project's AlexNet has 3 (fc6..fc8), so layer '{}' has no counterpart",
@@ -406,12 +390,7 @@ pub fn convert(net: CaffeNet, source: &Path) -> Result<(Vec<Imported>, ModelInfo
     };
     let fc_width = fcs.first().and_then(|&i| fc_out(&layers[i]));
     let classes = fcs.get(2).and_then(|&i| fc_out(&layers[i]));
-    let cfg = ModelConfig {
-        classes: classes.unwrap_or(1),
-        fc_width: fc_width.unwrap_or(256),
-        lrn: LrnProfile::Caffe,
-        input_size: model::INPUT_SIZE,
-    };
+    let cfg = ModelConfig { classes: classes.unwrap_or(1), fc_width: fc_width.unwrap_or(256), lrn: LrnProfile::Caffe, input_size: model::INPUT_SIZE };
     let specs = model::param_specs(&cfg);
     let rows = conv_rows(&cfg);
 
@@ -488,9 +467,7 @@ fn convert_fc(l: &mut CaffeLayer, spec: &ParamSpec, cfg: &ModelConfig) -> Result
     let p = l.inner_product.clone().unwrap_or_default();
     ensure!(l.blobs.len() <= 2, "layer '{name}' (imported as {to}) has {} blobs; a fully connected layer has weights and biases", l.blobs.len());
     let w = std::mem::replace(&mut l.blobs[0], Blob { dims: vec![], data: vec![] });
-    let Some(&[a, b]) = squeeze(&w.dims, 2).as_deref() else {
-        bail!("layer '{name}' (imported as {to}): weights of shape {:?}, expected [out, in]", w.dims)
-    };
+    let Some(&[a, b]) = squeeze(&w.dims, 2).as_deref() else { bail!("layer '{name}' (imported as {to}): weights of shape {:?}, expected [out, in]", w.dims) };
     let transpose = p.transpose.unwrap_or(false);
     let (o, i) = if transpose { (b, a) } else { (a, b) };
     let want = weights::caffe_shape(spec);
@@ -508,24 +485,14 @@ fn convert_fc(l: &mut CaffeLayer, spec: &ParamSpec, cfg: &ModelConfig) -> Result
     let weights = if transpose { transpose2(&w.data, a, b) } else { w.data };
     let bias_term = l.blobs.len() == 2;
     let biases = if bias_term { take_biases(l, o, to)? } else { vec![0.0; o] };
-    let info = LayerInfo {
-        imported_as: Some(to.into()),
-        shape: Some(vec![o, i]),
-        written_shape: Some(vec![o, i]),
-        bias_term: Some(bias_term),
-        ..Default::default()
-    };
+    let info =
+        LayerInfo { imported_as: Some(to.into()), shape: Some(vec![o, i]), written_shape: Some(vec![o, i]), bias_term: Some(bias_term), ..Default::default() };
     Ok((Imported { layer: to, caffe_name: name, weights, biases }, info))
 }
 
 fn take_biases(l: &mut CaffeLayer, out: usize, to: &str) -> Result<Vec<f32>> {
     let b = std::mem::replace(&mut l.blobs[1], Blob { dims: vec![], data: vec![] });
-    ensure!(
-        squeeze(&b.dims, 1).is_some() && b.data.len() == out,
-        "layer '{}' (imported as {to}): biases of shape {:?}, expected [{out}]",
-        l.name,
-        b.dims
-    );
+    ensure!(squeeze(&b.dims, 1).is_some() && b.data.len() == out, "layer '{}' (imported as {to}): biases of shape {:?}, expected [{out}]", l.name, b.dims);
     Ok(b.data)
 }
 
@@ -617,10 +584,8 @@ fn check_structure(layers: &[CaffeLayer], cfg: &ModelConfig, imported: &[Importe
 
 /// Every file name the importer may write into a folder.
 fn project_files() -> Vec<String> {
-    let mut names: Vec<String> = model::param_specs(&ModelConfig::new(2))
-        .iter()
-        .flat_map(|s| [format!("{}.weights", s.layer), format!("{}.biases", s.layer)])
-        .collect();
+    let mut names: Vec<String> =
+        model::param_specs(&ModelConfig::new(2)).iter().flat_map(|s| [format!("{}.weights", s.layer), format!("{}.biases", s.layer)]).collect();
     names.push("model.json".into());
     names
 }

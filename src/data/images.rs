@@ -38,22 +38,11 @@ pub fn scan(images: &Path) -> Result<Dataset> {
     let train_dir = images.join("train");
     let classes = class_folders(&train_dir)?;
     ensure!(!classes.is_empty(), "{} has no class subfolders (expected train/<class>/<image>)", train_dir.display());
-    ensure!(
-        classes.len() >= 2,
-        "{} has a single class ({}): a classifier needs at least two",
-        train_dir.display(),
-        classes[0]
-    );
+    ensure!(classes.len() >= 2, "{} has a single class ({}): a classifier needs at least two", train_dir.display(), classes[0]);
     let val_dir = images.join("val");
     let val_classes = class_folders(&val_dir)?;
     if val_classes != classes {
-        bail!(
-            "{} has classes [{}] but {} has [{}]: they must be the same",
-            val_dir.display(),
-            val_classes.join(", "),
-            train_dir.display(),
-            classes.join(", ")
-        );
+        bail!("{} has classes [{}] but {} has [{}]: they must be the same", val_dir.display(), val_classes.join(", "), train_dir.display(), classes.join(", "));
     }
     let mut ignored = vec![];
     let train = examples(&train_dir, &classes, &mut ignored)?;
@@ -139,12 +128,7 @@ pub fn preprocess_graph(scope: &mut Scope, encoded: Output, decode: Decode, p: &
 fn decode_op(scope: &mut Scope, encoded: Output, decode: Decode) -> Result<Output> {
     Ok(match decode {
         Decode::Jpeg => ops::DecodeJpeg::new().channels(3).build(encoded, scope)?.into(),
-        Decode::Any => ops::DecodeImage::new()
-            .channels(3)
-            .expand_animations(false)
-            .dtype(DataType::UInt8)
-            .build(encoded, scope)?
-            .into(),
+        Decode::Any => ops::DecodeImage::new().channels(3).expand_animations(false).dtype(DataType::UInt8).build(encoded, scope)?.into(),
     })
 }
 
@@ -152,10 +136,7 @@ fn decode_op(scope: &mut Scope, encoded: Output, decode: Decode) -> Result<Outpu
 pub fn preprocess_pixels(scope: &mut Scope, pixels: Output, p: &Preprocess) -> Result<Output> {
     let size = ops::constant(&[p.size as i32, p.size as i32][..], scope)?;
     // TensorFlow 1 semantics, as the Swift original: no corner alignment, no half-pixel centres.
-    let resized = ops::ResizeBilinear::new()
-        .align_corners(false)
-        .half_pixel_centers(false)
-        .build(pixels, size, scope)?;
+    let resized = ops::ResizeBilinear::new().align_corners(false).half_pixel_centers(false).build(pixels, size, scope)?;
     let mean = ops::constant(&p.pixel_mean[..], scope)?;
     let centred = ops::sub(resized, mean, scope)?;
     if !p.bgr {
@@ -184,11 +165,7 @@ pub struct Decoder {
 impl Decoder {
     pub fn new(p: &Preprocess) -> Result<Self> {
         let scope = Scope::new_root_scope();
-        let path: Output = ops::Placeholder::new()
-            .dtype(DataType::String)
-            .shape(Shape::from(Some(vec![])))
-            .build(&mut scope.with_op_name("path"))?
-            .into();
+        let path: Output = ops::Placeholder::new().dtype(DataType::String).shape(Shape::from(Some(vec![]))).build(&mut scope.with_op_name("path"))?.into();
         let encoded: Output = ops::read_file(path.clone(), &mut scope.with_op_name("ReadFile"))?.into();
         let jpeg = preprocess_graph(&mut scope.new_sub_scope("jpeg"), encoded.clone(), Decode::Jpeg, p)?;
         let any = preprocess_graph(&mut scope.new_sub_scope("image"), encoded, Decode::Any, p)?;
@@ -239,11 +216,8 @@ impl Decoder {
         // Decoded straight into the tensor that is fed: no second copy of the data set.
         let mut tensor = Tensor::<f32>::new(&[paths.len() as u64, side, side, 3]);
         let errors = self.decode_into(paths, &mut tensor);
-        let bad: Vec<BadImage> = paths
-            .iter()
-            .zip(&errors)
-            .filter_map(|(p, e)| e.as_ref().map(|reason| BadImage { path: p.to_path_buf(), reason: reason.clone() }))
-            .collect();
+        let bad: Vec<BadImage> =
+            paths.iter().zip(&errors).filter_map(|(p, e)| e.as_ref().map(|reason| BadImage { path: p.to_path_buf(), reason: reason.clone() })).collect();
         if bad.is_empty() {
             return (tensor, bad);
         }

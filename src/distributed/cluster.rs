@@ -121,10 +121,7 @@ impl ClusterConfig {
     /// Whether task `index` of `job` accepts connections.
     pub fn is_reachable(&self, job: &str, index: usize) -> bool {
         let Some(addr) = self.cluster.get(job).and_then(|a| a.get(index)) else { return false };
-        addr.to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+        addr.to_socket_addrs().ok().and_then(|mut a| a.next()).is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
     }
 
     /// Whether task `index` of `job` stops accepting connections within `within`: a killed

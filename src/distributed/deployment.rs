@@ -33,7 +33,14 @@ pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions, cluster: Opti
         );
         return train::train(cfg, run_dir, opts);
     };
-    let mut chief = ClusterChief { cluster, between: between_graph, asynchronous: cfg.async_updates, run_dir: run_dir.to_path_buf(), server: None, workers: ClusterWorkers(cluster) };
+    let mut chief = ClusterChief {
+        cluster,
+        between: between_graph,
+        asynchronous: cfg.async_updates,
+        run_dir: run_dir.to_path_buf(),
+        server: None,
+        workers: ClusterWorkers(cluster),
+    };
     train::train_on(cfg, run_dir, opts, &mut chief)
 }
 

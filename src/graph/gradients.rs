@@ -55,11 +55,7 @@ pub fn gradients_named(scope: &mut Scope, net: &Network, loss: Output, name_pref
 
     // The trunk, top to bottom.
     backprop_layers(scope, net, &table[..first_fc], trunk_output, d_trunk, &mut grads)?;
-    variables
-        .iter()
-        .zip(grads)
-        .map(|(v, g)| g.with_context(|| format!("no gradient for {}", v.name())))
-        .collect()
+    variables.iter().zip(grads).map(|(v, g)| g.with_context(|| format!("no gradient for {}", v.name()))).collect()
 }
 
 fn input_of(op: &Operation, i: usize) -> Output {

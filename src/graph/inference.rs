@@ -51,26 +51,12 @@ pub struct InferenceGraph {
 impl InferenceGraph {
     /// The graph for a model, its preprocessing and its class names (stored as a constant).
     pub fn build(model_cfg: &ModelConfig, p: &Preprocess, class_names: &[String]) -> Result<InferenceGraph> {
-        ensure!(
-            class_names.len() == model_cfg.classes,
-            "{} class names for a model of {} classes",
-            class_names.len(),
-            model_cfg.classes
-        );
-        ensure!(
-            p.size == model_cfg.input_size,
-            "the preprocessing makes {0}x{0} images, the model takes {1}x{1}",
-            p.size,
-            model_cfg.input_size
-        );
+        ensure!(class_names.len() == model_cfg.classes, "{} class names for a model of {} classes", class_names.len(), model_cfg.classes);
+        ensure!(p.size == model_cfg.input_size, "the preprocessing makes {0}x{0} images, the model takes {1}x{1}", p.size, model_cfg.input_size);
         let mut scope = Scope::new_root_scope();
         let s = &mut scope;
         let side = p.size as i64;
-        let images: Output = ops::Placeholder::new()
-            .dtype(DataType::String)
-            .shape(Shape::from(Some(vec![None])))
-            .build(&mut s.with_op_name(IMAGES))?
-            .into();
+        let images: Output = ops::Placeholder::new().dtype(DataType::String).shape(Shape::from(Some(vec![None]))).build(&mut s.with_op_name(IMAGES))?.into();
         let decoded = decode_batch(s, images.clone(), p)?;
         let input: Output = ops::PlaceholderWithDefault::new()
             .dtype(DataType::Float)
@@ -83,10 +69,7 @@ impl InferenceGraph {
         let logits: Output = ops::identity(net.logits.clone(), &mut s.with_op_name(LOGITS))?.into();
         let probabilities: Output = ops::softmax(logits.clone(), &mut s.with_op_name(PROBABILITIES))?.into();
         let class_axis = ops::constant(1i32, s)?;
-        let class_ids: Output = ops::ArgMax::new()
-            .output_type(DataType::Int64)
-            .build(logits.clone(), class_axis, &mut s.with_op_name(CLASS_IDS))?
-            .into();
+        let class_ids: Output = ops::ArgMax::new().output_type(DataType::Int64).build(logits.clone(), class_axis, &mut s.with_op_name(CLASS_IDS))?.into();
         let names = Tensor::<String>::new(&[class_names.len() as u64]).with_values(class_names)?;
         let names = ops::constant(names, &mut s.with_op_name("class_names"))?;
         let batch_axis = ops::constant(0i32, s)?;
@@ -128,10 +111,7 @@ fn decode_batch(scope: &mut Scope, images: Output, p: &Preprocess) -> Result<Out
         nd.finish()?
     };
     let list = Output { operation: while_op, index: 1 };
-    Ok(ops::TensorListStack::new()
-        .element_dtype(DataType::Float)
-        .build(list, element_shape, &mut s.with_op_name("stack"))?
-        .into())
+    Ok(ops::TensorListStack::new().element_dtype(DataType::Float).build(list, element_shape, &mut s.with_op_name("stack"))?.into())
 }
 
 /// The loop's condition (i < size(images)) and body (decode images[i] into list[i]).

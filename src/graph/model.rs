@@ -111,13 +111,27 @@ impl Padding {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
     /// Conv2D + bias + ReLU.
-    Conv { name: &'static str, kernel: usize, stride: usize, padding: Padding, out: usize },
-    Lrn { name: &'static str },
+    Conv {
+        name: &'static str,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+        out: usize,
+    },
+    Lrn {
+        name: &'static str,
+    },
     /// 3x3 max-pool, stride 2, VALID.
-    MaxPool { name: &'static str },
+    MaxPool {
+        name: &'static str,
+    },
     /// MatMul + bias, then ReLU and dropout unless it is the last layer. The first one flattens
     /// its NHWC input in H x W x C order.
-    Fc { name: &'static str, out: usize, relu_dropout: bool },
+    Fc {
+        name: &'static str,
+        out: usize,
+        relu_dropout: bool,
+    },
 }
 
 impl Layer {
@@ -215,20 +229,12 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
     let mut shape = vec![cfg.input_size, cfg.input_size, 3];
     for (layer, (_, out_shape)) in layers(cfg).iter().zip(output_shapes(cfg)) {
         match *layer {
-            Layer::Conv { name, kernel, out, .. } => specs.push(ParamSpec {
-                layer: name,
-                weights: vec![kernel, kernel, shape[2], out],
-                biases: out,
-                flattened_from: None,
-            }),
+            Layer::Conv { name, kernel, out, .. } => {
+                specs.push(ParamSpec { layer: name, weights: vec![kernel, kernel, shape[2], out], biases: out, flattened_from: None })
+            }
             Layer::Fc { name, out, .. } => {
                 let flattened_from = (shape.len() == 3).then(|| [shape[0], shape[1], shape[2]]);
-                specs.push(ParamSpec {
-                    layer: name,
-                    weights: vec![shape.iter().product(), out],
-                    biases: out,
-                    flattened_from,
-                })
+                specs.push(ParamSpec { layer: name, weights: vec![shape.iter().product(), out], biases: out, flattened_from })
             }
             _ => {}
         }
@@ -331,10 +337,7 @@ fn build_impl(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dro
                 let v = take(scope, specs.iter().find(|s| s.layer == name).unwrap())?;
                 let s = stride as i64;
                 let w = to_compute(scope, v.weights.output().clone())?;
-                let conv = ops::Conv2D::new()
-                    .strides(vec![1, s, s, 1])
-                    .padding(padding.as_str())
-                    .build(x, w, scope)?;
+                let conv = ops::Conv2D::new().strides(vec![1, s, s, 1]).padding(padding.as_str()).build(x, w, scope)?;
                 let biased = ops::bias_add(conv, to_compute(scope, v.biases.output().clone())?, scope)?;
                 vars.push(v);
                 ops::relu(biased, scope)?.into()
@@ -343,24 +346,13 @@ fn build_impl(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dro
                 // LRN and LRNGrad have float32 and half CPU kernels, no bfloat16 ones.
                 let input = precision.to_f32(scope, x)?;
                 let p = cfg.lrn.params();
-                let output: Output = ops::LRN::new()
-                    .depth_radius(p.depth_radius)
-                    .bias(p.bias)
-                    .alpha(p.alpha)
-                    .beta(p.beta)
-                    .build(input, scope)?
-                    .into();
+                let output: Output = ops::LRN::new().depth_radius(p.depth_radius).bias(p.bias).alpha(p.alpha).beta(p.beta).build(input, scope)?.into();
                 recorded = Some(output.clone());
                 to_compute(scope, output)?
             }
             Layer::MaxPool { .. } => {
                 let (w, s) = (POOL_WINDOW as i64, POOL_STRIDE as i64);
-                ops::MaxPool::new()
-                    .ksize(vec![1, w, w, 1])
-                    .strides(vec![1, s, s, 1])
-                    .padding("VALID")
-                    .build(x, scope)?
-                    .into()
+                ops::MaxPool::new().ksize(vec![1, w, w, 1]).strides(vec![1, s, s, 1]).padding("VALID").build(x, scope)?.into()
             }
             Layer::Fc { relu_dropout, .. } => {
                 let spec = specs.iter().find(|s| s.layer == name).unwrap();
@@ -471,15 +463,10 @@ fn apply_dropout(scope: &mut Scope, x: Output, d: &Dropout, layer: &str, precisi
 pub fn dropout_inputs(scope: &mut Scope) -> Result<Dropout> {
     let scope = &mut scope.new_sub_scope("dropout");
     let rate0 = ops::constant(0.0f32, scope)?;
-    let rate = ops::PlaceholderWithDefault::new()
-        .dtype(DataType::Float)
-        .shape(Shape::from(Some(vec![])))
-        .build(rate0, &mut scope.with_op_name("rate"))?;
+    let rate = ops::PlaceholderWithDefault::new().dtype(DataType::Float).shape(Shape::from(Some(vec![]))).build(rate0, &mut scope.with_op_name("rate"))?;
     let seed0 = ops::constant(&[0i64, 0][..], scope)?;
-    let seed = ops::PlaceholderWithDefault::new()
-        .dtype(DataType::Int64)
-        .shape(Shape::from(Some(vec![Some(2)])))
-        .build(seed0, &mut scope.with_op_name("seed"))?;
+    let seed =
+        ops::PlaceholderWithDefault::new().dtype(DataType::Int64).shape(Shape::from(Some(vec![Some(2)]))).build(seed0, &mut scope.with_op_name("seed"))?;
     Ok(Dropout { rate: rate.into(), seed: seed.into() })
 }
 

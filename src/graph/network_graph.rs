@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use prost::Message;
 use tensorflow::{DataType, Output, Scope, Shape, ops};
 
-use crate::util::fsutil;
 use crate::graph::model::{self, ModelConfig, Network};
 use crate::proto::{self, tensorflow::GraphDef};
+use crate::util::fsutil;
 
 /// Name of the input placeholder: NHWC float32, already preprocessed.
 pub const INPUT: &str = "input";

@@ -46,11 +46,7 @@ pub fn read_params(session: &Session, net: &Network) -> Result<Vec<LayerParams>>
         let w: Tensor<f32> = args.fetch(w)?;
         let b: Tensor<f32> = args.fetch(b)?;
         let dims: Vec<usize> = w.dims().iter().map(|&d| d as usize).collect();
-        out.push(LayerParams {
-            layer: v.layer,
-            weights: ndarray::ArrayD::from_shape_vec(dims, w.to_vec())?,
-            biases: ndarray::Array1::from(b.to_vec()),
-        });
+        out.push(LayerParams { layer: v.layer, weights: ndarray::ArrayD::from_shape_vec(dims, w.to_vec())?, biases: ndarray::Array1::from(b.to_vec()) });
     }
     Ok(out)
 }

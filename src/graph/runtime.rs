@@ -128,8 +128,7 @@ pub fn cuda_build() -> bool {
 /// Why TensorFlow sees no GPU, for this library and machine.
 pub fn no_gpu_reason() -> String {
     if !cuda_build() {
-        return "the tensorflow-cpu library has none: run scripts/install-libtensorflow --gpu on a machine with an NVIDIA driver, then rebuild"
-            .into();
+        return "the tensorflow-cpu library has none: run scripts/install-libtensorflow --gpu on a machine with an NVIDIA driver, then rebuild".into();
     }
     let mut why = "this binary uses the CUDA libtensorflow, but no NVIDIA GPU or driver (libcuda.so.1) is visible".to_string();
     if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {

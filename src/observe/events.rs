@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::proto::tensorflow::{event, session_log::SessionStatus, summary};
 /// Generated from event.proto and summary.proto (see [`crate::proto`]).
 pub use crate::proto::tensorflow::{Event, SessionLog, Summary};
+use crate::proto::tensorflow::{event, session_log::SessionStatus, summary};
 
 impl Event {
     /// The SessionLog START event a resumed run writes, at `step`.

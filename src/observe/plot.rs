@@ -12,8 +12,8 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::util::fsutil;
 use crate::run::metrics::{self, Row};
+use crate::util::fsutil;
 
 /// The plot's file name in a run directory.
 pub const CURVES: &str = "curves.png";
@@ -80,9 +80,7 @@ pub fn plot_runs(run_dirs: &[PathBuf], out: Option<&Path>) -> Result<PathBuf> {
 pub fn write_png(curves: &[Curve], out: &Path) -> Result<()> {
     let image = render(curves)?;
     let mut png = vec![];
-    image
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .context("cannot encode the plot as PNG")?;
+    image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).context("cannot encode the plot as PNG")?;
     fsutil::write_atomic(out, &png)
 }
 
@@ -190,10 +188,7 @@ fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
         let train = colour(i, 0).stroke_width(2);
         let points = c.rows.iter().map(|r| (r.epoch as f64, r.train_accuracy));
         let label = if single { "train accuracy".to_string() } else { format!("{} train", c.name) };
-        chart
-            .draw_series(LineSeries::new(points, train))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], train));
+        chart.draw_series(LineSeries::new(points, train))?.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], train));
 
         let val_colour = colour(i, 1);
         let val = val_colour.stroke_width(2);
@@ -204,17 +199,14 @@ fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
         } else {
             chart.draw_series(DashedLineSeries::new(points.clone(), 8, 5, val))?;
         }
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 4, val_colour.filled())))?
-            .label(label)
-            .legend(move |(x, y)| {
-                // Dashed like the series when runs are overlaid.
-                let gap = if single { 0 } else { 6 };
-                EmptyElement::at((x, y))
-                    + PathElement::new(vec![(0, 0), (9 - gap / 2, 0)], val)
-                    + PathElement::new(vec![(15 + gap / 2, 0), (24, 0)], val)
-                    + Circle::new((12, 0), 4, val_colour.filled())
-            });
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, val_colour.filled())))?.label(label).legend(move |(x, y)| {
+            // Dashed like the series when runs are overlaid.
+            let gap = if single { 0 } else { 6 };
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(0, 0), (9 - gap / 2, 0)], val)
+                + PathElement::new(vec![(15 + gap / 2, 0), (24, 0)], val)
+                + Circle::new((12, 0), 4, val_colour.filled())
+        });
     }
     chart
         .configure_series_labels()
@@ -261,7 +253,12 @@ mod tests {
     #[test]
     fn renders_one_run_and_several() {
         let rows: Vec<Row> = (0..20)
-            .map(|e| Row { epoch: e, loss: 0.7 / (1.0 + e as f64), train_accuracy: 50.0 + 2.0 * e as f64, val_accuracy: (e % 5 == 0).then_some(45.0 + e as f64) })
+            .map(|e| Row {
+                epoch: e,
+                loss: 0.7 / (1.0 + e as f64),
+                train_accuracy: 50.0 + 2.0 * e as f64,
+                val_accuracy: (e % 5 == 0).then_some(45.0 + e as f64),
+            })
             .collect();
         let one = render(&[Curve { name: "a".into(), rows: rows.clone() }]).unwrap();
         assert_eq!(one.dimensions(), SIZE);

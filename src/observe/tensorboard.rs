@@ -139,4 +139,3 @@ mod tests {
         assert!(images_due(10, 5, true) && !images_due(0, 0, true));
     }
 }
-

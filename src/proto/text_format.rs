@@ -15,10 +15,9 @@ use std::fmt::Write as _;
 use anyhow::{Result, bail};
 
 use super::tensorflow::{
-    AttrValue, DataType, FullTypeDef, FullTypeId, FunctionDefLibrary, GraphDef, NameAttrList, NodeDef, TensorProto,
-    TensorShapeProto, VersionDef, attr_value, full_type_def, tensor_shape_proto,
+    AttrValue, DataType, FullTypeDef, FullTypeId, FunctionDefLibrary, GraphDef, NameAttrList, NodeDef, TensorProto, TensorShapeProto, VersionDef, attr_value,
+    full_type_def, tensor_shape_proto,
 };
-
 
 /// A message that can print itself in protobuf text format.
 pub trait TextFormat {
@@ -399,7 +398,8 @@ mod tests {
             AttrValue { value: Some(attr_value::Value::List(attr_value::ListValue { i: vec![1, 4, 4, 1], ..Default::default() })) },
         );
         attr.insert("padding".to_string(), AttrValue { value: Some(attr_value::Value::S(b"VALID".to_vec())) });
-        let node = NodeDef { name: "conv1/Conv2D".into(), op: "Conv2D".into(), input: vec!["input".into(), "conv1/weights".into()], attr, ..Default::default() };
+        let node =
+            NodeDef { name: "conv1/Conv2D".into(), op: "Conv2D".into(), input: vec!["input".into(), "conv1/weights".into()], attr, ..Default::default() };
         let graph = GraphDef { node: vec![node], versions: Some(VersionDef { producer: 7, ..Default::default() }), ..Default::default() };
         assert_eq!(GraphDef::decode(&graph.encode_to_vec()[..]).unwrap(), graph);
         let text = to_text(&graph).unwrap();

@@ -30,16 +30,8 @@ impl Saver {
     /// `vars` are (checkpoint key, variable output) pairs, all float32.
     pub fn build(scope: &mut Scope, vars: &[(String, Output)]) -> Result<Saver> {
         let scope = &mut scope.new_sub_scope("save");
-        let prefix: Output = ops::Placeholder::new()
-            .dtype(DataType::String)
-            .shape(Shape::from(Some(vec![])))
-            .build(&mut scope.with_op_name("prefix"))?
-            .into();
-        let epoch: Output = ops::Placeholder::new()
-            .dtype(DataType::Int64)
-            .shape(Shape::from(Some(vec![])))
-            .build(&mut scope.with_op_name("epoch"))?
-            .into();
+        let prefix: Output = ops::Placeholder::new().dtype(DataType::String).shape(Shape::from(Some(vec![]))).build(&mut scope.with_op_name("prefix"))?.into();
+        let epoch: Output = ops::Placeholder::new().dtype(DataType::Int64).shape(Shape::from(Some(vec![]))).build(&mut scope.with_op_name("epoch"))?.into();
         let mut names: Vec<String> = vars.iter().map(|(n, _)| n.clone()).collect();
         names.push("epoch".into());
         let n = names.len() as u64;
@@ -120,9 +112,7 @@ pub fn read_f32(prefix: &Path, keys: &[String]) -> Result<Vec<Tensor<f32>>> {
     let session = Session::new(&tensorflow::SessionOptions::new(), &scope.graph())?;
     let mut args = SessionRunArgs::new();
     let fetches: Vec<_> = (0..keys.len()).map(|i| args.request_fetch(&restore, i as i32)).collect();
-    session
-        .run(&mut args)
-        .with_context(|| format!("cannot read [{}] from checkpoint {}", keys.join(", "), prefix.display()))?;
+    session.run(&mut args).with_context(|| format!("cannot read [{}] from checkpoint {}", keys.join(", "), prefix.display()))?;
     fetches.into_iter().map(|f| Ok(args.fetch::<f32>(f)?)).collect()
 }
 

@@ -18,7 +18,10 @@ use crate::util::fsutil;
 pub enum Schedule {
     Constant,
     /// Multiply by `gamma` every `every` epochs.
-    Step { every: usize, gamma: f32 },
+    Step {
+        every: usize,
+        gamma: f32,
+    },
     /// Cosine decay from the base rate to 0 over the run.
     Cosine,
 }

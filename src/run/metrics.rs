@@ -51,9 +51,8 @@ pub fn parse_csv(text: &str, name: &str) -> Result<Vec<Row>> {
         if fields.len() != 4 {
             bail!("{name}: line {} has {} fields, expected 4", i + 2, fields.len());
         }
-        let num = |j: usize| -> Result<f64> {
-            fields[j].trim().parse::<f64>().with_context(|| format!("{name}: line {}: '{}' is not a number", i + 2, fields[j]))
-        };
+        let num =
+            |j: usize| -> Result<f64> { fields[j].trim().parse::<f64>().with_context(|| format!("{name}: line {}: '{}' is not a number", i + 2, fields[j])) };
         rows.push(Row {
             epoch: fields[0].trim().parse().with_context(|| format!("{name}: line {}: bad epoch '{}'", i + 2, fields[0]))?,
             loss: num(1)?,

@@ -24,9 +24,8 @@ pub struct TrainedRun {
 /// slots and the epoch counter stay behind). Shared by eval, export and predict.
 pub fn load_trained(run_dir: &Path) -> Result<TrainedRun> {
     let config = TrainConfig::read(run_dir)?;
-    let (checkpoint, epoch) = checkpoint::latest(run_dir)?.with_context(|| {
-        format!("{} has no checkpoint yet: train it first (alexnet train --run-dir {})", run_dir.display(), run_dir.display())
-    })?;
+    let (checkpoint, epoch) = checkpoint::latest(run_dir)?
+        .with_context(|| format!("{} has no checkpoint yet: train it first (alexnet train --run-dir {})", run_dir.display(), run_dir.display()))?;
     let specs = model::param_specs(&config.model);
     let keys: Vec<String> = specs.iter().flat_map(|s| s.variable_names()).collect();
     let tensors = checkpoint::read_f32(&checkpoint, &keys)?;

@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 use tensorflow::{DataType, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
-use crate::data::images as data;
 use crate::data::decoded;
+use crate::data::images as data;
 use crate::graph::model::{self, Network};
 use crate::graph::params;
 use crate::graph::scoring::{accuracy, argmax};

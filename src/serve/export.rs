@@ -16,12 +16,12 @@ use anyhow::{Context, Result, bail, ensure};
 use prost::Message;
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, Variable, ops};
 
-use crate::util::fsutil;
 use crate::graph::inference::{self, InferenceGraph};
-use crate::proto::{self, tensorflow as tf};
-use crate::proto::tensorflow::{TensorInfo, TensorShapeProto, meta_graph_def::MetaInfoDef, saver_def::CheckpointFormatVersion, tensor_info::Encoding};
 use crate::graph::params;
+use crate::proto::tensorflow::{TensorInfo, TensorShapeProto, meta_graph_def::MetaInfoDef, saver_def::CheckpointFormatVersion, tensor_info::Encoding};
+use crate::proto::{self, tensorflow as tf};
 use crate::run::trained;
+use crate::util::fsutil;
 
 pub const SERVE_TAG: &str = "serve";
 /// Encoded image bytes in, probabilities, class ids and names out.
@@ -146,11 +146,8 @@ impl ServingSaver {
         let s = &mut scope.new_sub_scope("save");
         let n = vars.len() as u64;
         let default = ops::constant(Tensor::<String>::from("model".to_string()), &mut s.with_op_name("default_filename"))?;
-        let filename: Output = ops::PlaceholderWithDefault::new()
-            .dtype(DataType::String)
-            .shape(Shape::from(Some(vec![])))
-            .build(default, &mut s.with_op_name("Const"))?
-            .into();
+        let filename: Output =
+            ops::PlaceholderWithDefault::new().dtype(DataType::String).shape(Shape::from(Some(vec![]))).build(default, &mut s.with_op_name("Const"))?.into();
         let names: Vec<String> = vars.iter().map(|v| v.name().to_string()).collect();
         let names = ops::constant(Tensor::<String>::new(&[n]).with_values(&names)?, &mut s.with_op_name("tensor_names"))?;
         let slices = Tensor::<String>::new(&[n]).with_values(&vec![String::new(); vars.len()])?;
@@ -159,10 +156,7 @@ impl ServingSaver {
         let tensors: Vec<Output> = vars.iter().map(|v| v.output().clone()).collect();
         let save_op = crate::run::checkpoint::save_v2(s, &filename, &names.clone().into(), &slices.clone().into(), &tensors, &dtypes)?;
         // SaveV2 has no output: the SaverDef names this instead, the filename once saved.
-        let save: Output = ops::Identity::new()
-            .add_control_input(save_op)
-            .build(filename.clone(), &mut s.with_op_name("Identity"))?
-            .into();
+        let save: Output = ops::Identity::new().add_control_input(save_op).build(filename.clone(), &mut s.with_op_name("Identity"))?.into();
         let restored = ops::RestoreV2::new().dtypes(dtypes).build(filename.clone(), names, slices, s)?;
         let mut restore_all = ops::NoOp::new();
         for (i, v) in vars.iter().enumerate() {
@@ -212,11 +206,7 @@ fn dtype_code(t: DataType) -> i32 {
 }
 
 fn tensor_info(o: &Output, dtype: DataType, dims: &[i64]) -> Result<TensorInfo> {
-    Ok(TensorInfo {
-        encoding: Some(Encoding::Name(tensor_name(o)?)),
-        dtype: dtype_code(dtype),
-        tensor_shape: Some(TensorShapeProto::of(dims)),
-    })
+    Ok(TensorInfo { encoding: Some(Encoding::Name(tensor_name(o)?)), dtype: dtype_code(dtype), tensor_shape: Some(TensorShapeProto::of(dims)) })
 }
 
 fn meta_graph_def(g: &InferenceGraph, saver: &ServingSaver) -> Result<tf::MetaGraphDef> {
@@ -236,11 +226,8 @@ fn meta_graph_def(g: &InferenceGraph, saver: &ServingSaver) -> Result<tf::MetaGr
     };
     let tensor = tf::SignatureDef {
         inputs: [(inference::INPUT.to_string(), tensor_info(&g.input, DataType::Float, &[-1, side, side, 3])?)].into(),
-        outputs: [
-            (inference::PROBABILITIES.to_string(), probabilities),
-            (inference::LOGITS.to_string(), tensor_info(&g.logits, DataType::Float, &[-1, k])?),
-        ]
-        .into(),
+        outputs: [(inference::PROBABILITIES.to_string(), probabilities), (inference::LOGITS.to_string(), tensor_info(&g.logits, DataType::Float, &[-1, k])?)]
+            .into(),
         method_name: proto::PREDICT_METHOD_NAME.to_string(),
         ..Default::default()
     };

@@ -9,12 +9,12 @@ use serde::Serialize;
 use tensorflow::{DataType, Graph, Output, SavedModelBundle, Session, SessionOptions, SessionRunArgs, Tensor};
 
 use crate::data::images::{self, BadImage, Preprocess};
-use crate::serve::export::{SERVE_TAG, SERVING_SIGNATURE};
-use crate::graph::model::{LrnProfile, ModelConfig};
 use crate::graph::inference::{self, InferenceGraph};
+use crate::graph::model::{LrnProfile, ModelConfig};
 use crate::graph::params;
 use crate::graph::scoring::argmax;
 use crate::run::trained;
+use crate::serve::export::{SERVE_TAG, SERVING_SIGNATURE};
 
 /// Images per session run.
 const BATCH: usize = 16;
@@ -57,12 +57,7 @@ impl Predictor {
         let g = InferenceGraph::build(&cfg.model, &cfg.preprocess, &cfg.classes)?;
         let session = Session::new(&SessionOptions::new(), &g.scope.graph())?;
         params::init_params(&session, &g.net, &run.params)?;
-        Ok(Predictor {
-            session,
-            images: g.images.clone(),
-            probabilities: g.probabilities.clone(),
-            names: Names::All(cfg.classes.clone()),
-        })
+        Ok(Predictor { session, images: g.images.clone(), probabilities: g.probabilities.clone(), names: Names::All(cfg.classes.clone()) })
     }
 
     /// A folder of weight files with every layer present (e.g. an imported Caffe model), used as
@@ -72,7 +67,9 @@ impl Predictor {
         let count = |name: &str| -> Result<usize> {
             let path = dir.join(name);
             let len = std::fs::metadata(&path)
-                .with_context(|| format!("{} is missing: predicting from --weights needs all eight layers (import a full model with alexnet import-caffe)", path.display()))?
+                .with_context(|| {
+                    format!("{} is missing: predicting from --weights needs all eight layers (import a full model with alexnet import-caffe)", path.display())
+                })?
                 .len();
             Ok(len as usize / 4)
         };
@@ -102,10 +99,8 @@ impl Predictor {
         let mut graph = Graph::new();
         let bundle = SavedModelBundle::load(&SessionOptions::new(), [SERVE_TAG], &mut graph, dir)
             .with_context(|| format!("cannot load the SavedModel in {} (tag '{SERVE_TAG}')", dir.display()))?;
-        let sig = bundle
-            .meta_graph_def()
-            .get_signature(SERVING_SIGNATURE)
-            .with_context(|| format!("{} has no '{SERVING_SIGNATURE}' signature", dir.display()))?;
+        let sig =
+            bundle.meta_graph_def().get_signature(SERVING_SIGNATURE).with_context(|| format!("{} has no '{SERVING_SIGNATURE}' signature", dir.display()))?;
         ensure!(
             sig.inputs().len() == 1,
             "the '{SERVING_SIGNATURE}' signature of {} takes {} inputs ([{}]); predict needs one, of encoded images",
@@ -151,10 +146,7 @@ impl Predictor {
     pub fn predict_files(&self, paths: &[PathBuf]) -> Result<Vec<Prediction>> {
         let mut out = vec![];
         for chunk in paths.chunks(BATCH) {
-            let bytes = chunk
-                .iter()
-                .map(|p| std::fs::read(p).with_context(|| format!("cannot read image {}", p.display())))
-                .collect::<Result<Vec<_>>>()?;
+            let bytes = chunk.iter().map(|p| std::fs::read(p).with_context(|| format!("cannot read image {}", p.display()))).collect::<Result<Vec<_>>>()?;
             let (probs, names) = match self.run(&bytes) {
                 Ok(r) => r,
                 // Name the file that spoils the batch.

@@ -59,12 +59,17 @@ fn async_epoch(
     workers: &dyn Workers,
     bar: &indicatif::ProgressBar,
 ) -> Result<EpochStats> {
-    let shared = Shared { session, replicas, batches, epoch, workers, bar, parts: live.len(), abort: AtomicBool::new(false), left: AtomicUsize::new(live.len()) };
+    let shared =
+        Shared { session, replicas, batches, epoch, workers, bar, parts: live.len(), abort: AtomicBool::new(false), left: AtomicUsize::new(live.len()) };
     let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
-        let threads: Vec<_> = live.iter().enumerate().map(|(k, &r)| {
-            let shared = &shared;
-            scope.spawn(move || shared.replica(k, r))
-        }).collect();
+        let threads: Vec<_> = live
+            .iter()
+            .enumerate()
+            .map(|(k, &r)| {
+                let shared = &shared;
+                scope.spawn(move || shared.replica(k, r))
+            })
+            .collect();
         threads.into_iter().map(|t| t.join().expect("a replica's thread panicked")).collect()
     });
     let mut stats = EpochStats::default();

@@ -107,11 +107,7 @@ pub(crate) struct PsScalar<T: TensorType> {
 impl<T: TensorType + Clone> PsScalar<T> {
     pub(crate) fn build(s: &mut Scope, name: &str) -> Result<Self> {
         let s = &mut s.with_device(&device("ps", 0));
-        let var: Output = ops::VariableV2::new()
-            .dtype(T::data_type())
-            .shape(Shape::from(Some(vec![])))
-            .build(&mut s.with_op_name(name))?
-            .into();
+        let var: Output = ops::VariableV2::new().dtype(T::data_type()).shape(Shape::from(Some(vec![]))).build(&mut s.with_op_name(name))?.into();
         let ready = ops::is_variable_initialized(var.clone(), &mut s.with_op_name(&format!("{name}_ready")))?.into();
         let value = placeholder(s, &format!("{name}_value"), T::data_type())?;
         let assign = ops::assign(var.clone(), value.clone(), &mut s.with_op_name(&format!("{name}_assign")))?;
@@ -144,7 +140,6 @@ impl<T: TensorType + Clone> PsScalar<T> {
     }
 }
 
-
 /// The protocol's ops in every worker's graph.
 pub(crate) struct Protocol {
     pub(crate) workers: usize,
@@ -165,10 +160,11 @@ impl Protocol {
         let token = PsScalar::build(s, "token")?;
         let recipe = PsScalar::build(s, "recipe")?;
         // The workers may read the variables only once the update has changed them all.
-        let token_after_update = ops::Assign::new()
-            .add_control_input(update.clone())
-            .build(token.var.clone(), token.value.clone(), &mut s.with_device(&device("ps", 0)).with_op_name("token_next"))?;
+        let token_after_update = ops::Assign::new().add_control_input(update.clone()).build(
+            token.var.clone(),
+            token.value.clone(),
+            &mut s.with_device(&device("ps", 0)).with_op_name("token_next"),
+        )?;
         Ok(Protocol { workers, generation, recipe, token, token_after_update, sync })
     }
 }
-

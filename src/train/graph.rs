@@ -8,8 +8,8 @@ use crate::data::weights::LayerParams;
 use crate::graph::model::{self, Network};
 use crate::graph::params::{init_params, read_params};
 use crate::run::checkpoint::Saver;
-use crate::train::feeds::{Batch, StepFeeds, StepOutput};
 use crate::train::between_ops::Protocol;
+use crate::train::feeds::{Batch, StepFeeds, StepOutput};
 use crate::train::replicas::{Passes, ReplicaStep, Shard, split_part};
 use crate::train::spec::{Replication, TrainSpec};
 use crate::train::updates::Updates;
@@ -53,11 +53,8 @@ impl TrainGraph {
         // The inference head (dropout off) shares the convolutions of the first replica.
         let head_device = spec.replication.placement().map(|p| p.workers[0].clone()).unwrap_or_default();
         let eval_logits = model::inference_head(&mut s.new_sub_scope("eval").with_device(&head_device), &passes.net)?;
-        let learning_rate: Output = ops::Placeholder::new()
-            .dtype(DataType::Float)
-            .shape(Shape::from(Some(vec![])))
-            .build(&mut s.with_op_name("learning_rate"))?
-            .into();
+        let learning_rate: Output =
+            ops::Placeholder::new().dtype(DataType::Float).shape(Shape::from(Some(vec![]))).build(&mut s.with_op_name("learning_rate"))?.into();
         let updates = Updates::build(&mut s.new_sub_scope("train"), spec, &passes, &eval_logits, &learning_rate)?;
         let between = match spec.replication.between_workers() {
             Some(n) => Some(Protocol::build(&mut s.new_sub_scope("between_graph"), n, &updates.train_op, updates.sync)?),

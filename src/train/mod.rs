@@ -87,10 +87,7 @@ fn say(s: String) {
 /// Trains `cfg` in `run_dir` (a new run, or the continuation of one with `opts.resume`), in this
 /// process (see `crate::distributed::train` for clusters).
 pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
-    ensure!(
-        !cfg.async_updates,
-        "--async needs a cluster to train on: --cluster FILE --job worker --task 0, or the TF_CONFIG environment variable"
-    );
+    ensure!(!cfg.async_updates, "--async needs a cluster to train on: --cluster FILE --job worker --task 0, or the TF_CONFIG environment variable");
     train_on(cfg, run_dir, opts, &mut Local)
 }
 
@@ -226,7 +223,16 @@ fn restore_or_start(run_dir: &Path, opts: &RunOptions, tg: &TrainGraph, session:
 
 /// Writes summary.json and the curves, and says how the run went.
 #[allow(clippy::too_many_arguments)]
-fn finish(cfg: &TrainConfig, run_dir: &Path, rows: &[Row], started: Instant, start_epoch: usize, tb_dir: &PathBuf, tb: &Summaries, device: &str) -> Result<Summary> {
+fn finish(
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    rows: &[Row],
+    started: Instant,
+    start_epoch: usize,
+    tb_dir: &PathBuf,
+    tb: &Summaries,
+    device: &str,
+) -> Result<Summary> {
     let seconds = started.elapsed().as_secs_f64();
     let trained = cfg.epochs.saturating_sub(start_epoch);
     let last = rows.last().context("no epochs were trained")?;

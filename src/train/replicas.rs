@@ -109,13 +109,8 @@ impl Passes {
             } else {
                 import_replica(s, cfg, dropout, precision, &shared, i, dev)?
             };
-            r.shard.weight = Some(
-                ops::Placeholder::new()
-                    .dtype(DataType::Float)
-                    .shape(Shape::from(Some(vec![])))
-                    .build(&mut rs.with_op_name("shard_weight"))?
-                    .into(),
-            );
+            r.shard.weight =
+                Some(ops::Placeholder::new().dtype(DataType::Float).shape(Shape::from(Some(vec![]))).build(&mut rs.with_op_name("shard_weight"))?.into());
             replicas.push(r);
         }
         Self::averaged(&mut s.new_sub_scope("average"), replicas, spec.replication.asynchronous())
@@ -152,16 +147,20 @@ impl Passes {
 }
 
 /// Data variables, batch gather, forward pass, loss and gradients, all in `s` (on `device`).
-pub(crate) fn build_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, precision: Precision, shared: Option<&[model::LayerVars]>, name_prefix: &str, device: &str) -> Result<Replica> {
+pub(crate) fn build_replica(
+    s: &mut Scope,
+    cfg: &ModelConfig,
+    dropout: &model::Dropout,
+    precision: Precision,
+    shared: Option<&[model::LayerVars]>,
+    name_prefix: &str,
+    device: &str,
+) -> Result<Replica> {
     let side = cfg.input_size as i64;
     // The decoded data set, train and val together, fed once.
     let (images, images_init) = fed_variable(&mut s.new_sub_scope("data"), "images", DataType::Float, &[None, Some(side), Some(side), Some(3)], device)?;
     let (labels, labels_init) = fed_variable(&mut s.new_sub_scope("data"), "labels", DataType::Int32, &[None], device)?;
-    let indices: Output = ops::Placeholder::new()
-        .dtype(DataType::Int32)
-        .shape(Shape::from(Some(vec![None])))
-        .build(&mut s.with_op_name("indices"))?
-        .into();
+    let indices: Output = ops::Placeholder::new().dtype(DataType::Int32).shape(Shape::from(Some(vec![None]))).build(&mut s.with_op_name("indices"))?.into();
     let axis = ops::constant(0i32, s)?;
     let batch_images: Output = ops::gather_v2(images, indices.clone(), axis.clone(), &mut s.with_op_name("batch_images"))?.into();
     let batch_labels: Output = ops::gather_v2(labels, indices.clone(), axis, &mut s.with_op_name("batch_labels"))?.into();
@@ -179,7 +178,15 @@ pub(crate) fn build_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::D
 /// that add_gradients creates carry no device, and import is where TensorFlow's C API lets a
 /// default one be given. Its variables and drop rate are mapped onto the shared ones; it keeps
 /// its own dropout seed.
-pub(crate) fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::Dropout, precision: Precision, shared: &[model::LayerVars], i: usize, dev: &str) -> Result<Replica> {
+pub(crate) fn import_replica(
+    s: &mut Scope,
+    cfg: &ModelConfig,
+    dropout: &model::Dropout,
+    precision: Precision,
+    shared: &[model::LayerVars],
+    i: usize,
+    dev: &str,
+) -> Result<Replica> {
     let mut own = Scope::new_root_scope();
     let own_dropout = model::dropout_inputs(&mut own)?;
     let r = build_replica(&mut own, cfg, &own_dropout, precision, None, "", "")?;
@@ -226,11 +233,8 @@ pub(crate) fn import_replica(s: &mut Scope, cfg: &ModelConfig, dropout: &model::
 
 /// A variable of unknown leading size, initialised by feeding its placeholder.
 fn fed_variable(scope: &mut Scope, name: &str, dtype: DataType, dims: &[Option<i64>], device: &str) -> Result<(Output, (Output, Operation))> {
-    let init: Output = ops::Placeholder::new()
-        .dtype(dtype)
-        .shape(Shape::from(Some(dims.to_vec())))
-        .build(&mut scope.with_op_name(&format!("{name}_init")))?
-        .into();
+    let init: Output =
+        ops::Placeholder::new().dtype(dtype).shape(Shape::from(Some(dims.to_vec()))).build(&mut scope.with_op_name(&format!("{name}_init")))?.into();
     let var = {
         let op_name = scope.get_unique_name_for_op(name);
         let mut g = scope.graph_mut();

@@ -159,10 +159,7 @@ impl<'a> EpochLoop<'a> {
         if stop {
             self.bar.finish_and_clear();
             plot::write_run_curves(self.run_dir, &self.rows)?;
-            bail!(
-                "interrupted after epoch {index}; checkpoint written. Continue with: alexnet train --run-dir {} --resume",
-                self.run_dir.display()
-            );
+            bail!("interrupted after epoch {index}; checkpoint written. Continue with: alexnet train --run-dir {} --resume", self.run_dir.display());
         }
         Ok(pending)
     }
@@ -204,8 +201,6 @@ fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed_precise} (eta {eta})").unwrap(),
-    );
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed_precise} (eta {eta})").unwrap());
     bar
 }

@@ -109,4 +109,3 @@ impl Placement {
         self.variables.get(name).cloned().unwrap_or_else(|| device("ps", 0))
     }
 }
-

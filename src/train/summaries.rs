@@ -190,7 +190,6 @@ fn feed<'l, T: tensorflow::TensorType>(args: &mut SessionRunArgs<'l>, o: &Output
     args.add_feed(&o.operation, o.index, t);
 }
 
-
 /// The three image summaries, grouped into one op.
 fn image_summaries(s: &mut Scope, tg: &TrainGraph, cfg: &TrainConfig, writer: Operation, step: Output) -> Result<Operation> {
     let s = &mut s.new_sub_scope("images");
@@ -236,4 +235,3 @@ fn image_summaries(s: &mut Scope, tg: &TrainGraph, cfg: &TrainConfig, writer: Op
     }
     group(s, "write", writes)
 }
-

@@ -12,9 +12,7 @@ pub fn repo() -> PathBuf {
 
 /// The Swift original's data: $ALEXNET_MIRROR, else ../shared/data/swift-original.
 pub fn mirror() -> PathBuf {
-    let dir = std::env::var_os("ALEXNET_MIRROR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/data/swift-original"));
+    let dir = std::env::var_os("ALEXNET_MIRROR").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared/data/swift-original"));
     assert!(dir.join("images/train").is_dir(), "test data not found at {} (set ALEXNET_MIRROR)", dir.display());
     dir
 }

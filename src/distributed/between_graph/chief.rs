@@ -29,13 +29,7 @@ impl<'a> Chief<'a> {
     /// A new generation, before the variables are initialised: workers hold, and whatever an
     /// earlier chief left in the accumulators is dropped. `recipe` (see [`recipe`]) is published
     /// first, so that a worker that sees this generation's token finds it.
-    pub fn begin(
-        tg: &'a TrainGraph,
-        session: &Session,
-        cluster: &'a ClusterConfig,
-        asynchronous: bool,
-        recipe: &[(&str, String)],
-    ) -> Result<Chief<'a>> {
+    pub fn begin(tg: &'a TrainGraph, session: &Session, cluster: &'a ClusterConfig, asynchronous: bool, recipe: &[(&str, String)]) -> Result<Chief<'a>> {
         let protocol = tg.between.as_ref().context("the graph was not built for between-graph replication")?;
         let generation = protocol.generation.read(session, false)?.unwrap_or(0) + 1;
         protocol.recipe.write(session, recipe_json(recipe, generation))?;
@@ -216,4 +210,3 @@ impl EpochDriver for ChiefDriver<'_> {
         self.chief.finish(self.session).map_err(|e| self.blame.blame(e))
     }
 }
-

@@ -29,7 +29,6 @@
 //! the workers poll the token, and between polls they check that the tasks they wait for still
 //! accept connections, so a lost worker is named within about a second.
 
-
 mod chief;
 mod protocol;
 mod worker;

@@ -142,5 +142,3 @@ mod tests {
         assert_eq!(recipe_generation(&recipe_json(&chief, 4)), Some(4));
     }
 }
-
-

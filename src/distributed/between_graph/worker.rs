@@ -122,7 +122,9 @@ impl Worker<'_> {
         }
         let epoch = self.epoch.as_ref().unwrap();
         let steps_per_epoch = plan.steps_per_epoch;
-        let global = epoch.order.chunks(plan.batch).nth(b).with_context(|| format!("step {step} is past the data set's {steps_per_epoch} steps per epoch: does this worker have the chief's images and --batch-size?"))?;
+        let global = epoch.order.chunks(plan.batch).nth(b).with_context(|| {
+            format!("step {step} is past the data set's {steps_per_epoch} steps per epoch: does this worker have the chief's images and --batch-size?")
+        })?;
         let part = split_part(global, me, n);
         let (lr, dropout) = (epoch.learning_rate, epoch.dropout);
         let seed = epoch.dropout_seed(step, me, n);
@@ -260,4 +262,3 @@ impl Follower<'_> {
         Ok(())
     }
 }
-
