@@ -178,7 +178,7 @@ fn no_tensorflow_log_lines_without_verbose() {
 
 #[test]
 fn devices_says_which_library_and_the_machine_ram() {
-    let out = run(&mut common::alexnet().arg("devices"));
+    let out = run(common::alexnet().arg("devices"));
     let so = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));
     let first = so.lines().next().unwrap();

@@ -188,10 +188,10 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
 fn start_and_wait(images: &Path, run: &Path, total: &str, epochs: usize) -> std::process::Child {
     let mut child = train(images, run, &["--epochs", total, "--seed", "7"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let written = common::poll_until(Duration::from_secs(300), Duration::from_millis(20), || {
-        if let Ok(Some((_, e))) = alexnet::run::checkpoint::latest(run) {
-            if e + 1 >= epochs {
-                return true;
-            }
+        if let Ok(Some((_, e))) = alexnet::run::checkpoint::latest(run)
+            && e + 1 >= epochs
+        {
+            return true;
         }
         if let Some(status) = child.try_wait().unwrap() {
             panic!("training ended early ({status})");

@@ -153,8 +153,11 @@ fn plot_overlays_runs_and_names_missing_metrics() {
     assert!(err.contains("has no metrics.csv") && err.contains("alexnet train --run-dir"), "{err}");
 }
 
-/// Scalars by (tag, step), and the steps each image tag was written at, of a run's event files.
-fn read_summaries(run: &Path) -> (BTreeMap<(String, i64), f64>, BTreeMap<String, Vec<i64>>) {
+/// Scalars by (tag, step), and the steps each image tag was written at.
+type Summaries = (BTreeMap<(String, i64), f64>, BTreeMap<String, Vec<i64>>);
+
+/// The scalars and image steps of a run's event files.
+fn read_summaries(run: &Path) -> Summaries {
     let mut scalars = BTreeMap::new();
     let mut images_at: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for f in events::event_files(&run.join("tensorboard")).unwrap() {

@@ -464,7 +464,7 @@ fn convert_conv(l: &mut CaffeLayer, spec: &ParamSpec, (kernel, stride, padding):
 
 fn convert_fc(l: &mut CaffeLayer, spec: &ParamSpec, cfg: &ModelConfig) -> Result<(Imported, LayerInfo)> {
     let (name, to) = (l.name.clone(), spec.layer);
-    let p = l.inner_product.clone().unwrap_or_default();
+    let p = l.inner_product.unwrap_or_default();
     ensure!(l.blobs.len() <= 2, "layer '{name}' (imported as {to}) has {} blobs; a fully connected layer has weights and biases", l.blobs.len());
     let w = std::mem::replace(&mut l.blobs[0], Blob { dims: vec![], data: vec![] });
     let Some(&[a, b]) = squeeze(&w.dims, 2).as_deref() else { bail!("layer '{name}' (imported as {to}): weights of shape {:?}, expected [out, in]", w.dims) };
@@ -553,7 +553,7 @@ fn check_structure(layers: &[CaffeLayer], cfg: &ModelConfig, imported: &[Importe
     let mut any_lrn = false;
     for l in layers.iter().filter(|l| l.kind == "LRN") {
         any_lrn = true;
-        let p = l.lrn.clone().unwrap_or_default();
+        let p = l.lrn.unwrap_or_default();
         let (size, alpha, beta, k, region) =
             (p.local_size.unwrap_or(5), p.alpha.unwrap_or(1.0), p.beta.unwrap_or(0.75), p.k.unwrap_or(1.0), p.norm_region.unwrap_or(0));
         // --lrn caffe is Caffe's local_size 5, alpha 1e-4, beta 0.75, k 1, across channels.
@@ -567,7 +567,7 @@ fn check_structure(layers: &[CaffeLayer], cfg: &ModelConfig, imported: &[Importe
         }
     }
     for l in layers.iter().filter(|l| l.kind == "Pooling") {
-        let p = l.pooling.clone().unwrap_or_default();
+        let p = l.pooling.unwrap_or_default();
         let kernel = p.kernel_h.or(p.kernel_size).unwrap_or(0);
         let stride = p.stride_h.or(p.stride).unwrap_or(1);
         // Caffe rounds a pool's output size up and TensorFlow's VALID down, but for a 227x227

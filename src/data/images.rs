@@ -368,10 +368,10 @@ pub fn check_encoded(bytes: &[u8]) -> std::result::Result<(), String> {
     if image_format(bytes).is_none() {
         return Err("not a JPEG, PNG, GIF or BMP image".into());
     }
-    if let Some((w, h)) = image_dimensions(bytes) {
-        if w as u64 * h as u64 > MAX_PIXELS {
-            return Err(format!("{w} x {h} pixels is more than the {} megapixels this program decodes; downscale it first", MAX_PIXELS / 1_000_000));
-        }
+    if let Some((w, h)) = image_dimensions(bytes)
+        && w as u64 * h as u64 > MAX_PIXELS
+    {
+        return Err(format!("{w} x {h} pixels is more than the {} megapixels this program decodes; downscale it first", MAX_PIXELS / 1_000_000));
     }
     Ok(())
 }

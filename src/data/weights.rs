@@ -80,13 +80,13 @@ pub struct LoadOptions {
 
 /// Loads every layer of `specs` from `dir` (None: initialise everything).
 pub fn load(dir: Option<&Path>, specs: &[ParamSpec], opts: &LoadOptions) -> Result<(Vec<LayerParams>, LoadReport)> {
-    if let Some(dir) = dir {
-        if !dir.is_dir() {
-            bail!(
-                "weights directory {} does not exist or is not a directory (fill it with scripts/fetch-data, or leave out --weights to initialise every layer)",
-                dir.display()
-            );
-        }
+    if let Some(dir) = dir
+        && !dir.is_dir()
+    {
+        bail!(
+            "weights directory {} does not exist or is not a directory (fill it with scripts/fetch-data, or leave out --weights to initialise every layer)",
+            dir.display()
+        );
     }
     let mut report = LoadReport::default();
     let mut layers = vec![];
@@ -161,7 +161,7 @@ fn other_class_count(dir: &Path, spec: &ParamSpec) -> Option<usize> {
 fn fc_width_hint(path: &Path, spec: &ParamSpec) -> Option<String> {
     let elements = std::fs::metadata(path).ok()?.len() as usize / 4;
     let (inputs, width) = (spec.weights[0], elements / spec.weights[0]);
-    (spec.layer == "fc6" && elements % inputs == 0 && width != spec.biases)
+    (spec.layer == "fc6" && elements.is_multiple_of(inputs) && width != spec.biases)
         .then(|| format!("{} is for an fc width of {width}, not {}: add --fc-width {width}", path.display(), spec.biases))
 }
 
@@ -252,9 +252,9 @@ impl Init {
     fn describe(self) -> &'static str {
         match self {
             Init::GlorotUniform => "glorot-uniform",
-            Init::Normal(s) if s == 0.005 => "normal(0, 0.005)",
+            Init::Normal(0.005) => "normal(0, 0.005)",
             Init::Normal(_) => "normal(0, 0.01)",
-            Init::Constant(c) if c == 0.1 => "0.1",
+            Init::Constant(0.1) => "0.1",
             Init::Constant(_) => "zeros",
         }
     }

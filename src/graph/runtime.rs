@@ -131,10 +131,10 @@ pub fn no_gpu_reason() -> String {
         return "the tensorflow-cpu library has none: run scripts/install-libtensorflow --gpu on a machine with an NVIDIA driver, then rebuild".into();
     }
     let mut why = "this binary uses the CUDA libtensorflow, but no NVIDIA GPU or driver (libcuda.so.1) is visible".to_string();
-    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
-        if v.trim().is_empty() || v.trim().starts_with('-') {
-            return format!("{why}: CUDA_VISIBLE_DEVICES='{v}' hides every GPU");
-        }
+    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES")
+        && (v.trim().is_empty() || v.trim().starts_with('-'))
+    {
+        return format!("{why}: CUDA_VISIBLE_DEVICES='{v}' hides every GPU");
     }
     match dlopen_error("libcuda.so.1") {
         Some(e) => why += &format!(" ({e})"),

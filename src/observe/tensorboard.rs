@@ -29,7 +29,7 @@ pub const DIR: &str = "tensorboard";
 /// Whether epoch `epoch` gets image summaries: every `every` epochs (0: never) and at the
 /// `ends` (first and last) of an invocation.
 pub fn images_due(every: usize, epoch: usize, ends: bool) -> bool {
-    every > 0 && (epoch % every == 0 || ends)
+    every > 0 && (epoch.is_multiple_of(every) || ends)
 }
 
 /// `tiles` [n, h, w, c] -> one uint8 image [1, H, W, c]: each tile scaled to 0..255 on its
@@ -75,7 +75,7 @@ pub fn to_uint8(s: &mut Scope, x: Output) -> Result<Output> {
 
 /// The smallest divisor of `n` at least its square root: 96 tiles -> 8 rows of 12.
 pub fn grid_columns(n: usize) -> usize {
-    (1..=n.max(1)).find(|c| c * c >= n && n % c == 0).unwrap_or(n.max(1))
+    (1..=n.max(1)).find(|c| c * c >= n && n.is_multiple_of(*c)).unwrap_or(n.max(1))
 }
 
 pub fn transpose(s: &mut Scope, x: Output, perm: &[i32]) -> Result<Output> {

@@ -26,7 +26,7 @@ pub mod spec;
 pub mod summaries;
 pub mod updates;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -229,7 +229,7 @@ fn finish(
     rows: &[Row],
     started: Instant,
     start_epoch: usize,
-    tb_dir: &PathBuf,
+    tb_dir: &Path,
     tb: &Summaries,
     device: &str,
 ) -> Result<Summary> {

@@ -133,10 +133,10 @@ impl<'a> EpochLoop<'a> {
         let cfg = self.cfg;
         let last = index + 1 == cfg.epochs;
         let stop = self.interrupted.load(Ordering::SeqCst);
-        let checkpoint_now = last || stop || (cfg.checkpoint_every > 0 && (index + 1) % cfg.checkpoint_every == 0);
+        let checkpoint_now = last || stop || (cfg.checkpoint_every > 0 && (index + 1).is_multiple_of(cfg.checkpoint_every));
         let n_train = self.plan.n_train;
         let eval_chunk = self.plan.batch.max(60);
-        let val_accuracy = if index % cfg.val_every.max(1) == 0 || last {
+        let val_accuracy = if index.is_multiple_of(cfg.val_every.max(1)) || last {
             let val_idx: Vec<i32> = (n_train as i32..(n_train + self.val_labels.len()) as i32).collect();
             let logits = self.source.logits(self.tg, self.session, &val_idx, eval_chunk).map_err(|e| self.blame.blame(e))?;
             Some(accuracy(&logits, &self.val_labels))

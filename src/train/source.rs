@@ -42,9 +42,12 @@ impl Source {
     }
 }
 
+/// Decoded images [N, S, S, 3] and their labels.
+pub type Decoded = (Tensor<f32>, Vec<i32>);
+
 /// The kept data set, and either its decoded images and labels (to load into the graph) or, when
 /// they would take more than `cache_limit` bytes, a streaming source (every image decode-checked).
-pub fn load_source(dataset: &Dataset, p: &Preprocess, skip_bad: bool, cache_limit: u64) -> Result<(Dataset, Option<(Tensor<f32>, Vec<i32>)>, Source)> {
+pub fn load_source(dataset: &Dataset, p: &Preprocess, skip_bad: bool, cache_limit: u64) -> Result<(Dataset, Option<Decoded>, Source)> {
     let total = (dataset.train.len() + dataset.val.len()) as u64;
     if total * decoded_bytes(p) <= cache_limit {
         let (kept, images, labels) = load_images(dataset, p, skip_bad)?;
