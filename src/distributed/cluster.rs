@@ -219,9 +219,12 @@ struct Status(*mut tensorflow_sys::TF_Status);
 
 impl Status {
     fn new() -> Status {
+        // SAFETY: TF_NewStatus has no preconditions; the pointer is owned here and freed in drop.
         Status(unsafe { tensorflow_sys::TF_NewStatus() })
     }
     fn check(&self, what: &str) -> Result<()> {
+        // SAFETY: self.0 is a live TF_Status (freed only in drop); TF_Message returns a
+        // NUL-terminated string owned by the status, copied out before the status can change.
         unsafe {
             if tensorflow_sys::TF_GetCode(self.0) as i32 == tensorflow_sys::TF_Code::TF_OK as i32 {
                 return Ok(());
@@ -234,6 +237,7 @@ impl Status {
 
 impl Drop for Status {
     fn drop(&mut self) {
+        // SAFETY: self.0 came from TF_NewStatus and is deleted once, here.
         unsafe { tensorflow_sys::TF_DeleteStatus(self.0) }
     }
 }
@@ -243,6 +247,8 @@ impl Server {
     pub fn start(cfg: &ClusterConfig) -> Result<Server> {
         let def = cfg.server_def();
         let status = Status::new();
+        // SAFETY: `def` is a serialized ServerDef alive for the call (TensorFlow copies it), and
+        // `status` a live TF_Status. A null result comes with an error status, checked next.
         let raw = unsafe { tensorflow_sys::TF_NewServer(def.as_ptr().cast(), def.len(), status.0) };
         status.check(&format!(
             "cannot create the TensorFlow server of {} (is its port {} free?)",
@@ -250,6 +256,8 @@ impl Server {
             cfg.cluster[&cfg.task.job][cfg.task.index]
         ))?;
         let server = Server { raw };
+        // SAFETY: server.raw is the non-null server just created (the status check above returned
+        // early otherwise), and `status` is live.
         unsafe { tensorflow_sys::TF_ServerStart(server.raw, status.0) };
         status.check("cannot start the TensorFlow server")?;
         Ok(server)
@@ -257,6 +265,8 @@ impl Server {
 
     /// The session target of this server ("grpc://host:port").
     pub fn target(&self) -> String {
+        // SAFETY: self.raw is a live server (deleted only in drop); TF_ServerTarget returns a
+        // NUL-terminated string owned by the server, copied out here.
         unsafe { CStr::from_ptr(tensorflow_sys::TF_ServerTarget(self.raw)).to_string_lossy().into_owned() }
     }
 }
@@ -266,8 +276,10 @@ impl Drop for Server {
         // gRPC servers cannot be stopped cleanly (TF_ServerStop returns Unimplemented) and
         // deleting a running one blocks: the server is left to the end of the process.
         let status = Status::new();
+        // SAFETY: self.raw is a live server and `status` a live TF_Status.
         unsafe { tensorflow_sys::TF_ServerStop(self.raw, status.0) };
         if status.check("stop").is_ok() {
+            // SAFETY: the server is stopped, so deleting it does not block; deleted once, here.
             unsafe { tensorflow_sys::TF_DeleteServer(self.raw) };
         }
     }
