@@ -188,7 +188,7 @@ fn bundle_predictions(model: &Path, files: &[PathBuf]) -> Predictions {
     let tensor = |info: &tensorflow::TensorInfo| (graph.operation_by_name_required(&info.name().name).unwrap(), info.name().index);
     let (images_op, images_idx) = tensor(sig.get_input("images").unwrap());
     let bytes: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
-    let batch = alexnet::graph::inference::encoded_batch(&bytes);
+    let batch = alexnet::serve::inference::encoded_batch(&bytes);
     let mut args = SessionRunArgs::new();
     args.add_feed(&images_op, images_idx, &batch);
     let mut fetch = |key: &str| {

@@ -11,10 +11,11 @@ use tensorflow::{Session, SessionRunArgs, Tensor};
 use crate::compare::reference;
 use crate::compare::visualize;
 use crate::data::images::{self as data, Decoder, Preprocess};
-use crate::data::weights::{self, LayerParams, LoadOptions};
+use crate::data::weights::{self, LoadOptions};
 use crate::graph::model::{self, ModelConfig};
 use crate::graph::network_graph::NetworkGraph;
 use crate::graph::params;
+use crate::graph::params::LayerParams;
 use crate::run::trained;
 
 /// Which implementation computes the activations.

@@ -12,8 +12,8 @@ use anyhow::{Result, ensure};
 use ndarray::{Array2, Array3, ArrayD, ArrayView2, ArrayView3, Axis, s};
 
 use crate::data::images::Preprocess;
-use crate::data::weights::LayerParams;
 use crate::graph::model::{self, Layer, LrnParams, ModelConfig, Padding};
+use crate::graph::params::LayerParams;
 
 const POOL_WINDOW: usize = 3;
 const POOL_STRIDE: usize = 2;

@@ -15,15 +15,8 @@ use byteorder::{ByteOrder, LittleEndian};
 use ndarray::{Array1, Array2, Array4, ArrayD, Axis, IxDyn};
 
 use crate::graph::model::ParamSpec;
+use crate::graph::params::LayerParams;
 use crate::util::rng::Rng;
-
-/// One layer's parameters on the host, in TensorFlow's layout.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LayerParams {
-    pub layer: &'static str,
-    pub weights: ArrayD<f32>,
-    pub biases: Array1<f32>,
-}
 
 /// Where one file's worth of parameters came from.
 #[derive(Clone, Debug, PartialEq)]

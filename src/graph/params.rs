@@ -1,11 +1,19 @@
-//! A network's parameters in a session: initialising its variables from host values, and
+//! A network's parameters: their host values ([`LayerParams`]) and, in a session, initialising its variables from host values, and
 //! reading them back.
 
 use anyhow::{Context, Result, ensure};
+use ndarray::{Array1, ArrayD};
 use tensorflow::{Session, SessionRunArgs, Tensor};
 
-use crate::data::weights::LayerParams;
 use crate::graph::model::Network;
+
+/// One layer's parameters on the host, in TensorFlow's layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerParams {
+    pub layer: &'static str,
+    pub weights: ArrayD<f32>,
+    pub biases: Array1<f32>,
+}
 
 /// Runs every layer's initialiser with the given values.
 pub fn init_params(session: &Session, net: &Network, params: &[LayerParams]) -> Result<()> {

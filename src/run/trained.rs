@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::data::weights::LayerParams;
 use crate::graph::model;
+use crate::graph::params::LayerParams;
 use crate::run::checkpoint;
 use crate::run::config::TrainConfig;
 

@@ -16,11 +16,11 @@ use anyhow::{Context, Result, bail, ensure};
 use prost::Message;
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, Variable, ops};
 
-use crate::graph::inference::{self, InferenceGraph};
 use crate::graph::params;
 use crate::proto::tensorflow::{TensorInfo, TensorShapeProto, meta_graph_def::MetaInfoDef, saver_def::CheckpointFormatVersion, tensor_info::Encoding};
 use crate::proto::{self, tensorflow as tf};
 use crate::run::trained;
+use crate::serve::inference::{self, InferenceGraph};
 use crate::util::fsutil;
 
 pub const SERVE_TAG: &str = "serve";

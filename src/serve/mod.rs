@@ -3,4 +3,5 @@
 
 pub mod eval;
 pub mod export;
+pub mod inference;
 pub mod predict;

@@ -9,12 +9,12 @@ use serde::Serialize;
 use tensorflow::{DataType, Graph, Output, SavedModelBundle, Session, SessionOptions, SessionRunArgs, Tensor};
 
 use crate::data::images::{self, BadImage, Preprocess};
-use crate::graph::inference::{self, InferenceGraph};
 use crate::graph::model::{LrnProfile, ModelConfig};
 use crate::graph::params;
 use crate::graph::scoring::argmax;
 use crate::run::trained;
 use crate::serve::export::{SERVE_TAG, SERVING_SIGNATURE};
+use crate::serve::inference::{self, InferenceGraph};
 
 /// Images per session run.
 const BATCH: usize = 16;

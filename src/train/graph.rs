@@ -4,8 +4,8 @@
 use anyhow::{Context, Result, ensure};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
-use crate::data::weights::LayerParams;
 use crate::graph::model::{self, Network};
+use crate::graph::params::LayerParams;
 use crate::graph::params::{init_params, read_params};
 use crate::run::checkpoint::Saver;
 use crate::train::between_ops::Protocol;

@@ -34,8 +34,9 @@ use serde::{Deserialize, Serialize};
 use tensorflow::{Session, Tensor};
 
 use crate::data::images::{self as data, Dataset};
-use crate::data::weights::{self, LayerParams, LoadOptions};
+use crate::data::weights::{self, LoadOptions};
 use crate::graph::model;
+use crate::graph::params::LayerParams;
 use crate::observe::plot;
 use crate::observe::tensorboard;
 use crate::run::checkpoint;
