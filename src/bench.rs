@@ -379,10 +379,10 @@ pub fn table(ours: &Map<String, Value>, peer: Option<&Map<String, Value>>, keys:
         }
         s += "\n";
     }
-    if let Some(p) = peer {
-        if let Some(r) = ratios(ours, p, keys).get("train_bf16_vs_peer_f32").and_then(Value::as_f64) {
-            s += &format!("{:<32} {:>8} {:>10} {:>10} {:>7.2}x\n", "train bf16 (ours) / f32 (python)", "", "", "", r);
-        }
+    if let Some(p) = peer
+        && let Some(r) = ratios(ours, p, keys).get("train_bf16_vs_peer_f32").and_then(Value::as_f64)
+    {
+        s += &format!("{:<32} {:>8} {:>10} {:>10} {:>7.2}x\n", "train bf16 (ours) / f32 (python)", "", "", "", r);
     }
     s
 }

@@ -40,7 +40,7 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         _ => (t, 0),
     };
     let n: f64 = num.trim().parse().map_err(|_| format!("'{s}' is not a size (e.g. 4G, 512M, 1000000)"))?;
-    if !(n >= 0.0) {
+    if n.is_nan() || n < 0.0 {
         return Err(format!("'{s}' is not a size"));
     }
     Ok((n * (1u64 << shift) as f64) as u64)
