@@ -16,6 +16,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use tensorflow::{Session, Tensor};
 
 use crate::data::images::{self as data, Decoder, Preprocess};
 use crate::data::weights::{self, LoadOptions};
@@ -125,26 +126,8 @@ pub fn run(opts: &BenchOptions, mut peer: Option<&mut Peer>) -> Result<Map<Strin
     let paths: Vec<&Path> = dataset.train.iter().chain(&dataset.val).map(|e| e.path.as_path()).collect();
     let labels: Vec<i32> = dataset.train.iter().chain(&dataset.val).map(|e| e.label as i32).collect();
     let cfg = ModelConfig::new(dataset.classes.len());
-    let macs = forward_macs(&cfg) as f64;
-    let mut timings = BTreeMap::new();
-    let mut out = Map::new();
-
-    // Decoding: every image, train and val, as `alexnet train` does it.
-    let decoder = Decoder::new(&opts.preprocess)?;
-    let mut images = None;
-    let t = time(1, opts.steps, peer.as_deref_mut(), "decode", || {
-        let (tensor, bad) = decoder.decode_checked(&paths);
-        if let Some(b) = bad.first() {
-            bail!("cannot use image {b}");
-        }
-        images = Some(tensor);
-        Ok(())
-    })?;
-    drop(decoder);
-    let images = images.unwrap();
-    out.insert("decode_images_per_sec".into(), json!(paths.len() as f64 / t.median_s));
-    out.insert("decode_threads".into(), json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)));
-    timings.insert("decode".to_string(), t);
+    let mut figures = Figures { macs: forward_macs(&cfg) as f64, timings: BTreeMap::new(), out: Map::new() };
+    let images = figures.decode(opts, peer.as_deref_mut(), &paths)?;
 
     let specs = model::param_specs(&cfg);
     let (params, report) = weights::load(opts.weights.as_deref(), &specs, &LoadOptions { strict: false, seed: 0 })?;
@@ -160,44 +143,101 @@ pub fn run(opts: &BenchOptions, mut peer: Option<&mut Peer>) -> Result<Map<Strin
         device = used;
         tg.load_data(&session, &images, &labels)?;
         tg.init_variables(&session, &params)?;
+        let on = Measured { opts, tg: &tg, session: &session, suffix };
+        figures.train_step(&on, peer.as_deref_mut(), &train_idx)?;
+        figures.inference(&on, peer.as_deref_mut(), &val_idx)?;
+    }
+    figures.finish(opts, device, n_train)
+}
 
-        let batch = Batch::indices(&train_idx)?;
+/// The figures and timings [`run`] collects, and the multiply-adds of one image's forward pass.
+struct Figures {
+    macs: f64,
+    timings: BTreeMap<String, Stat>,
+    out: Map<String, Value>,
+}
+
+/// What one precision's measurements run on: its graph and session, and the suffix of its keys.
+struct Measured<'a> {
+    opts: &'a BenchOptions,
+    tg: &'a TrainGraph,
+    session: &'a Session,
+    suffix: &'static str,
+}
+
+impl Figures {
+    /// Decoding: every image, train and val, as `alexnet train` does it.
+    fn decode(&mut self, opts: &BenchOptions, peer: Option<&mut Peer>, paths: &[&Path]) -> Result<Tensor<f32>> {
+        let decoder = Decoder::new(&opts.preprocess)?;
+        let mut images = None;
+        let t = time(1, opts.steps, peer, "decode", || {
+            let (tensor, bad) = decoder.decode_checked(paths);
+            if let Some(b) = bad.first() {
+                bail!("cannot use image {b}");
+            }
+            images = Some(tensor);
+            Ok(())
+        })?;
+        drop(decoder);
+        let images = images.unwrap();
+        self.out.insert("decode_images_per_sec".into(), json!(paths.len() as f64 / t.median_s));
+        self.out.insert("decode_threads".into(), json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)));
+        self.timings.insert("decode".to_string(), t);
+        Ok(images)
+    }
+
+    /// A training step on the whole training set.
+    fn train_step(&mut self, on: &Measured, peer: Option<&mut Peer>, train_idx: &[i32]) -> Result<()> {
+        let (opts, tg, session, suffix) = (on.opts, on.tg, on.session, on.suffix);
+        let n_train = train_idx.len();
+        let batch = Batch::indices(train_idx)?;
         let mut step = 0i64;
-        let t = time(opts.warmup, opts.steps, peer.as_deref_mut(), &format!("train_step{suffix}"), || {
+        let t = time(opts.warmup, opts.steps, peer, &format!("train_step{suffix}"), || {
             step += 1;
-            let out = tg.run_step(&session, &batch, 0.002, 0.5, [0, step])?;
+            let out = tg.run_step(session, &batch, 0.002, 0.5, [0, step])?;
             ensure!(out.loss.is_finite(), "the benchmark's training step diverged (loss {})", out.loss);
             Ok(())
         })?;
-        out.insert(format!("train_images_per_sec{suffix}"), json!(n_train as f64 / t.median_s));
-        out.insert(format!("train_gflops{suffix}"), json!(3.0 * 2.0 * macs * n_train as f64 / t.median_s / 1e9));
-        timings.insert(format!("train_step{suffix}"), t);
-
-        let one = Batch::indices(&val_idx[..1])?;
-        let t = time(opts.warmup, opts.steps, peer.as_deref_mut(), &format!("infer_b1{suffix}"), || tg.batch_logits(&session, &one).map(drop))?;
-        out.insert(format!("infer_b1_images_per_sec{suffix}"), json!(1.0 / t.median_s));
-        timings.insert(format!("infer_b1{suffix}"), t);
-
-        let many = Batch::indices(&val_idx)?;
-        let t = time(opts.warmup, opts.steps, peer.as_deref_mut(), &format!("infer_b60{suffix}"), || tg.batch_logits(&session, &many).map(drop))?;
-        out.insert(format!("infer_b60_images_per_sec{suffix}"), json!(val_idx.len() as f64 / t.median_s));
-        out.insert(format!("infer_b60_gflops{suffix}"), json!(2.0 * macs * val_idx.len() as f64 / t.median_s / 1e9));
-        timings.insert(format!("infer_b60{suffix}"), t);
+        self.out.insert(format!("train_images_per_sec{suffix}"), json!(n_train as f64 / t.median_s));
+        self.out.insert(format!("train_gflops{suffix}"), json!(3.0 * 2.0 * self.macs * n_train as f64 / t.median_s / 1e9));
+        self.timings.insert(format!("train_step{suffix}"), t);
+        Ok(())
     }
-    let (intra, inter) = opts.runtime.threads();
-    out.insert("implementation".into(), json!("rust (TensorFlow C API)"));
-    out.insert("tensorflow".into(), json!(tensorflow::version().unwrap_or_default()));
-    out.insert("device".into(), json!(device));
-    out.insert("cpu".into(), json!(cpu_model()));
-    out.insert("intra_op_threads".into(), json!(intra));
-    out.insert("inter_op_threads".into(), json!(inter));
-    out.insert("steps".into(), json!(opts.steps));
-    out.insert("warmup".into(), json!(opts.warmup));
-    out.insert("train_batch".into(), json!(n_train));
-    out.insert("forward_gmacs_per_image".into(), json!(macs / 1e9));
-    out.insert("peak_rss_mb".into(), json!(peak_rss_mb()));
-    out.insert("timings".into(), serde_json::to_value(&timings)?);
-    Ok(out)
+
+    /// The logits of one validation image, then of up to 60.
+    fn inference(&mut self, on: &Measured, mut peer: Option<&mut Peer>, val_idx: &[i32]) -> Result<()> {
+        let (opts, tg, session, suffix) = (on.opts, on.tg, on.session, on.suffix);
+        let one = Batch::indices(&val_idx[..1])?;
+        let t = time(opts.warmup, opts.steps, peer.as_deref_mut(), &format!("infer_b1{suffix}"), || tg.batch_logits(session, &one).map(drop))?;
+        self.out.insert(format!("infer_b1_images_per_sec{suffix}"), json!(1.0 / t.median_s));
+        self.timings.insert(format!("infer_b1{suffix}"), t);
+
+        let many = Batch::indices(val_idx)?;
+        let t = time(opts.warmup, opts.steps, peer, &format!("infer_b60{suffix}"), || tg.batch_logits(session, &many).map(drop))?;
+        self.out.insert(format!("infer_b60_images_per_sec{suffix}"), json!(val_idx.len() as f64 / t.median_s));
+        self.out.insert(format!("infer_b60_gflops{suffix}"), json!(2.0 * self.macs * val_idx.len() as f64 / t.median_s / 1e9));
+        self.timings.insert(format!("infer_b60{suffix}"), t);
+        Ok(())
+    }
+
+    /// The figures with the settings, the machine and the raw timings.
+    fn finish(mut self, opts: &BenchOptions, device: String, n_train: usize) -> Result<Map<String, Value>> {
+        let out = &mut self.out;
+        let (intra, inter) = opts.runtime.threads();
+        out.insert("implementation".into(), json!("rust (TensorFlow C API)"));
+        out.insert("tensorflow".into(), json!(tensorflow::version().unwrap_or_default()));
+        out.insert("device".into(), json!(device));
+        out.insert("cpu".into(), json!(cpu_model()));
+        out.insert("intra_op_threads".into(), json!(intra));
+        out.insert("inter_op_threads".into(), json!(inter));
+        out.insert("steps".into(), json!(opts.steps));
+        out.insert("warmup".into(), json!(opts.warmup));
+        out.insert("train_batch".into(), json!(n_train));
+        out.insert("forward_gmacs_per_image".into(), json!(self.macs / 1e9));
+        out.insert("peak_rss_mb".into(), json!(peak_rss_mb()));
+        out.insert("timings".into(), serde_json::to_value(&self.timings)?);
+        Ok(self.out)
+    }
 }
 
 /// Where the peer script is: in the current directory's checkout, else in this build's.
@@ -339,10 +379,10 @@ pub fn table(ours: &Map<String, Value>, peer: Option<&Map<String, Value>>, keys:
         }
         s += "\n";
     }
-    if let Some(p) = peer {
-        if let Some(r) = ratios(ours, p, keys).get("train_bf16_vs_peer_f32").and_then(Value::as_f64) {
-            s += &format!("{:<32} {:>8} {:>10} {:>10} {:>7.2}x\n", "train bf16 (ours) / f32 (python)", "", "", "", r);
-        }
+    if let Some(p) = peer
+        && let Some(r) = ratios(ours, p, keys).get("train_bf16_vs_peer_f32").and_then(Value::as_f64)
+    {
+        s += &format!("{:<32} {:>8} {:>10} {:>10} {:>7.2}x\n", "train bf16 (ours) / f32 (python)", "", "", "", r);
     }
     s
 }

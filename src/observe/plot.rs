@@ -101,6 +101,26 @@ fn register_font() -> Result<()> {
 }
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// The epoch axis both panels share.
+struct EpochAxis {
+    range: std::ops::Range<f64>,
+    /// Whole epochs only: no repeated labels on short runs.
+    labels: usize,
+}
+
+/// The loss panel's y axis: on a log axis once the loss spans a decade (late epochs stay
+/// readable), else on a linear one fitted to the data (a loss that moves from 0.694 to 0.678
+/// should not look flat). The log axis is a linear one of log10(loss) with 10^y labels, so its
+/// ticks fall on decades.
+struct LossAxis {
+    log: bool,
+    range: std::ops::Range<f64>,
+    labels: usize,
+    /// Enough decimals that neighbouring linear ticks differ.
+    decimals: usize,
+}
 
 fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
     let root = BitMapBackend::with_buffer(buf, SIZE).into_drawing_area();
@@ -111,23 +131,34 @@ fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
     };
     let root = root.titled(&title, (FONT, 26))?;
     let (top, bottom) = root.split_vertically(SIZE.1 as i32 / 2 - 20);
-    let single = curves.len() == 1;
-    let colour = |run: usize, series: usize| if single { COLOURS[series] } else { COLOURS[run % COLOURS.len()] };
+    let epochs = epoch_axis(curves);
+    draw_loss_panel(&top, curves, &epochs)?;
+    draw_accuracy_panel(&bottom, curves, &epochs)?;
+    root.present()?;
+    Ok(())
+}
 
+/// The colour of a run's series (0: train, 1: val): one per series for a single run, one per run
+/// when runs are overlaid.
+fn colour(curves: &[Curve], run: usize, series: usize) -> RGBColor {
+    if curves.len() == 1 { COLOURS[series] } else { COLOURS[run % COLOURS.len()] }
+}
+
+fn epoch_axis(curves: &[Curve]) -> EpochAxis {
     let last_epoch = curves.iter().flat_map(|c| c.rows.iter().map(|r| r.epoch)).max().unwrap_or(0).max(1) as f64;
-    let x_range = 0.0..last_epoch;
-    let epoch_label = |x: &f64| format!("{x:.0}");
-    // Whole epochs only: no repeated labels on short runs.
-    let x_labels = (last_epoch as usize + 1).min(11);
+    EpochAxis { range: 0.0..last_epoch, labels: (last_epoch as usize + 1).min(11) }
+}
 
-    // Loss: on a log axis once it spans a decade (late epochs stay readable), else on a linear
-    // one fitted to the data (a loss that moves from 0.694 to 0.678 should not look flat).
-    // The log axis is a linear one of log10(loss) with 10^y labels, so its ticks fall on decades.
+fn epoch_label(x: &f64) -> String {
+    format!("{x:.0}")
+}
+
+fn loss_axis(curves: &[Curve]) -> LossAxis {
     let losses = || curves.iter().flat_map(|c| c.rows.iter().map(|r| r.loss)).filter(|l| l.is_finite() && *l > 0.0);
     let lo = losses().fold(f64::INFINITY, f64::min);
     let hi = losses().fold(0.0, f64::max);
     let log = lo.is_finite() && hi / lo >= 10.0;
-    let (y_range, y_labels) = if log {
+    let (range, labels) = if log {
         let (a, b) = (lo.log10().floor(), hi.log10().ceil());
         (a..b, (b - a) as usize + 1)
     } else if lo.is_finite() {
@@ -136,22 +167,27 @@ fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
     } else {
         (0.0..1.0, 8)
     };
-    // Enough decimals that neighbouring linear ticks differ.
-    let decimals = ((y_range.end - y_range.start) / 8.0).log10().neg().ceil().clamp(0.0, 6.0) as usize;
+    let decimals = ((range.end - range.start) / 8.0).log10().neg().ceil().clamp(0.0, 6.0) as usize;
+    LossAxis { log, range, labels, decimals }
+}
+
+/// The top panel: each run's training loss.
+fn draw_loss_panel(area: &Area, curves: &[Curve], epochs: &EpochAxis) -> DrawResult {
+    let LossAxis { log, range, labels, decimals } = loss_axis(curves);
     let to_y = move |loss: f64| if log { loss.log10() } else { loss };
     let caption = if log { "training loss (mean cross-entropy, log scale)" } else { "training loss (mean cross-entropy)" };
-    let mut chart = ChartBuilder::on(&top)
+    let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(x_range.clone(), y_range)?;
+        .build_cartesian_2d(epochs.range.clone(), range)?;
     chart
         .configure_mesh()
         .x_desc("epoch")
         .y_desc("loss")
-        .x_labels(x_labels)
-        .y_labels(y_labels)
+        .x_labels(epochs.labels)
+        .y_labels(labels)
         .x_label_formatter(&epoch_label)
         .y_label_formatter(&|y| if log { format_loss(10f64.powf(*y)) } else { format!("{y:.decimals$}") })
         .label_style((FONT, 15))
@@ -159,25 +195,30 @@ fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
     for (i, c) in curves.iter().enumerate() {
-        let style = colour(i, 0).stroke_width(2);
+        let style = colour(curves, i, 0).stroke_width(2);
         let points = c.rows.iter().filter(|r| r.loss.is_finite() && r.loss > 0.0).map(|r| (r.epoch as f64, to_y(r.loss)));
         chart.draw_series(LineSeries::new(points, style))?;
     }
     // No legend here: it would cover the curve's start; the accuracy panel's legend names the
     // runs' colours.
+    Ok(())
+}
 
-    // Accuracies, percent.
-    let mut chart = ChartBuilder::on(&bottom)
+type AccuracyChart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// The bottom panel: accuracies in percent, train solid and val dotted, with the legend.
+fn draw_accuracy_panel(area: &Area, curves: &[Curve], epochs: &EpochAxis) -> DrawResult {
+    let mut chart = ChartBuilder::on(area)
         .caption("accuracy (train: solid; val: dots, measured every --val-every epochs)", (FONT, 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(x_range, 0.0..101.0)?;
+        .build_cartesian_2d(epochs.range.clone(), 0.0..101.0)?;
     chart
         .configure_mesh()
         .x_desc("epoch")
         .y_desc("accuracy (%)")
-        .x_labels(x_labels)
+        .x_labels(epochs.labels)
         .x_label_formatter(&epoch_label)
         .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style((FONT, 15))
@@ -185,28 +226,7 @@ fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
     for (i, c) in curves.iter().enumerate() {
-        let train = colour(i, 0).stroke_width(2);
-        let points = c.rows.iter().map(|r| (r.epoch as f64, r.train_accuracy));
-        let label = if single { "train accuracy".to_string() } else { format!("{} train", c.name) };
-        chart.draw_series(LineSeries::new(points, train))?.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], train));
-
-        let val_colour = colour(i, 1);
-        let val = val_colour.stroke_width(2);
-        let points: Vec<(f64, f64)> = c.rows.iter().filter_map(|r| r.val_accuracy.map(|v| (r.epoch as f64, v))).collect();
-        let label = if single { "val accuracy".to_string() } else { format!("{} val", c.name) };
-        if single {
-            chart.draw_series(LineSeries::new(points.clone(), val))?;
-        } else {
-            chart.draw_series(DashedLineSeries::new(points.clone(), 8, 5, val))?;
-        }
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, val_colour.filled())))?.label(label).legend(move |(x, y)| {
-            // Dashed like the series when runs are overlaid.
-            let gap = if single { 0 } else { 6 };
-            EmptyElement::at((x, y))
-                + PathElement::new(vec![(0, 0), (9 - gap / 2, 0)], val)
-                + PathElement::new(vec![(15 + gap / 2, 0), (24, 0)], val)
-                + Circle::new((12, 0), 4, val_colour.filled())
-        });
+        draw_accuracies(&mut chart, curves, i, c)?;
     }
     chart
         .configure_series_labels()
@@ -215,7 +235,34 @@ fn draw(curves: &[Curve], buf: &mut [u8]) -> DrawResult {
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .draw()?;
-    root.present()?;
+    Ok(())
+}
+
+/// Run `i`'s train accuracy (a line) and val accuracy (dots, joined), with their legend entries.
+fn draw_accuracies<'a, 'b: 'a>(chart: &mut AccuracyChart<'a, 'b>, curves: &[Curve], i: usize, c: &Curve) -> DrawResult {
+    let single = curves.len() == 1;
+    let train = colour(curves, i, 0).stroke_width(2);
+    let points = c.rows.iter().map(|r| (r.epoch as f64, r.train_accuracy));
+    let label = if single { "train accuracy".to_string() } else { format!("{} train", c.name) };
+    chart.draw_series(LineSeries::new(points, train))?.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], train));
+
+    let val_colour = colour(curves, i, 1);
+    let val = val_colour.stroke_width(2);
+    let points: Vec<(f64, f64)> = c.rows.iter().filter_map(|r| r.val_accuracy.map(|v| (r.epoch as f64, v))).collect();
+    let label = if single { "val accuracy".to_string() } else { format!("{} val", c.name) };
+    if single {
+        chart.draw_series(LineSeries::new(points.clone(), val))?;
+    } else {
+        chart.draw_series(DashedLineSeries::new(points.clone(), 8, 5, val))?;
+    }
+    chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, val_colour.filled())))?.label(label).legend(move |(x, y)| {
+        // Dashed like the series when runs are overlaid.
+        let gap = if single { 0 } else { 6 };
+        EmptyElement::at((x, y))
+            + PathElement::new(vec![(0, 0), (9 - gap / 2, 0)], val)
+            + PathElement::new(vec![(15 + gap / 2, 0), (24, 0)], val)
+            + Circle::new((12, 0), 4, val_colour.filled())
+    });
     Ok(())
 }
 

@@ -1,0 +1,120 @@
+//! `alexnet bench`: its flags, the checks of its inputs, and the two reports: the timings (a
+//! table or JSON, optionally next to the Python peer's) or, with `--profile`, the time per op type.
+
+use std::path::PathBuf;
+
+use alexnet::bench::{self, BenchOptions};
+use alexnet::data::images as data;
+use alexnet::graph::model::Precision;
+use alexnet::graph::runtime;
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+
+use super::common::RuntimeArgs;
+
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// Image folder with train/<class>/ and val/<class>/ (the training step uses all of train/).
+    #[arg(long, default_value = "images")]
+    images: PathBuf,
+    /// Folder of weight files (layers without one are initialised); default: weights/ if it exists.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Timed repetitions of each measurement (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed repetitions first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Precisions to measure (both: f32 and bf16).
+    #[arg(long, value_enum, default_value_t = BenchPrecision::Both)]
+    precision: BenchPrecision,
+    /// Also run scripts/bench-python-peer (the same network in Python TensorFlow), interleaved with
+    /// ours repetition by repetition, and print ratios.
+    #[arg(long)]
+    compare_python: bool,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Instead: where the time goes, per op type (per node with ALEXNET_PROFILE_NODES=1), in one
+    /// traced training step and inference pass (TensorFlow's RunMetadata step stats).
+    #[arg(long, conflicts_with_all = ["compare_python", "json"])]
+    profile: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchPrecision {
+    F32,
+    Bf16,
+    Both,
+}
+
+/// `alexnet bench`: the options, the input checks, then the profile or the timings.
+pub(crate) fn run_bench(a: BenchArgs) -> Result<()> {
+    let weights = a.weights.or_else(|| Some(PathBuf::from("weights")).filter(|w| w.is_dir()));
+    let opts = BenchOptions {
+        images: a.images,
+        weights,
+        steps: a.steps,
+        warmup: a.warmup,
+        precisions: match a.precision {
+            BenchPrecision::F32 => vec![Precision::F32],
+            BenchPrecision::Bf16 => vec![Precision::Bf16],
+            BenchPrecision::Both => vec![Precision::F32, Precision::Bf16],
+        },
+        runtime: a.runtime.config(),
+        preprocess: data::Preprocess::default(),
+    };
+    check_inputs(&opts)?;
+    if a.profile {
+        return print_profile(&opts);
+    }
+    print_timings(&opts, a.compare_python, a.json)
+}
+
+/// Inputs checked before anything starts (the Python peer would fail on them with a traceback),
+/// and before the bf16 warning, so that a missing folder is the one line printed.
+fn check_inputs(opts: &BenchOptions) -> Result<()> {
+    data::scan(&opts.images)?;
+    if let Some(w) = &opts.weights {
+        anyhow::ensure!(w.is_dir(), "weight folder {} does not exist (fill weights/ with scripts/fetch-data, or point --weights at a folder)", w.display());
+    }
+    if opts.precisions.contains(&Precision::Bf16) {
+        runtime::bf16_warning(opts.runtime.device).into_iter().for_each(|w| eprintln!("{w}"));
+    }
+    Ok(())
+}
+
+/// `--profile`: milliseconds per op type (0.5 ms and over) for each precision.
+fn print_profile(opts: &BenchOptions) -> Result<()> {
+    for &p in &opts.precisions {
+        println!("precision {}: op type, milliseconds (summed over ops; inter-op overlap counts twice), ops", p.name());
+        for (what, op, ms, n) in bench::profile(opts, p)? {
+            if ms >= 0.5 {
+                println!("  {what:<10} {op:<44} {ms:>9.1} ms  x{n}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The timings, ours and optionally the Python peer's, as a table or one JSON object.
+fn print_timings(opts: &BenchOptions, compare_python: bool, json: bool) -> Result<()> {
+    let keys = bench::figure_keys(&opts.precisions);
+    let mut peer = if compare_python { Some(bench::Peer::start(opts)?) } else { None };
+    let ours = bench::run(opts, peer.as_mut())?;
+    let peer = peer.map(bench::Peer::finish).transpose()?;
+    if json {
+        let mut out = ours.clone();
+        if let Some(p) = &peer {
+            out.insert("ratios".into(), serde_json::Value::Object(bench::ratios(&ours, p, &keys)));
+            out.insert("python".into(), serde_json::Value::Object(p.clone()));
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", bench::table(&ours, peer.as_ref(), &keys));
+    }
+    Ok(())
+}
