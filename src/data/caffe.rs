@@ -59,6 +59,17 @@ pub struct CaffeNet {
     pub layers: Vec<CaffeLayer>,
 }
 
+/// One layer of either format: `V1LayerParameter` (the legacy `layers`) and `LayerParameter` are
+/// different messages with the same fields for what the importer reads.
+macro_rules! caffe_layer {
+    ($i:expr, $l:ident, $kind:expr) => {{
+        let kind = $kind;
+        let name = $l.name.unwrap_or_else(|| format!("#{}", $i));
+        let blobs = blobs(&name, $l.blobs)?;
+        Ok(CaffeLayer { kind, name, blobs, conv: $l.convolution_param, inner_product: $l.inner_product_param, lrn: $l.lrn_param, pooling: $l.pooling_param })
+    }};
+}
+
 /// Reads and decodes a `.caffemodel`.
 pub fn read_net(path: &Path) -> Result<CaffeNet> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read Caffe model {}", path.display()))?;
@@ -75,38 +86,14 @@ pub fn decode_net(bytes: &[u8]) -> Result<CaffeNet> {
     let (layer, layers) = (net.layer, net.layers);
     ensure!(layer.is_empty() || layers.is_empty(), "the file has layers in both the current `layer` and the legacy `layers` field; Caffe refuses that too");
     let (format, layers) = if !layers.is_empty() {
-        let mut out = vec![];
-        for (i, l) in layers.into_iter().enumerate() {
+        let convert = |(i, l): (usize, proto::V1LayerParameter)| {
             ensure!(l.layer.is_none(), "layer {i} is in Caffe's V0 format (before 2014); upgrade the file with Caffe's upgrade_net_proto_binary first");
-            let name = l.name.unwrap_or_else(|| format!("#{i}"));
-            let blobs = blobs(&name, l.blobs)?;
-            out.push(CaffeLayer {
-                kind: v1_type_name(l.r#type.unwrap_or(0)),
-                name,
-                blobs,
-                conv: l.convolution_param,
-                inner_product: l.inner_product_param,
-                lrn: l.lrn_param,
-                pooling: l.pooling_param,
-            });
-        }
-        (Format::V1, out)
+            caffe_layer!(i, l, v1_type_name(l.r#type.unwrap_or(0)))
+        };
+        (Format::V1, layers.into_iter().enumerate().map(convert).collect::<Result<Vec<_>>>()?)
     } else {
-        let mut out = vec![];
-        for (i, l) in layer.into_iter().enumerate() {
-            let name = l.name.unwrap_or_else(|| format!("#{i}"));
-            let blobs = blobs(&name, l.blobs)?;
-            out.push(CaffeLayer {
-                kind: l.r#type.unwrap_or_default(),
-                name,
-                blobs,
-                conv: l.convolution_param,
-                inner_product: l.inner_product_param,
-                lrn: l.lrn_param,
-                pooling: l.pooling_param,
-            });
-        }
-        (Format::Layer, out)
+        let convert = |(i, l): (usize, proto::LayerParameter)| caffe_layer!(i, l, l.r#type.clone().unwrap_or_default());
+        (Format::Layer, layer.into_iter().enumerate().map(convert).collect::<Result<Vec<_>>>()?)
     };
     ensure!(!layers.is_empty(), "the file holds no layers: is it a .caffemodel?");
     Ok(CaffeNet { name: net.name, format, layers })
