@@ -194,7 +194,8 @@ fn activations_cli_writes_dumps_that_compare_activations_checks() {
 #[test]
 fn run_dir_parameters_come_from_the_latest_checkpoint() {
     use alexnet::data::weights::{self, LoadOptions};
-    use alexnet::train::{TrainConfig, TrainGraph};
+    use alexnet::run::config::TrainConfig;
+    use alexnet::train::TrainGraph;
     let tmp = common::temp_dir("run");
     let run = tmp.path();
     let mut cfg = TrainConfig::swift_recipe(common::images(), None, vec!["cat".into(), "dog".into()]);

@@ -6,7 +6,7 @@ mod common;
 
 use alexnet::data::weights::{self, LoadOptions};
 use alexnet::graph::model::{self, ModelConfig};
-use alexnet::train::{self, TrainGraph};
+use alexnet::train::TrainGraph;
 use ndarray::{ArrayView4, ArrayViewD};
 use ndarray_npy::{read_npy, write_npy};
 use std::process::Command;
@@ -17,7 +17,7 @@ fn ten_steps_match_python_tensorflow() {
     let dir = tmp.path();
     let dataset = alexnet::data::images::scan(&common::images()).unwrap();
     let cfg = ModelConfig::new(dataset.classes.len());
-    let (images, labels) = train::decode_dataset(&dataset, &Default::default()).unwrap();
+    let (images, labels) = alexnet::data::decoded::decode_dataset(&dataset, &Default::default()).unwrap();
     let specs = model::param_specs(&cfg);
     let (params, _) = weights::load(Some(&common::weights()), &specs, &LoadOptions { strict: false, seed: 0 }).unwrap();
 

@@ -13,7 +13,8 @@ use std::time::Instant;
 use alexnet::data::images::{self as data, Decoder};
 use alexnet::data::weights::{self, LoadOptions};
 use alexnet::graph::model;
-use alexnet::train::{self, RunOptions, TrainConfig, TrainGraph};
+use alexnet::run::config::TrainConfig;
+use alexnet::train::{self, RunOptions, TrainGraph};
 use tensorflow::{Graph, SavedModelBundle, Session, SessionOptions, SessionRunArgs, Tensor, ops};
 
 const TOLERANCE: f32 = 1e-5;
@@ -168,7 +169,7 @@ fn trainer_predictions(run_dir: &Path, files: &[PathBuf]) -> Predictions {
     tg.saver.restore(&session, &prefix).unwrap();
     let idx: Vec<i32> = (0..files.len() as i32).collect();
     let probabilities: Vec<Vec<f32>> = tg.logits(&session, &idx, 64).unwrap().iter().map(|l| softmax(l)).collect();
-    let class_ids: Vec<usize> = probabilities.iter().map(|p| train::argmax(p)).collect();
+    let class_ids: Vec<usize> = probabilities.iter().map(|p| alexnet::graph::scoring::argmax(p)).collect();
     let classes = class_ids.iter().map(|&i| cfg.classes[i].clone()).collect();
     Predictions { probabilities, class_ids, classes }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use alexnet::data::weights::{self, LoadOptions};
 use alexnet::graph::model::{self, LrnProfile, ModelConfig, Precision};
-use alexnet::train;
+use alexnet::graph::{params, scoring};
 use alexnet::util::rng::Rng;
 use tensorflow::{DataType, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, ops};
 
@@ -20,14 +20,14 @@ fn loss_and_gradients(precision: Precision) -> (f32, Vec<Vec<f32>>) {
     let labels = ops::Placeholder::new().dtype(DataType::Int32).shape(Shape::from(None)).build(&mut s.with_op_name("labels")).unwrap();
     let dropout = model::dropout_inputs(s).unwrap();
     let net = model::build_with(s, &cfg, input.clone().into(), &dropout, precision).unwrap();
-    let loss = train::softmax_loss(s, net.logits.clone(), labels.clone().into(), cfg.classes).unwrap();
+    let loss = scoring::softmax_loss(s, net.logits.clone(), labels.clone().into(), cfg.classes).unwrap();
     let grads = alexnet::graph::gradients::gradients(s, &net, loss.clone()).unwrap();
     let session = Session::new(&SessionOptions::new(), &s.graph()).unwrap();
     let (mut params, _) = weights::load(None, &model::param_specs(&cfg), &LoadOptions { strict: false, seed: 5 }).unwrap();
     for p in params.iter_mut().filter(|p| p.layer.starts_with("fc")) {
         p.weights.mapv_inplace(|v| v * 20.0);
     }
-    train::init_params(&session, &net, &params).unwrap();
+    params::init_params(&session, &net, &params).unwrap();
     let mut rng = Rng::new(11, 0);
     let x: Vec<f32> = (0..4 * 67 * 67 * 3).map(|_| (rng.uniform() * 255.0 - 128.0) as f32).collect();
     let x = Tensor::<f32>::new(&[4, 67, 67, 3]).with_values(&x).unwrap();

@@ -9,8 +9,8 @@ use alexnet::data::images as data;
 use alexnet::data::weights;
 use alexnet::graph::model::{LrnProfile, ModelConfig, Precision};
 use alexnet::graph::runtime::{DeviceChoice, RuntimeConfig};
+use alexnet::run::config::{Schedule, TrainConfig};
 use alexnet::run::metrics;
-use alexnet::train::{Schedule, TrainConfig};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {

@@ -4,7 +4,7 @@
 
 use alexnet::data::weights::{self, LoadOptions};
 use alexnet::graph::model::{self, LrnProfile, ModelConfig};
-use alexnet::train;
+use alexnet::graph::{params, scoring};
 use alexnet::util::rng::Rng;
 use tensorflow::{DataType, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, ops};
 
@@ -16,7 +16,7 @@ fn check(lrn: LrnProfile) {
     let labels = ops::Placeholder::new().dtype(DataType::Int32).shape(Shape::from(None)).build(&mut s.with_op_name("labels")).unwrap();
     let dropout = model::dropout_inputs(s).unwrap();
     let net = model::build(s, &cfg, input.clone().into(), &dropout).unwrap();
-    let loss = train::softmax_loss(s, net.logits.clone(), labels.clone().into(), cfg.classes).unwrap();
+    let loss = scoring::softmax_loss(s, net.logits.clone(), labels.clone().into(), cfg.classes).unwrap();
     let vars = net.variables();
     let grads = alexnet::graph::gradients::gradients(s, &net, loss.clone()).unwrap();
     let session = Session::new(&SessionOptions::new(), &s.graph()).unwrap();
@@ -27,7 +27,7 @@ fn check(lrn: LrnProfile) {
     for p in params.iter_mut().filter(|p| p.layer.starts_with("fc")) {
         p.weights.mapv_inplace(|v| v * 20.0);
     }
-    train::init_params(&session, &net, &params).unwrap();
+    params::init_params(&session, &net, &params).unwrap();
 
     let mut rng = Rng::new(11, 0);
     let n = 4;
@@ -73,12 +73,12 @@ fn check(lrn: LrnProfile) {
             } else {
                 p[layer].biases = ndarray::Array1::from(moved);
             }
-            train::init_params(&session, &net, &p).unwrap();
+            params::init_params(&session, &net, &p).unwrap();
             run(false).0
         };
         let (lp, lm) = (at(1.0), at(-1.0));
         let numeric = (lp - lm) / (2.0 * eps as f64);
-        train::init_params(&session, &net, &params).unwrap();
+        params::init_params(&session, &net, &params).unwrap();
         let rel = (numeric - analytic).abs() / analytic.abs().max(numeric.abs()).max(1e-6);
         eprintln!("{:<16} analytic {analytic:>12.6e} numeric {numeric:>12.6e} rel error {rel:.2e}", var.name());
         if rel >= 1e-2 {

@@ -32,7 +32,7 @@ fn resumed_run_matches_uninterrupted_run() {
     assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), [0, 1, 2, 3]);
     assert!(rows[0].val_accuracy.is_some() && rows[1].val_accuracy.is_none() && rows[3].val_accuracy.is_some());
     assert!(rows.iter().all(|r| r.loss.is_finite() && (0.0..=100.0).contains(&r.train_accuracy)));
-    let cfg = alexnet::train::TrainConfig::read(&full).unwrap();
+    let cfg = alexnet::run::config::TrainConfig::read(&full).unwrap();
     assert_eq!(cfg.classes, ["cat", "dog"]);
     let (_, epoch) = alexnet::run::checkpoint::latest(&full).unwrap().unwrap();
     assert_eq!(epoch, 3);

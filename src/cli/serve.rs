@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use alexnet::distributed::cluster;
 use alexnet::graph::model::LrnProfile;
 use alexnet::graph::runtime;
+use alexnet::run::config::TrainConfig;
 use alexnet::serve::eval as evaluation;
 use alexnet::serve::export as exporting;
 use alexnet::serve::predict::{self as prediction, Predictor};
-use alexnet::train::TrainConfig;
 use anyhow::{Result, bail};
 
 use super::common::{ClusterArgs, InputArgs};

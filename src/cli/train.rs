@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use alexnet::data::images as data;
 use alexnet::graph::model::Precision;
 use alexnet::graph::runtime;
-use alexnet::train::{RunOptions, Schedule, TrainConfig};
+use alexnet::run::config::{Schedule, TrainConfig};
+use alexnet::train::RunOptions;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 

@@ -40,6 +40,7 @@ use crate::graph::params::LayerParams;
 use crate::observe::plot;
 use crate::observe::tensorboard;
 use crate::run::checkpoint;
+use crate::run::config::TrainConfig;
 use crate::run::metrics::{self, Row};
 use crate::util::fsutil;
 
@@ -53,11 +54,6 @@ pub use self::feeds::{Batch, StepFeeds, StepOutput};
 pub use self::graph::TrainGraph;
 pub use self::replicas::{ReplicaStep, split_part};
 pub use self::source::{Source, load_source};
-pub use crate::data::decoded::{decode_dataset, decoded_bytes, load_images};
-pub use crate::graph::params::{init_params, read_params};
-pub use crate::graph::scoring::{accuracy, argmax, softmax_loss};
-pub use crate::run::config::{DEFAULT_CACHE_LIMIT, Schedule, TrainConfig};
-pub use crate::run::trained::{TrainedRun, load_trained};
 
 /// How a training run ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -9,9 +9,10 @@ use tensorflow::{Session, SessionRunArgs, Tensor};
 
 use crate::data::images as data;
 use crate::graph::runtime::CLUSTER_STEP_TIMEOUT_MS;
+use crate::run::config::TrainConfig;
 use crate::train::between_ops::SyncOps;
 use crate::train::epoch::EpochPlan;
-use crate::train::{StepFeeds, TrainConfig, TrainGraph};
+use crate::train::{StepFeeds, TrainGraph};
 
 /// Low 31 bits of a token: a step, or one of these.
 pub(super) const HOLD: i64 = 0x7fff_fffe;

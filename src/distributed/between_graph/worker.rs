@@ -11,10 +11,11 @@ use super::protocol::{ASYNC_BIT, END, HOLD, WAIT, pause, push, recipe, recipe_di
 use crate::data::images as data;
 use crate::distributed::cluster::{ClusterConfig, Server};
 use crate::graph::model;
+use crate::run::config::TrainConfig;
 use crate::train::between_ops::Protocol;
 use crate::train::epoch::{Epoch, EpochPlan};
 use crate::train::spec::{Replication, TrainSpec};
-use crate::train::{self, Source, StepFeeds, TrainConfig, TrainGraph, split_part};
+use crate::train::{self, Source, StepFeeds, TrainGraph, split_part};
 
 /// A non-chief worker's `alexnet train --between-graph`: trains its part of every batch of the
 /// steps the chief names, writes nothing, prints a line per epoch, and exits when the chief says
