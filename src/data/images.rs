@@ -360,13 +360,16 @@ pub fn image_format(b: &[u8]) -> Option<&'static str> {
 }
 
 /// The checks of an encoded image that need no decoding, in plain words: empty, not a format
-/// TensorFlow decodes, or a header giving more than [`MAX_PIXELS`].
+/// TensorFlow decodes, cut short before its end marker, or a header giving more than [`MAX_PIXELS`].
 pub fn check_encoded(bytes: &[u8]) -> std::result::Result<(), String> {
     if bytes.is_empty() {
         return Err("empty file (0 bytes)".into());
     }
-    if image_format(bytes).is_none() {
+    let Some(format) = image_format(bytes) else {
         return Err("not a JPEG, PNG, GIF or BMP image".into());
+    };
+    if !has_end_marker(bytes) {
+        return Err(format!("truncated {format} file (it stops before the image's end marker)"));
     }
     if let Some((w, h)) = image_dimensions(bytes)
         && w as u64 * h as u64 > MAX_PIXELS
@@ -374,6 +377,36 @@ pub fn check_encoded(bytes: &[u8]) -> std::result::Result<(), String> {
         return Err(format!("{w} x {h} pixels is more than the {} megapixels this program decodes; downscale it first", MAX_PIXELS / 1_000_000));
     }
     Ok(())
+}
+
+/// Whether a JPEG reaches its end-of-image marker, or a PNG its IEND chunk. Caught here, a cut-off
+/// file never reaches libjpeg, which would print its own warning on stderr. Bytes after the
+/// marker are allowed (some cameras append data there); GIF and BMP are left to the decoder.
+pub fn has_end_marker(bytes: &[u8]) -> bool {
+    match image_format(bytes) {
+        // Entropy-coded data escapes every 0xFF, so after the first start-of-scan the only FF D9
+        // is the end marker (an EXIF thumbnail's own FF D9 comes before it, in APP1).
+        Some("JPEG") => jpeg_scan_start(bytes).is_some_and(|sos| bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9])),
+        Some("PNG") => bytes.windows(4).rev().take(1 << 16).any(|w| w == b"IEND"),
+        _ => true,
+    }
+}
+
+/// Offset of a JPEG's first start-of-scan marker, walking the segments before it by their lengths.
+fn jpeg_scan_start(b: &[u8]) -> Option<usize> {
+    let mut i = 2;
+    while i + 4 <= b.len() {
+        if b[i] != 0xFF {
+            return None;
+        }
+        match b[i + 1] {
+            0xFF => i += 1,
+            0xDA => return Some(i),
+            0xD0..=0xD7 | 0x01 => i += 2,
+            _ => i += 2 + u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize,
+        }
+    }
+    None
 }
 
 /// A TensorFlow decode error of an image that passed [`check_encoded`], in plain words: without
