@@ -111,4 +111,6 @@ fn asking_for_a_missing_gpu_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--device gpu, but TensorFlow sees no GPU"), "{err}");
+    // Refused before any work: no image decoded, no weights read.
+    assert!(!err.contains("decoded in") && !err.contains("weights:"), "{err}");
 }

@@ -81,6 +81,7 @@ fn check_inputs(opts: &BenchOptions) -> Result<()> {
     if let Some(w) = &opts.weights {
         anyhow::ensure!(w.is_dir(), "weight folder {} does not exist (fill weights/ with scripts/fetch-data, or point --weights at a folder)", w.display());
     }
+    opts.runtime.check_device()?;
     if opts.precisions.contains(&Precision::Bf16) {
         runtime::bf16_warning(opts.runtime.device).into_iter().for_each(|w| eprintln!("{w}"));
     }

@@ -91,6 +91,15 @@ impl RuntimeConfig {
         Ok(options)
     }
 
+    /// Refuses `--device gpu` where TensorFlow sees no GPU: called before any data is read, so
+    /// the user hears it at once rather than after decoding a data set.
+    pub fn check_device(&self) -> Result<()> {
+        if self.device == DeviceChoice::Gpu && !list_devices()?.iter().any(|d| d.device_type == "GPU") {
+            bail!("--device gpu, but TensorFlow sees no GPU: {}", no_gpu_reason());
+        }
+        Ok(())
+    }
+
     /// A session on `graph`, checking that the requested device exists.
     pub fn session(&self, graph: &Graph) -> Result<(Session, String)> {
         let session = Session::new(&self.session_options()?, graph)?;

@@ -85,6 +85,7 @@ fn say(s: String) {
 /// process (see `crate::distributed::train` for clusters).
 pub fn train(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions) -> Result<Summary> {
     ensure!(!cfg.async_updates, "--async needs a cluster to train on: --cluster FILE --job worker --task 0, or the TF_CONFIG environment variable");
+    cfg.runtime.check_device()?;
     train_on(cfg, run_dir, opts, &mut Local)
 }
 
