@@ -261,14 +261,19 @@ fn nvidia_smi_gpus() -> Vec<String> {
 /// reader) off unless the user asks for them with `--verbose` or sets `TF_CPP_MIN_LOG_LEVEL`;
 /// errors still show. TensorFlow reads that variable when its library loads, before `main`, so
 /// setting it here would be too late: the process runs itself again with it set.
+///
+/// One error is certain and says nothing new: the CUDA build on a machine without the NVIDIA
+/// driver logs "failed call to cuInit" in every command. There errors are hidden too (the
+/// command's own errors still print, and `alexnet devices` says why there is no GPU).
 pub fn quiet_tensorflow_logs(verbose: bool) {
     const LEVEL: &str = "TF_CPP_MIN_LOG_LEVEL";
     if verbose || std::env::var_os(LEVEL).is_some() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else { return };
+    let level = if cuda_build() && dlopen_error("libcuda.so.1").is_some() { "3" } else { "2" };
     use std::os::unix::process::CommandExt;
-    let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(LEVEL, "2").exec();
+    let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(LEVEL, level).exec();
     // Only reached when the exec failed: carry on, with TensorFlow's lines showing.
     eprintln!("warning: could not restart quietly ({err}); TensorFlow's log lines will show");
 }
