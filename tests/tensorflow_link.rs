@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use tensorflow::{Scope, Session, SessionOptions, SessionRunArgs, Tensor, ops};
 
 #[test]
@@ -38,8 +40,11 @@ fn cli_reports_versions_and_devices() {
 
 #[test]
 fn install_script_is_idempotent() {
-    // The suite ran it already (scripts/test); a second run only checks.
-    let out = std::process::Command::new("bash").arg(common::repo().join("scripts/install-libtensorflow")).output().unwrap();
+    // The suite ran it already (scripts/test); a second run only checks. Run against the CUDA
+    // build, the same flavour is asked for, so the test does not switch the suite's library.
+    let current = std::fs::read_link(common::repo().join("libtensorflow/current")).unwrap_or_default();
+    let flavour: &[&str] = if current == Path::new("gpu") { &["--gpu"] } else { &[] };
+    let out = std::process::Command::new("bash").arg(common::repo().join("scripts/install-libtensorflow")).args(flavour).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("already installed") && text.contains("nothing to do"), "{text}");
