@@ -1,6 +1,7 @@
 //! `alexnet serve` for the HTTP tests: a server process on a free port, stopped on drop, and a
 //! blocking JSON client that returns 4xx/5xx answers instead of failing on them.
 
+#![allow(dead_code)]
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Stdio};
