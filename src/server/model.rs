@@ -15,7 +15,7 @@ use ndarray::{ArrayD, IxDyn};
 use tensorflow::{DataType, Graph, Output, SavedModelBundle, Session, SessionOptions, SessionRunArgs, Tensor, TensorType};
 
 use crate::graph::bytes::{self, Bytes};
-use crate::serve::export::{SERVE_TAG, SERVING_SIGNATURE};
+use crate::serve::export::{SERVE_TAG, SERVING_SIGNATURE, TENSOR_SIGNATURE};
 use crate::serve::inference::PROBABILITIES;
 
 /// The graph ops whose outputs the page draws, in layer order: (layer, op name). Those missing
@@ -138,6 +138,10 @@ pub struct LoadedModel {
     pub signatures: BTreeMap<String, Signature>,
     /// (layer, output) for the activation pictures.
     layers: Vec<(&'static str, Output)>,
+    /// The decoded batch between the image signature's decoding and the network, when the graph
+    /// exposes it (the `predict_tensor` input that `alexnet export` writes: a
+    /// PlaceholderWithDefault of the decoded images, see [`crate::serve::inference`]).
+    decoded: Option<Output>,
     /// The class names `alexnet export` stores in the graph (a `class_names` constant), by id.
     pub class_names: Option<Vec<String>>,
 }
@@ -162,14 +166,47 @@ impl LoadedModel {
             .filter_map(|(layer, op)| graph.operation_by_name(op).ok().flatten().map(|o| (*layer, Output { operation: o, index: 0 })))
             .collect();
         let class_names = constant_strings(&graph, &bundle.session, "class_names");
-        Ok(LoadedModel { version, dir: dir.to_path_buf(), session: bundle.session, signatures, layers, class_names })
+        let decoded = signatures
+            .get(TENSOR_SIGNATURE)
+            .map(|s| s.input.output.clone())
+            .filter(|o| o.operation.op_type().is_ok_and(|t| t == "PlaceholderWithDefault") && signatures[SERVING_SIGNATURE].input.dtype == DataType::String);
+        Ok(LoadedModel { version, dir: dir.to_path_buf(), session: bundle.session, signatures, layers, decoded, class_names })
     }
 
     /// Runs `signature` on `input`: every output of the signature, rows first.
     pub fn run(&self, signature: &str, input: &Column) -> Result<Vec<Fetched>> {
         let sig = self.signatures.get(signature).with_context(|| format!("no signature '{signature}'"))?;
         let outputs: Vec<(String, Output, DataType)> = sig.outputs.iter().map(|o| (o.key.clone(), o.output.clone(), o.dtype)).collect();
+        if let (Column::Bytes(images), Some(decoded)) = (input, &self.decoded)
+            && images.len() > 1
+            && signature == SERVING_SIGNATURE
+        {
+            let pixels = self.decode_each(&sig.input.output, decoded, images)?;
+            return self.run_outputs(decoded, &pixels, &outputs);
+        }
         self.run_outputs(&sig.input.output, input, &outputs)
+    }
+
+    /// The graph's own decoding of each image, on every core: the graph decodes a batch in a
+    /// functional While loop, one image after the other, which would leave a batch's decoding on
+    /// one core while unbatched requests decode side by side.
+    fn decode_each(&self, images_in: &Output, decoded: &Output, images: &[Vec<u8>]) -> Result<Column> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(images.len());
+        let fetch = [("input".to_string(), decoded.clone(), DataType::Float)];
+        let decode_one = |img: &Vec<u8>| self.run_outputs(images_in, &Column::Bytes(vec![img.clone()]), &fetch).map(|mut f| f.remove(0));
+        let parts: Vec<Result<Vec<Fetched>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = images.chunks(images.len().div_ceil(threads)).map(|chunk| s.spawn(move || chunk.iter().map(decode_one).collect())).collect();
+            handles.into_iter().map(|h| h.join().expect("a decoding thread panicked")).collect()
+        });
+        let mut values = vec![];
+        let mut row_shape = vec![];
+        for f in parts.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten() {
+            row_shape = f.dims[1..].to_vec();
+            if let Values::F32(v) = f.values {
+                values.extend(v);
+            }
+        }
+        Ok(Column::Floats { values, rows: images.len(), row_shape })
     }
 
     /// The `serving_default` probabilities of one encoded image, and every layer's activation.
