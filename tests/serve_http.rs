@@ -136,6 +136,9 @@ fn tf_serving_requests_answer_predicts_probabilities() {
     assert!(max_diff(&probabilities(&act), &m.p1[..1]) <= TOLERANCE);
 }
 
+/// One answer a client saw: status, version header, probabilities.
+type Seen = (u16, Option<u64>, Vec<Vec<f32>>);
+
 #[test]
 fn version_two_is_swapped_in_under_load() {
     let m = models();
@@ -144,7 +147,7 @@ fn version_two_is_swapped_in_under_load() {
     let server = Server::start(&base, &["--enable-batching", "--batch-window-ms", "5", "--poll-secs", "0.2"]);
     let stop = AtomicBool::new(false);
     let body = instances(&image_refs(m)[..1]);
-    let answers: Vec<Vec<(u16, Option<u64>, Vec<Vec<f32>>)>> = std::thread::scope(|s| {
+    let answers: Vec<Vec<Seen>> = std::thread::scope(|s| {
         let clients: Vec<_> = (0..4)
             .map(|_| {
                 s.spawn(|| {

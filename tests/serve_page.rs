@@ -102,7 +102,8 @@ impl Driver {
         ];
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.display()));
-        let caps = json!({ "capabilities": { "alwaysMatch": { "browserName": "chrome", "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args } } } });
+        let caps =
+            json!({ "capabilities": { "alwaysMatch": { "browserName": "chrome", "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args } } } });
         let session = driver.raw("POST", "/session", caps);
         driver.url = format!("{}/session/{}", driver.url, session["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {session}")));
         driver

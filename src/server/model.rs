@@ -130,6 +130,9 @@ impl Fetched {
     }
 }
 
+/// One layer's output for one image: its name and [1, H, W, C] (or [1, width]) values.
+pub type Activation = (&'static str, ArrayD<f32>);
+
 /// A SavedModel version, loaded and ready to run.
 pub struct LoadedModel {
     pub version: u64,
@@ -210,7 +213,7 @@ impl LoadedModel {
     }
 
     /// The `serving_default` probabilities of one encoded image, and every layer's activation.
-    pub fn activations(&self, image: &[u8]) -> Result<(Vec<Fetched>, Vec<(&'static str, ArrayD<f32>)>)> {
+    pub fn activations(&self, image: &[u8]) -> Result<(Vec<Fetched>, Vec<Activation>)> {
         let sig = &self.signatures[SERVING_SIGNATURE];
         let mut outputs: Vec<(String, Output, DataType)> = sig.outputs.iter().map(|o| (o.key.clone(), o.output.clone(), o.dtype)).collect();
         let n = outputs.len();
