@@ -119,6 +119,13 @@ fn tf_serving_requests_answer_predicts_probabilities() {
     assert!(max_diff(&cols, &m.p1) <= TOLERANCE);
     assert_eq!(c.json["outputs"]["class_ids"].as_array().unwrap().len(), m.images.len());
 
+    // :classify, as TF Serving answers it: [[class, score], ...] per example.
+    let ex = json!({"examples": [{"images": {"b64": b64(&std::fs::read(&m.images[0]).unwrap())}}]});
+    let cl = server.post_json("/v1/models/alexnet:classify", &ex);
+    assert_eq!(cl.status, 200, "{}", cl.json);
+    assert_eq!(cl.json["result"][0][1][0], "dog");
+    assert!((cl.json["result"][0][0][1].as_f64().unwrap() as f32 - m.p1[0][0]).abs() <= TOLERANCE, "{}", cl.json);
+
     // predict_tensor on pixels: a single image of 227 x 227 x 3 zeros (the pixel mean).
     let zeros = json!({"signature_name": "predict_tensor", "instances": [vec![vec![[0.0f32; 3]; 227]; 227]]});
     let t = server.post_json("/v1/models/alexnet:predict", &zeros);

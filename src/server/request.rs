@@ -51,6 +51,34 @@ pub fn parse_predict(body: &[u8], model: &LoadedModel, limits: &Limits) -> Resul
     Ok(Predict { signature: sig.name.clone(), input, columnar })
 }
 
+/// A classify request (`{"examples": [...]}`, each example an object of named inputs, or the
+/// input's value) read as the predict request of the same rows in row format.
+pub fn parse_classify(body: &[u8], model: &LoadedModel, limits: &Limits) -> Result<Predict, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(ApiError::bad_request("the request must be a JSON object with \"examples\""));
+    };
+    let examples = obj.remove("examples").ok_or_else(|| ApiError::bad_request("missing \"examples\" in the classify request"))?;
+    let sig = signature(&obj, model)?;
+    let rows = instance_rows(examples, &sig.input, limits)?;
+    Ok(Predict { signature: sig.name.clone(), input: column(&rows, &sig.input, limits)?, columnar: false })
+}
+
+/// Classify's answer: `{"result": [[[class, score], ...], ...]}`, every class of every example,
+/// from the `probabilities` output and the model's class names ("class N" without them).
+pub fn classify_answer(outputs: &[Fetched], names: Option<&[String]>) -> Result<Value, ApiError> {
+    let probs = outputs
+        .iter()
+        .find(|o| o.key == crate::serve::inference::PROBABILITIES && o.dims.len() == 2)
+        .ok_or_else(|| ApiError::bad_request("this signature has no [N, classes] 'probabilities' output to classify with"))?;
+    let Values::F32(p) = &probs.values else { return Err(ApiError::internal("probabilities are not float32")) };
+    let k = probs.dims[1];
+    let name = |i: usize| names.and_then(|n| n.get(i).cloned()).unwrap_or_else(|| format!("class {i}"));
+    let result: Vec<Value> =
+        p.chunks(k.max(1)).map(|row| Value::Array(row.iter().enumerate().map(|(i, &x)| serde_json::json!([name(i), x])).collect())).collect();
+    Ok(serde_json::json!({ "result": result }))
+}
+
 /// The signature the request names, or `serving_default`.
 fn signature<'m>(obj: &Map<String, Value>, model: &'m LoadedModel) -> Result<&'m Signature, ApiError> {
     let name = match obj.get("signature_name") {

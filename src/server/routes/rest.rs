@@ -2,7 +2,9 @@
 //!
 //! - `GET /v1/models/NAME[/versions/N]`: version status (`model_version_status`);
 //! - `GET /v1/models/NAME[/versions/N]/metadata`: the signatures, as `saved_model_cli` lists them;
-//! - `POST /v1/models/NAME[/versions/N]:predict`: see [`crate::server::request`].
+//! - `POST /v1/models/NAME[/versions/N]:predict`: see [`crate::server::request`];
+//! - `POST /v1/models/NAME[/versions/N]:classify`: `{"examples": [...]}` -> every class's name
+//!   and probability per example (TF Serving's classify answer, from a predict signature).
 //!
 //! The answering version is also named in an `x-model-version` header (TF Serving's REST
 //! answers do not say it), which lets a client see a hot swap happen.
@@ -44,8 +46,9 @@ pub async fn post(State(state): State<AppState>, Path(path): Path<String>, body:
     let model = target.model(&state)?;
     match target.verb.as_deref() {
         Some("predict") => predict(&state, model, &body).await,
+        Some("classify") => classify(&state, model, &body).await,
         Some("activations") => activations::activations(model, &body, &state.limits).await,
-        Some(other) => Err(ApiError::not_found(format!("unknown method ':{other}' (this server answers :predict and :activations)"))),
+        Some(other) => Err(ApiError::not_found(format!("unknown method ':{other}' (this server answers :predict, :classify and :activations)"))),
         None => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "POST needs a method: /v1/models/NAME:predict")),
     }
 }
@@ -54,6 +57,15 @@ async fn predict(state: &AppState, model: std::sync::Arc<LoadedModel>, body: &[u
     let req = request::parse_predict(body, &model, &state.limits)?;
     let outputs = state.runner.run(model.clone(), req.signature, req.input).await?;
     Ok(([("x-model-version", model.version.to_string())], Json(request::answer(&outputs, req.columnar))).into_response())
+}
+
+/// `:classify`, TF Serving's classification API over a predict signature: every class's name and
+/// probability per example.
+async fn classify(state: &AppState, model: std::sync::Arc<LoadedModel>, body: &[u8]) -> Result<Response, ApiError> {
+    let req = request::parse_classify(body, &model, &state.limits)?;
+    let outputs = state.runner.run(model.clone(), req.signature, req.input).await?;
+    let answer = request::classify_answer(&outputs, model.class_names.as_deref())?;
+    Ok(([("x-model-version", model.version.to_string())], Json(answer)).into_response())
 }
 
 fn body_error(e: BytesRejection, limit: usize) -> ApiError {
