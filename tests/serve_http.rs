@@ -262,6 +262,16 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
     let mut reply = String::new();
     let _ = slow.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 408") && reply.contains("--request-timeout-secs"), "slow client got {reply:?}");
+    // One that never finishes its headers is disconnected.
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    write!(silent, "POST {predict} HTTP/1.1\r\nHost: x\r\n").unwrap();
+    silent.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut rest = vec![];
+    let closed = silent.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok() || closed.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "a client stuck in its headers was not let go: {closed:?}"
+    );
 }
 
 #[test]

@@ -9,11 +9,12 @@
 //! [`versions`] loads numbered SavedModel folders ([`model`]) and hot-swaps newer ones;
 //! [`routes`] reads TF Serving's paths and JSON ([`request`]) and answers errors as
 //! `{"error": ...}` ([`error`]); [`batching`] joins concurrent requests into one session run;
-//! [`page`] is the browser page. SIGINT or SIGTERM stop accepting connections, let the requests
+//! [`page`] is the browser page; [`listen`] accepts connections. SIGINT or SIGTERM stop accepting connections, let the requests
 //! in flight finish, and return.
 
 pub mod batching;
 pub mod error;
+pub mod listen;
 pub mod model;
 pub mod page;
 pub mod request;
@@ -79,7 +80,7 @@ async fn run(opts: ServeOptions, versions: Arc<Versions>) -> Result<()> {
     };
     // Tests and scripts read the port from this line (with --port 0 the system picks one).
     println!("alexnet serve: model '{}' version {} on http://{addr}/ ({batching})", opts.model_name, versions.current().version);
-    axum::serve(listener, router(state, opts.request_timeout)).with_graceful_shutdown(shutdown_signal()).await?;
+    listen::serve(listener, router(state, opts.request_timeout), opts.request_timeout, shutdown_signal()).await;
     println!("alexnet serve: stopped (requests in flight answered)");
     Ok(())
 }
