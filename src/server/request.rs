@@ -75,7 +75,7 @@ pub fn classify_answer(outputs: &[Fetched], names: Option<&[String]>) -> Result<
     let k = probs.dims[1];
     let name = |i: usize| names.and_then(|n| n.get(i).cloned()).unwrap_or_else(|| format!("class {i}"));
     let result: Vec<Value> =
-        p.chunks(k.max(1)).map(|row| Value::Array(row.iter().enumerate().map(|(i, &x)| serde_json::json!([name(i), x])).collect())).collect();
+        p.chunks(k.max(1)).map(|row| Value::Array(row.iter().enumerate().map(|(i, &x)| serde_json::json!([name(i), float(x)])).collect())).collect();
     Ok(serde_json::json!({ "result": result }))
 }
 
@@ -245,9 +245,13 @@ fn nested(values: &Values, dims: &[usize], next: &mut usize) -> Value {
     let i = *next;
     *next += 1;
     match values {
-        // The shortest decimal that reads back as the same float32.
-        Values::F32(v) => v[i].to_string().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number),
+        Values::F32(v) => float(v[i]),
         Values::I64(v) => Value::from(v[i]),
         Values::Str(v) => Value::String(String::from_utf8_lossy(&v[i]).into_owned()),
     }
+}
+
+/// The shortest decimal that reads back as the same float32 (0.93, not 0.9300000071525574).
+fn float(x: f32) -> Value {
+    x.to_string().parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
 }
