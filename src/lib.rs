@@ -7,6 +7,7 @@
 //! - [`distributed`]: clusters of TensorFlow servers, between-graph replication;
 //! - [`bench`]: speed and memory, against Python TensorFlow;
 //! - [`train`]: the training graph, the epoch plan and its drivers, the run loop;
+//! - [`server`]: `alexnet serve`, TensorFlow Serving's REST API over HTTP, batching, hot swaps;
 //! - [`serve`]: evaluate, export and predict from a trained run;
 //! - [`compare`]: the graph and its activations against the Swift original;
 //! - [`observe`]: TensorBoard, event files, curves;
@@ -24,5 +25,6 @@ pub mod observe;
 pub mod proto;
 pub mod run;
 pub mod serve;
+pub mod server;
 pub mod train;
 pub mod util;

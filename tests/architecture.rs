@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 mod common;
 
 /// Top to bottom: a module may use those after it, never one before it.
-const LAYERS: [&str; 11] = ["distributed", "bench", "train", "serve", "compare", "observe", "run", "data", "graph", "proto", "util"];
+const LAYERS: [&str; 12] = ["distributed", "bench", "train", "server", "serve", "compare", "observe", "run", "data", "graph", "proto", "util"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

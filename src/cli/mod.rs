@@ -18,6 +18,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 use self::bench::BenchArgs;
 use self::common::{ClusterArgs, InputArgs, ModelArgs};
 use self::inspect::ActivationsArgs;
+use self::serve::ServeArgs;
 use self::train::TrainArgs;
 
 #[derive(Parser)]
@@ -84,6 +85,8 @@ enum Command {
         #[command(flatten)]
         input: InputArgs,
     },
+    /// Serve exported versions over TensorFlow Serving's REST API (/v1/models/NAME:predict), with a web page at /.
+    Serve(ServeArgs),
     /// Which TensorFlow library this is (CPU-only or CUDA, and if no GPU, why) and the devices it sees.
     Devices,
     /// Run this task's TensorFlow server (a ps, or a worker other than the chief) until SIGINT or SIGTERM.
@@ -170,6 +173,7 @@ pub fn run(cli: Cli) -> Result<()> {
             serve::predict(&images, serve::predictor(run_dir, saved_model, weights, labels.as_deref(), lrn, &input)?, json)
         }
         Command::Bench(args) => bench::run_bench(args),
+        Command::Serve(args) => serve::serve_http(args),
         Command::Devices => serve::devices(),
         Command::ImportCaffe { model, out, force } => inspect::import_caffe(&model, &out, force),
         Command::Completions { shell } => completions(shell),

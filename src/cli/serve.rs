@@ -1,7 +1,8 @@
 //! Subcommands that use a trained model or the TensorFlow runtime as they are: `eval`, `export`,
-//! `predict`, `devices` and `server`.
+//! `predict`, `serve` (TensorFlow Serving's REST API), `devices` and `server`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use alexnet::distributed::cluster;
 use alexnet::graph::model::LrnProfile;
@@ -10,6 +11,9 @@ use alexnet::run::config::TrainConfig;
 use alexnet::serve::eval as evaluation;
 use alexnet::serve::export as exporting;
 use alexnet::serve::predict::{self as prediction, Predictor};
+use alexnet::server::batching::BatchOptions;
+use alexnet::server::request::Limits;
+use alexnet::server::{self, ServeOptions};
 use anyhow::{Result, bail};
 
 use super::common::{ClusterArgs, InputArgs};
@@ -93,4 +97,75 @@ pub(crate) fn predict(images: &[PathBuf], predictor: Predictor, json: bool) -> R
 pub(crate) fn devices() -> Result<()> {
     runtime::describe_devices()?.iter().for_each(|l| println!("{l}"));
     Ok(())
+}
+
+/// `alexnet serve`: the flags, named after TensorFlow Serving's where it has one.
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The folder of numbered SavedModel versions (exports/alexnet holding 1/, 2/, ...); the highest is served.
+    #[arg(long)]
+    model_base_path: PathBuf,
+    /// The NAME in /v1/models/NAME.
+    #[arg(long, default_value = "alexnet")]
+    model_name: String,
+    /// TCP port of the REST API (0: any free port, printed on start).
+    #[arg(long, default_value_t = 8501)]
+    port: u16,
+    /// Address to listen on (0.0.0.0 for every interface, as TF Serving does).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Join concurrent requests into one session run (TF Serving's --enable_batching).
+    #[arg(long)]
+    enable_batching: bool,
+    /// With --enable-batching: how long a batch waits for more requests, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    batch_window_ms: u64,
+    /// With --enable-batching: images in one session run at most.
+    #[arg(long, default_value_t = 32)]
+    max_batch_size: usize,
+    /// With --enable-batching: batches running at once.
+    #[arg(long, default_value_t = 2)]
+    batch_threads: usize,
+    /// Seconds between checks of --model-base-path for a newer version.
+    #[arg(long, default_value_t = 1.0)]
+    poll_secs: f64,
+    /// Instances in one request at most.
+    #[arg(long, default_value_t = 64)]
+    max_instances: usize,
+    /// Pixels (width x height, from the image's header) of one image at most.
+    #[arg(long, default_value_t = 25_000_000)]
+    max_pixels: u64,
+    /// Bytes of one request body at most (413 beyond).
+    #[arg(long, default_value_t = 32 << 20)]
+    max_body_bytes: usize,
+    /// Seconds a request (reading its body included) may take (408 beyond).
+    #[arg(long, default_value_t = 30.0)]
+    request_timeout_secs: f64,
+}
+
+/// `alexnet serve`: TensorFlow Serving's REST API and the web page, until SIGINT or SIGTERM.
+pub(crate) fn serve_http(a: ServeArgs) -> Result<()> {
+    let secs = |s: f64, flag: &str| -> Result<Duration> {
+        anyhow::ensure!(s.is_finite() && s > 0.0, "--{flag} must be a positive number of seconds");
+        Ok(Duration::from_secs_f64(s))
+    };
+    anyhow::ensure!(
+        a.max_batch_size >= 1 && a.batch_threads >= 1 && a.max_instances >= 1,
+        "--max-batch-size, --batch-threads and --max-instances must be at least 1"
+    );
+    let batching = a.enable_batching.then(|| BatchOptions {
+        window: Duration::from_millis(a.batch_window_ms),
+        max_batch_size: a.max_batch_size,
+        threads: a.batch_threads,
+    });
+    server::serve(ServeOptions {
+        base_path: a.model_base_path,
+        model_name: a.model_name,
+        addr: std::net::SocketAddr::new(a.host, a.port),
+        batching,
+        poll: secs(a.poll_secs, "poll-secs")?,
+        limits: Limits { max_instances: a.max_instances, max_pixels: a.max_pixels },
+        max_body_bytes: a.max_body_bytes,
+        request_timeout: secs(a.request_timeout_secs, "request-timeout-secs")?,
+    })
 }

@@ -1,0 +1,140 @@
+//! Batching across requests, as TensorFlow Serving's `--enable_batching` does: requests that
+//! arrive within a short window are joined into one session run of up to `max_batch_size` rows,
+//! and the outputs are split back to each request.
+//!
+//! One task owns the queue (an mpsc channel); each request sends a [`Job`] and awaits its
+//! oneshot reply. The task takes a worker permit before it gathers a batch, so while every
+//! worker is busy the queue fills up and the next batch is a full one. Runs go to tokio's blocking
+//! pool: a session run must not stall the async workers that read and answer requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::server::error::ApiError;
+use crate::server::model::{Column, Fetched, LoadedModel};
+
+/// A request's rows for one signature of one version, and where its outputs go.
+pub struct Job {
+    pub model: Arc<LoadedModel>,
+    pub signature: String,
+    pub input: Column,
+    pub reply: oneshot::Sender<Result<Vec<Fetched>, ApiError>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BatchOptions {
+    /// How long the first request of a batch waits for others.
+    pub window: Duration,
+    pub max_batch_size: usize,
+    /// Batches running at once.
+    pub threads: usize,
+}
+
+/// Runs a request's rows: batched with others when batching is on, else on its own.
+#[derive(Clone)]
+pub struct Runner {
+    queue: Option<mpsc::Sender<Job>>,
+}
+
+impl Runner {
+    pub fn new(batching: Option<BatchOptions>) -> Runner {
+        let queue = batching.map(|opts| {
+            let (tx, rx) = mpsc::channel(1024);
+            tokio::spawn(batch_loop(rx, opts));
+            tx
+        });
+        Runner { queue }
+    }
+
+    pub async fn run(&self, model: Arc<LoadedModel>, signature: String, input: Column) -> Result<Vec<Fetched>, ApiError> {
+        let Some(queue) = &self.queue else {
+            return run_alone(model, signature, input).await;
+        };
+        let (reply, answer) = oneshot::channel();
+        queue.send(Job { model, signature, input, reply }).await.map_err(|_| ApiError::unavailable("the batcher has stopped"))?;
+        answer.await.map_err(|_| ApiError::internal("the batch was dropped"))?
+    }
+}
+
+/// One session run in the blocking pool.
+pub async fn run_alone(model: Arc<LoadedModel>, signature: String, input: Column) -> Result<Vec<Fetched>, ApiError> {
+    tokio::task::spawn_blocking(move || model.run(&signature, &input).map_err(ApiError::from_run))
+        .await
+        .map_err(|e| ApiError::internal(format!("the session run panicked: {e}")))?
+}
+
+async fn batch_loop(mut rx: mpsc::Receiver<Job>, opts: BatchOptions) {
+    let workers = Arc::new(Semaphore::new(opts.threads.max(1)));
+    // A job that did not fit the previous batch starts the next one.
+    let mut carried: Option<Job> = None;
+    loop {
+        let permit = workers.clone().acquire_owned().await.expect("semaphore is never closed");
+        let first = match carried.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => return,
+            },
+        };
+        let mut rows = first.input.rows();
+        let mut batch = vec![first];
+        let deadline = Instant::now() + opts.window;
+        while rows < opts.max_batch_size {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(j)) if fits(&batch[0], &j, rows, opts.max_batch_size) => {
+                    rows += j.input.rows();
+                    batch.push(j);
+                }
+                Ok(Some(j)) => {
+                    carried = Some(j);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            run_batch(batch);
+            drop(permit);
+        });
+    }
+}
+
+/// Whether `job` can join a batch started by `first` that has `rows` rows.
+fn fits(first: &Job, job: &Job, rows: usize, max: usize) -> bool {
+    Arc::ptr_eq(&first.model, &job.model) && first.signature == job.signature && first.input.joins(&job.input) && rows + job.input.rows() <= max
+}
+
+/// Runs the jobs as one session call and answers each with its rows. When the batch fails on
+/// its input (an image that passed the header checks but does not decode), each job is run on
+/// its own, so only the request that sent the bad image fails.
+fn run_batch(jobs: Vec<Job>) {
+    let inputs: Vec<&Column> = jobs.iter().map(|j| &j.input).collect();
+    let joined = Column::concat(&inputs);
+    let model = jobs[0].model.clone();
+    match model.run(&jobs[0].signature, &joined) {
+        Ok(outputs) => {
+            let mut start = 0;
+            for job in jobs {
+                let end = start + job.input.rows();
+                let mine = outputs.iter().map(|o| o.rows(start, end)).collect();
+                // The client may have gone: nobody to answer.
+                let _ = job.reply.send(Ok(mine));
+                start = end;
+            }
+        }
+        Err(e) if jobs.len() > 1 && ApiError::is_input_error(&e) => {
+            for job in jobs {
+                let _ = job.reply.send(job.model.run(&job.signature, &job.input).map_err(ApiError::from_run));
+            }
+        }
+        Err(e) => {
+            let err = ApiError::from_run(e);
+            for job in jobs {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
