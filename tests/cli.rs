@@ -153,7 +153,7 @@ fn no_tensorflow_log_lines_without_verbose() {
         ("graph", vec!["graph".into(), "--out".into(), p(&s.join("graph"))]),
         ("compare-graph", vec!["compare-graph".into()]),
         ("eval", vec!["eval".into(), "--run-dir".into(), p(run_dir)]),
-        ("export", vec!["export".into(), "--run-dir".into(), p(run_dir), "--out".into(), p(&s.join("model"))]),
+        ("export", vec!["export".into(), "--run-dir".into(), p(run_dir), "--out".into(), p(&s.join("models/1"))]),
         ("predict", vec!["predict".into(), "--run-dir".into(), p(run_dir), p(&cat)]),
         ("activations", vec!["activations".into(), "--run-dir".into(), p(run_dir), "--image".into(), p(&cat), "--out".into(), p(&acts)]),
         ("compare-activations", vec!["compare-activations".into(), "--reference".into(), p(&acts), "--ours".into(), p(&acts)]),
@@ -166,6 +166,7 @@ fn no_tensorflow_log_lines_without_verbose() {
         assert!(out.status.success(), "{name} failed:\n{}", stderr(&out));
         seen.push((name.to_string(), stderr(&out)));
     }
+    seen.push(("serve".to_string(), serve_until_listening_then_stop(&s.join("models"))));
     for (name, err) in &seen {
         let lines = tf_log_lines(err);
         assert!(lines.is_empty(), "alexnet {name} printed TensorFlow log lines:\n{}", lines.join("\n"));
@@ -176,6 +177,27 @@ fn no_tensorflow_log_lines_without_verbose() {
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(tf_log_lines(&err).iter().any(|l| l.contains("cpu_feature_guard")), "devices --verbose printed no cpu_feature_guard line:\n{err}");
+}
+
+/// `alexnet serve` on the exported model until it says it listens (the model is loaded by then),
+/// then SIGTERM; its stderr.
+fn serve_until_listening_then_stop(base: &Path) -> String {
+    use std::io::{BufRead, Read};
+    let mut child = alexnet_unset()
+        .args(["serve", "--port", "0", "--model-base-path"])
+        .arg(base)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("http://127.0.0.1:"), "serve did not start: {line:?}");
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(child.wait().unwrap().success(), "serve did not exit 0 on SIGTERM:\n{err}");
+    err
 }
 
 #[test]

@@ -78,10 +78,11 @@ async fn run(opts: ServeOptions, versions: Arc<Versions>) -> Result<()> {
         Some(b) => format!("batching up to {} images within {} ms", b.max_batch_size, b.window.as_millis()),
         None => "batching off".into(),
     };
+    let stop = shutdown_signal()?;
     // Tests and scripts read the port from this line (with --port 0 the system picks one).
-    println!("alexnet serve: model '{}' version {} on http://{addr}/ ({batching})", opts.model_name, versions.current().version);
-    listen::serve(listener, router(state, opts.request_timeout), opts.request_timeout, shutdown_signal()).await;
-    println!("alexnet serve: stopped (requests in flight answered)");
+    say(&format!("alexnet serve: model '{}' version {} on http://{addr}/ ({batching})", opts.model_name, versions.current().version));
+    listen::serve(listener, router(state, opts.request_timeout), opts.request_timeout, stop).await;
+    say("alexnet serve: stopped (requests in flight answered)");
     Ok(())
 }
 
@@ -106,12 +107,24 @@ async fn with_timeout(timeout: Duration, req: Request, next: Next) -> Response {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGINT and SIGTERM, handled from here on: registered before the server says it listens, so
+/// a signal sent right after that line drains the server instead of killing it.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    eprintln!("alexnet serve: shutting down, answering the requests in flight");
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("alexnet serve: shutting down, answering the requests in flight");
+    })
+}
+
+/// A line on stdout that may be closed (`alexnet serve | head -1`): a server must not panic on it.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
