@@ -138,14 +138,17 @@ impl<'a> EpochLoop<'a> {
         let eval_chunk = self.plan.batch.max(60);
         let val_accuracy = if index.is_multiple_of(cfg.val_every.max(1)) || last {
             let val_idx: Vec<i32> = (n_train as i32..(n_train + self.val_labels.len()) as i32).collect();
-            let logits = self.source.logits(self.tg, self.session, &val_idx, eval_chunk).map_err(|e| self.blame.blame(e))?;
-            Some(accuracy(&logits, &self.val_labels))
+            let (logits, labels) = self.source.val_scores(self.tg, self.session, &val_idx, &self.val_labels, eval_chunk).map_err(|e| self.blame.blame(e))?;
+            Some(accuracy(&logits, &labels))
         } else {
             None
         };
         let mut row = Row { epoch: index, loss: stats.loss_sum / stats.examples.max(1) as f64, train_accuracy: f64::NAN, val_accuracy };
         let mut pending = None;
-        if lookahead && !checkpoint_now && !self.tb.images_due(index, last) {
+        if let Some(train_accuracy) = stats.train_accuracy {
+            row.train_accuracy = train_accuracy;
+            self.finish_row(row)?;
+        } else if lookahead && !checkpoint_now && !self.tb.images_due(index, last) {
             pending = Some(row);
         } else {
             let train_idx: Vec<i32> = (0..n_train as i32).collect();
