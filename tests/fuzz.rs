@@ -86,6 +86,7 @@ fn train_config() -> impl Strategy<Value = TrainConfig> {
             augment: if async_updates { alexnet::data::pipeline::Augment::CropFlip } else { alexnet::data::pipeline::Augment::None },
             drop_remainder: strict_weights,
             strict_images: skip_bad_images,
+            early_stop: val_every % 7,
         }
     })
 }

@@ -130,3 +130,30 @@ fn minibatch_pipeline_training_skips_bad_files_and_resumes_exactly() {
     let resumed = metrics::read(&split.join("metrics.csv")).unwrap();
     assert_eq!(resumed, rows, "resume mid-run == uninterrupted (same shuffles, crops and dropout)");
 }
+
+/// The drawn shapes set is learnt in a few epochs from the pipeline; the best validation is
+/// kept as checkpoints/best and `eval --checkpoint best` reads it; --early-stop ends a run that
+/// stops improving (here a learning rate of 0), saying so.
+#[test]
+fn shapes_are_learnt_best_checkpoint_is_kept_and_early_stop_stops() {
+    let tmp = common::temp_dir("pipeline-shapes");
+    let images = tmp.path().join("shapes");
+    make_dataset(&["--shapes", images.to_str().unwrap(), "100", "--classes", "4", "--seed", "1"]);
+    let run = tmp.path().join("run");
+    train(&images, &run, &["--batch-size", "16", "--lr", "0.005", "--epochs", "4", "--checkpoint-every", "0"]);
+    let rows = metrics::read(&run.join("metrics.csv")).unwrap();
+    let last = rows.last().unwrap().val_accuracy.unwrap();
+    assert!(last >= 75.0, "val accuracy after 4 epochs: {last}% ({rows:?})");
+    let best = rows.iter().filter_map(|r| r.val_accuracy.map(|v| (v, r.epoch))).fold((-1.0, 0), |a, b| if b.0 > a.0 { b } else { a });
+    let named = std::fs::read_to_string(run.join("checkpoints/best")).unwrap();
+    assert_eq!(named.trim(), format!("epoch-{:06}", best.1));
+    let out = common::alexnet().args(["eval", "--checkpoint", "best", "--run-dir"]).arg(&run).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("val: accuracy"), "{text}");
+
+    let stopped = tmp.path().join("stopped");
+    let err = train(&images, &stopped, &["--batch-size", "16", "--lr", "0", "--dropout", "0", "--epochs", "5", "--early-stop", "1"]);
+    assert!(err.contains("early stop: no better val accuracy in 1 validations"), "{err}");
+    assert_eq!(metrics::read(&stopped.join("metrics.csv")).unwrap().len(), 2, "stopped after epoch 1");
+}

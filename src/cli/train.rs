@@ -102,6 +102,9 @@ pub(crate) struct TrainArgs {
     /// Decode every image before training starts (by default minibatch training checks each file's header and end, and skips a file that fails to decode later, naming it).
     #[arg(long)]
     strict_images: bool,
+    /// Stop after N validations without a new best val accuracy (checkpoints/best keeps the best); 0: never.
+    #[arg(long, default_value_t = 0)]
+    early_stop: usize,
     /// No per-epoch table.
     #[arg(long)]
     quiet: bool,
@@ -174,5 +177,6 @@ fn new_config(a: &TrainArgs) -> Result<TrainConfig> {
     cfg.augment = a.augment;
     cfg.drop_remainder = a.drop_remainder;
     cfg.strict_images = a.strict_images;
+    cfg.early_stop = a.early_stop;
     Ok(cfg)
 }

@@ -85,6 +85,9 @@ pub struct TrainConfig {
     /// Decode every image before training (instead of the quick header and tail check).
     #[serde(default)]
     pub strict_images: bool,
+    /// Stop after this many validations without a new best val accuracy (0: never).
+    #[serde(default)]
+    pub early_stop: usize,
 }
 
 /// 4 GiB: about 6,900 decoded 227 x 227 images.
@@ -127,6 +130,7 @@ impl TrainConfig {
             augment: Augment::None,
             drop_remainder: false,
             strict_images: false,
+            early_stop: 0,
         }
     }
 

@@ -103,10 +103,12 @@ fn total_memory() -> u64 {
 }
 
 /// Minibatches when the run asked for the whole set as one batch but its step would take more
-/// than a quarter of the machine's memory: the batch to use, and the line that says so.
+/// than half the machine's memory: the batch to use, and the line that says so. A set the size of
+/// the Swift original's (up to `FULL_BATCH_ALWAYS` images) always keeps its full batch, so its
+/// numbers do not depend on the machine.
 pub fn minibatch_default(cfg: &TrainConfig, n_train: usize) -> Option<(usize, String)> {
     let need = n_train as u64 * step_bytes_per_image(&cfg.model);
-    (cfg.batch_size == 0 && need > total_memory() / 4).then(|| {
+    (cfg.batch_size == 0 && n_train > FULL_BATCH_ALWAYS && need > total_memory() / 2).then(|| {
         (
             DEFAULT_MINIBATCH,
             format!(
@@ -116,6 +118,9 @@ pub fn minibatch_default(cfg: &TrainConfig, n_train: usize) -> Option<(usize, St
         )
     })
 }
+
+/// Training sets up to this size keep the full batch whatever the machine.
+pub const FULL_BATCH_ALWAYS: usize = 128;
 
 /// The batch a large folder gets when none is given.
 pub const DEFAULT_MINIBATCH: usize = 64;
@@ -198,4 +203,19 @@ pub fn append_bad(path: &Path, lines: &[String]) -> Result<()> {
         writeln!(f, "{l}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_folders_get_minibatches_by_default() {
+        let cfg = TrainConfig::swift_recipe("images".into(), None, vec!["cat".into(), "dog".into()]);
+        assert!(minibatch_default(&cfg, 60).is_none(), "the Swift set keeps its full batch");
+        let (batch, line) = minibatch_default(&cfg, 1_000_000).unwrap();
+        assert_eq!(batch, DEFAULT_MINIBATCH);
+        assert!(line.contains("1000000 training images are too many for one full batch"), "{line}");
+        assert!(minibatch_default(&TrainConfig { batch_size: 32, ..cfg }, 1_000_000).is_none(), "a batch given is kept");
+    }
 }
