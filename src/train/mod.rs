@@ -155,8 +155,7 @@ fn load_data(cfg: &TrainConfig, run_dir: &Path, pipeline: bool) -> Result<(Train
         say(format!("note: ignoring {} files that are hidden or have no image extension: {}{more}", dataset.ignored.len(), names.join(", ")));
     }
     let t0 = Instant::now();
-    let n_total = dataset.train.len() + dataset.val.len();
-    let (dataset, images, source) = if wants_pipeline(&cfg, dataset.train.len(), n_total, pipeline) {
+    let (dataset, images, source) = if wants_pipeline(&cfg, dataset.train.len(), pipeline) {
         let (kept, source) = load_pipeline(&dataset, &cfg, run_dir)?;
         (kept, None, source)
     } else {

@@ -125,13 +125,13 @@ pub const FULL_BATCH_ALWAYS: usize = 128;
 /// The batch a large folder gets when none is given.
 pub const DEFAULT_MINIBATCH: usize = 64;
 
-/// Whether the run trains from the tf.data pipeline: minibatches, augmentation or a data set over
-/// the cache limit, where the deployment allows it (one process); the Swift recipe's full batch
-/// keeps the decoded variable (and its numbers).
-pub fn wants_pipeline(cfg: &TrainConfig, n_train: usize, n_total: usize, allowed: bool) -> bool {
+/// Whether the run trains from the tf.data pipeline: minibatches or augmentation, where the
+/// deployment allows it (one process). A full batch (the Swift recipe) keeps the decoded variable
+/// and its numbers (over the cache limit: batches decoded from disk, as before); a folder too
+/// large for a full batch gets minibatches by default ([`minibatch_default`]), so the pipeline.
+pub fn wants_pipeline(cfg: &TrainConfig, n_train: usize, allowed: bool) -> bool {
     let minibatch = cfg.batch_size > 0 && cfg.batch_size < n_train;
-    let over_limit = n_total as u64 * decoded_bytes(&cfg.preprocess) > cfg.cache_limit;
-    allowed && (cfg.augment != Augment::None || minibatch || over_limit)
+    allowed && (cfg.augment != Augment::None || minibatch)
 }
 
 /// The pipeline source: every file's header and end checked (or, `--strict-images`, decoded),
