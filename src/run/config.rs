@@ -88,6 +88,9 @@ pub struct TrainConfig {
     /// Stop after this many validations without a new best val accuracy (0: never).
     #[serde(default)]
     pub early_stop: usize,
+    /// Minibatches from the decoded variable (as clusters train) instead of the tf.data pipeline.
+    #[serde(default)]
+    pub no_pipeline: bool,
 }
 
 /// 4 GiB: about 6,900 decoded 227 x 227 images.
@@ -131,6 +134,7 @@ impl TrainConfig {
             drop_remainder: false,
             strict_images: false,
             early_stop: 0,
+            no_pipeline: false,
         }
     }
 

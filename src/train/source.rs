@@ -131,7 +131,7 @@ pub const DEFAULT_MINIBATCH: usize = 64;
 /// large for a full batch gets minibatches by default ([`minibatch_default`]), so the pipeline.
 pub fn wants_pipeline(cfg: &TrainConfig, n_train: usize, allowed: bool) -> bool {
     let minibatch = cfg.batch_size > 0 && cfg.batch_size < n_train;
-    allowed && (cfg.augment != Augment::None || minibatch)
+    allowed && !cfg.no_pipeline && (cfg.augment != Augment::None || minibatch)
 }
 
 /// The pipeline source: every file's header and end checked (or, `--strict-images`, decoded),
