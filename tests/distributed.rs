@@ -53,7 +53,8 @@ fn start_servers(cluster: &Path) -> Procs {
 
 fn train_cmd(images: &Path, run: &Path, extra: &[&str]) -> Command {
     let mut cmd = common::train_command(images, None, run);
-    cmd.args(["--quiet", "--dropout", "0", "--seed", "1", "--batch-size", "12", "--val-every", "1", "--image-summary-every", "0"])
+    // --no-pipeline: the one-process baseline trains from the decoded variable, as the clusters do.
+    cmd.args(["--quiet", "--dropout", "0", "--seed", "1", "--batch-size", "12", "--val-every", "1", "--image-summary-every", "0", "--no-pipeline"])
         .args(extra)
         .env_remove("TF_CONFIG");
     cmd

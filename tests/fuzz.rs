@@ -83,6 +83,11 @@ fn train_config() -> impl Strategy<Value = TrainConfig> {
             precision,
             cache_limit,
             async_updates,
+            augment: if async_updates { alexnet::data::pipeline::Augment::CropFlip } else { alexnet::data::pipeline::Augment::None },
+            drop_remainder: strict_weights,
+            strict_images: skip_bad_images,
+            early_stop: val_every % 7,
+            no_pipeline: strict_weights,
         }
     })
 }

@@ -47,6 +47,9 @@ enum Command {
         /// Image folder with train/ and val/ (default: the one the run was trained on).
         #[arg(long)]
         images: Option<PathBuf>,
+        /// Which checkpoint: latest, best (highest val accuracy) or epoch-N.
+        #[arg(long, default_value = "latest")]
+        checkpoint: String,
     },
     /// Write a trained run as a TensorFlow SavedModel for serving (signatures serving_default and predict_tensor).
     Export {
@@ -161,7 +164,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run_train(args),
         Command::Server { cluster } => serve::server(&cluster),
-        Command::Eval { run_dir, images } => serve::eval(&run_dir, images),
+        Command::Eval { run_dir, images, checkpoint } => serve::eval(&run_dir, images, &checkpoint),
         Command::Graph { out, classes, model } => inspect::graph(&out, classes, &model),
         Command::CompareGraph { spec, model } => inspect::compare_graph(spec.as_deref(), &model),
         Command::Activations(a) => inspect::run_activations(a),

@@ -27,12 +27,12 @@ pub(crate) fn server(cluster: &ClusterArgs) -> Result<()> {
 }
 
 /// `alexnet eval`: accuracy and confusion matrix per split.
-pub(crate) fn eval(run_dir: &Path, images: Option<PathBuf>) -> Result<()> {
+pub(crate) fn eval(run_dir: &Path, images: Option<PathBuf>, checkpoint: &str) -> Result<()> {
     let images = match images {
         Some(i) => i,
         None => TrainConfig::read(run_dir)?.images,
     };
-    let (classes, evals) = evaluation::evaluate(run_dir, &images)?;
+    let (classes, evals) = evaluation::evaluate_at(run_dir, &images, checkpoint)?;
     for e in evals {
         println!("{}: accuracy {:.2}%", e.split, e.accuracy);
         println!("  confusion (rows: true class, columns: predicted)");

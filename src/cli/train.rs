@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use alexnet::data::images as data;
+use alexnet::data::pipeline::Augment;
 use alexnet::graph::model::Precision;
 use alexnet::graph::runtime;
 use alexnet::run::config::{Schedule, TrainConfig};
@@ -92,6 +93,21 @@ pub(crate) struct TrainArgs {
     /// Memory the decoded images may take (e.g. 4G, 512M); a larger data set is decoded from disk every step.
     #[arg(long, default_value = "4G", value_parser = parse_size)]
     cache_limit: u64,
+    /// Augmentation of the training images: none (the Swift recipe), crop-flip (short side 256, random 227 crop and left-right flip; evaluation takes the centre crop).
+    #[arg(long, value_enum, default_value_t = Augment::None)]
+    augment: Augment,
+    /// Drop each epoch's last partial batch (by default it is trained on).
+    #[arg(long)]
+    drop_remainder: bool,
+    /// Decode every image before training starts (by default minibatch training checks each file's header and end, and skips a file that fails to decode later, naming it).
+    #[arg(long)]
+    strict_images: bool,
+    /// Stop after N validations without a new best val accuracy (checkpoints/best keeps the best); 0: never.
+    #[arg(long, default_value_t = 0)]
+    early_stop: usize,
+    /// Minibatches from the decoded data set in a variable, as clusters train, instead of the tf.data pipeline.
+    #[arg(long)]
+    no_pipeline: bool,
     /// No per-epoch table.
     #[arg(long)]
     quiet: bool,
@@ -161,5 +177,10 @@ fn new_config(a: &TrainArgs) -> Result<TrainConfig> {
     cfg.precision = a.precision;
     cfg.cache_limit = a.cache_limit;
     cfg.async_updates = a.async_updates;
+    cfg.augment = a.augment;
+    cfg.drop_remainder = a.drop_remainder;
+    cfg.strict_images = a.strict_images;
+    cfg.early_stop = a.early_stop;
+    cfg.no_pipeline = a.no_pipeline;
     Ok(cfg)
 }

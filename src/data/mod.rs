@@ -1,8 +1,9 @@
 //! What goes into the graph: image folders and their in-graph decoding ([`images`]), the data set
-//! decoded into one tensor ([`decoded`]), Caffe-layout
+//! decoded into one tensor ([`decoded`]), the tf.data input pipeline ([`pipeline`]), Caffe-layout
 //! weight files ([`weights`]) and the import of `.caffemodel` files into them ([`caffe`]).
 
 pub mod caffe;
 pub mod decoded;
 pub mod images;
+pub mod pipeline;
 pub mod weights;

@@ -57,8 +57,15 @@ impl Saver {
         Ok(Saver { prefix, epoch, save, restore, restored_epoch })
     }
 
-    /// Writes a checkpoint for `epoch` into `run_dir/checkpoints`, atomically.
+    /// Writes a checkpoint for `epoch` into `run_dir/checkpoints`, atomically, and points
+    /// `latest` at it.
     pub fn save(&self, session: &Session, run_dir: &Path, epoch: usize) -> Result<PathBuf> {
+        self.save_as(session, run_dir, epoch, true)
+    }
+
+    /// The same; `latest` moves only with `as_latest` (a best checkpoint written before its
+    /// epoch's row is final must not be where a resume starts).
+    pub fn save_as(&self, session: &Session, run_dir: &Path, epoch: usize, as_latest: bool) -> Result<PathBuf> {
         let root = run_dir.join("checkpoints");
         fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
         let name = format!("epoch-{epoch:06}");
@@ -81,7 +88,9 @@ impl Saver {
         }
         fs::rename(&tmp, &dest)?;
         fsutil::sync_dir(&root);
-        fsutil::write_atomic(&root.join("latest"), format!("{name}\n").as_bytes())?;
+        if as_latest {
+            fsutil::write_atomic(&root.join("latest"), format!("{name}\n").as_bytes())?;
+        }
         prune(&root, &name)?;
         Ok(dest)
     }
@@ -152,8 +161,46 @@ pub fn latest(run_dir: &Path) -> Result<Option<(PathBuf, usize)>> {
     Ok(Some((prefix, epoch)))
 }
 
-/// Keeps the newest KEEP checkpoints and removes leftovers of interrupted saves.
+/// Marks the checkpoint of `epoch` (already saved) as the run's best: `checkpoints/best` names it,
+/// and pruning keeps it.
+pub fn mark_best(run_dir: &Path, epoch: usize) -> Result<()> {
+    fsutil::write_atomic(&run_dir.join("checkpoints").join("best"), format!("epoch-{epoch:06}\n").as_bytes())
+}
+
+/// The checkpoint `which` names: `latest`, `best` (highest val accuracy) or `epoch-N`; (prefix,
+/// epoch).
+pub fn named(run_dir: &Path, which: &str) -> Result<(PathBuf, usize)> {
+    let root = run_dir.join("checkpoints");
+    let name = match which {
+        "latest" => {
+            return latest(run_dir)?
+                .with_context(|| format!("{} has no checkpoint yet: train it first (alexnet train --run-dir {})", run_dir.display(), run_dir.display()));
+        }
+        "best" => {
+            let pointer = root.join("best");
+            let text = fs::read_to_string(&pointer)
+                .with_context(|| format!("{} has no best checkpoint yet (it is written when validation accuracy improves)", run_dir.display()))?;
+            text.trim().to_string()
+        }
+        other => match other.strip_prefix("epoch-").and_then(|e| e.parse::<usize>().ok()) {
+            Some(epoch) => format!("epoch-{epoch:06}"),
+            None => bail!("--checkpoint {other}: expected latest, best or epoch-N"),
+        },
+    };
+    let epoch = name.strip_prefix("epoch-").and_then(|e| e.parse::<usize>().ok()).with_context(|| format!("'{name}' is not a checkpoint name"))?;
+    let prefix = root.join(&name).join("ckpt");
+    if !prefix.with_extension("index").exists() {
+        let kept: Vec<String> = fs::read_dir(&root)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("epoch-")).collect())
+            .unwrap_or_default();
+        bail!("{} has no checkpoint {name} (kept: {})", run_dir.display(), kept.join(", "));
+    }
+    Ok((prefix, epoch))
+}
+
+/// Keeps the newest KEEP checkpoints (and the best) and removes leftovers of interrupted saves.
 fn prune(root: &Path, newest: &str) -> Result<()> {
+    let best = fs::read_to_string(root.join("best")).unwrap_or_default().trim().to_string();
     let mut done = vec![];
     for entry in fs::read_dir(root)? {
         let name = entry?.file_name().to_string_lossy().into_owned();
@@ -166,7 +213,7 @@ fn prune(root: &Path, newest: &str) -> Result<()> {
     done.sort();
     let excess = done.len().saturating_sub(KEEP);
     for name in done.into_iter().take(excess) {
-        if name != newest {
+        if name != newest && name != best {
             fs::remove_dir_all(root.join(name))?;
         }
     }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::data::images::Preprocess;
+use crate::data::pipeline::Augment;
 use crate::graph::model::{ModelConfig, Precision};
 use crate::graph::runtime::RuntimeConfig;
 use crate::util::fsutil;
@@ -75,6 +76,21 @@ pub struct TrainConfig {
     /// it has them (`--async`), instead of one averaged update per batch.
     #[serde(default)]
     pub async_updates: bool,
+    /// Augmentation of the training images (`none`: the Swift recipe).
+    #[serde(default)]
+    pub augment: Augment,
+    /// Drop each epoch's last partial batch instead of training on it.
+    #[serde(default)]
+    pub drop_remainder: bool,
+    /// Decode every image before training (instead of the quick header and tail check).
+    #[serde(default)]
+    pub strict_images: bool,
+    /// Stop after this many validations without a new best val accuracy (0: never).
+    #[serde(default)]
+    pub early_stop: usize,
+    /// Minibatches from the decoded variable (as clusters train) instead of the tf.data pipeline.
+    #[serde(default)]
+    pub no_pipeline: bool,
 }
 
 /// 4 GiB: about 6,900 decoded 227 x 227 images.
@@ -114,6 +130,11 @@ impl TrainConfig {
             precision: Precision::F32,
             cache_limit: DEFAULT_CACHE_LIMIT,
             async_updates: false,
+            augment: Augment::None,
+            drop_remainder: false,
+            strict_images: false,
+            early_stop: 0,
+            no_pipeline: false,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 
 use crate::graph::model;
 use crate::graph::params::LayerParams;
@@ -23,9 +23,13 @@ pub struct TrainedRun {
 /// Loads a run's config and the network parameters of its latest checkpoint (the momentum
 /// slots and the epoch counter stay behind). Shared by eval, export and predict.
 pub fn load_trained(run_dir: &Path) -> Result<TrainedRun> {
+    load_trained_at(run_dir, "latest")
+}
+
+/// The same from the checkpoint `which` names: `latest`, `best` or `epoch-N`.
+pub fn load_trained_at(run_dir: &Path, which: &str) -> Result<TrainedRun> {
     let config = TrainConfig::read(run_dir)?;
-    let (checkpoint, epoch) = checkpoint::latest(run_dir)?
-        .with_context(|| format!("{} has no checkpoint yet: train it first (alexnet train --run-dir {})", run_dir.display(), run_dir.display()))?;
+    let (checkpoint, epoch) = checkpoint::named(run_dir, which)?;
     let specs = model::param_specs(&config.model);
     let keys: Vec<String> = specs.iter().flat_map(|s| s.variable_names()).collect();
     let tensors = checkpoint::read_f32(&checkpoint, &keys)?;

@@ -23,7 +23,12 @@ pub struct Evaluation {
 
 /// Restores the run's latest checkpoint and evaluates it on `images` (train/ and val/).
 pub fn evaluate(run_dir: &Path, images: &Path) -> Result<(Vec<String>, Vec<Evaluation>)> {
-    let run = trained::load_trained(run_dir)?;
+    evaluate_at(run_dir, images, "latest")
+}
+
+/// The same with the checkpoint `which` names (`latest`, `best`, `epoch-N`).
+pub fn evaluate_at(run_dir: &Path, images: &Path, which: &str) -> Result<(Vec<String>, Vec<Evaluation>)> {
+    let run = trained::load_trained_at(run_dir, which)?;
     let cfg = &run.config;
     let dataset = data::scan(images)?;
     anyhow::ensure!(

@@ -10,6 +10,7 @@ use crate::run::config::TrainConfig;
 use crate::train::epoch::EpochDriver;
 use crate::train::graph::TrainGraph;
 use crate::train::local::LocalLoop;
+use crate::train::pipelined::PipelineLoop;
 use crate::train::source::Source;
 use crate::train::spec::Replication;
 
@@ -39,6 +40,12 @@ pub trait Deployment: Blame {
 
     /// The driver of the run's epochs, before the variables are initialised.
     fn driver<'a>(&'a self, run: Run<'a>) -> Result<Box<dyn EpochDriver + 'a>>;
+
+    /// Whether the run may train from the tf.data pipeline in its graph (one process; the
+    /// clusters' replicas index the decoded variable).
+    fn pipeline(&self) -> bool {
+        false
+    }
 }
 
 /// One process, on its own devices.
@@ -60,6 +67,13 @@ impl Deployment for Local {
     }
 
     fn driver<'a>(&'a self, run: Run<'a>) -> Result<Box<dyn EpochDriver + 'a>> {
+        if let (Source::Pipeline { bad_log, paths, .. }, Some(pipeline)) = (run.source, run.tg.pipeline.as_ref()) {
+            return Ok(Box::new(PipelineLoop::new(run.tg, run.session, pipeline, run.cfg.seed, paths, bad_log, run.cfg.drop_remainder)));
+        }
         Ok(Box::new(LocalLoop { tg: run.tg, session: run.session, source: run.source, logits: true, blame: self }))
+    }
+
+    fn pipeline(&self) -> bool {
+        true
     }
 }

@@ -113,6 +113,9 @@ pub struct EpochStats {
     /// With one full-set local step per epoch: that step's inference-mode logits of its batch,
     /// taken before the update (those of the previous epoch's final weights).
     pub lookahead_logits: Option<Vec<Vec<f32>>>,
+    /// The epoch's train accuracy from its steps' own outputs (the pipeline's), percent; None:
+    /// measured after the epoch (the Swift original's).
+    pub train_accuracy: Option<f64>,
 }
 
 impl EpochStats {

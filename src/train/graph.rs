@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, ensure};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
+use crate::data::pipeline::{Pipeline, is_end_of_data};
 use crate::graph::model::{self, Network};
 use crate::graph::params::LayerParams;
 use crate::graph::params::{init_params, read_params};
@@ -34,6 +35,17 @@ pub struct TrainGraph {
     pub saver: Saver,
     /// Between-graph replication: the ops of the protocol between the workers.
     pub(crate) between: Option<Protocol>,
+    /// The tf.data pipeline the steps read (None: the data variable).
+    pub pipeline: Option<Pipeline>,
+}
+
+/// What a step on a pipeline batch returns: its mean loss, and its examples' logits (dropout
+/// off, before the update), labels and indices.
+pub struct PipelineStep {
+    pub loss: f32,
+    pub logits: Vec<Vec<f32>>,
+    pub labels: Vec<usize>,
+    pub indices: Vec<i32>,
 }
 
 impl TrainGraph {
@@ -65,6 +77,7 @@ impl TrainGraph {
         let mut saved: Vec<(String, Output)> = variables.iter().map(|v| (v.name().to_string(), v.output().clone())).collect();
         saved.extend(updates.slots.iter().map(|v| (v.name().to_string(), v.output().clone())));
         let saver = Saver::build(s, &saved)?;
+        let pipeline = passes.pipeline.clone();
         Ok(TrainGraph {
             scope,
             net: passes.net,
@@ -78,7 +91,49 @@ impl TrainGraph {
             slots_init: updates.slots_init,
             saver,
             between,
+            pipeline,
         })
+    }
+
+    /// One momentum-SGD step on the pipeline's next batch; None when the epoch's batches are done.
+    pub fn pipeline_step(&self, session: &Session, p: &Pipeline, lr: f32, dropout: f32, seed: [i64; 2]) -> Result<Option<PipelineStep>> {
+        let feeds = StepFeeds::new(lr, dropout, seed)?;
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
+        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
+        args.add_feed(&self.shards[0].seed.operation, self.shards[0].seed.index, &feeds.seeds[0]);
+        args.add_target(&self.train_op);
+        let loss = args.request_fetch(&self.loss.operation, self.loss.index);
+        let logits = args.request_fetch(&self.eval_logits.operation, self.eval_logits.index);
+        let labels = args.request_fetch(&p.next[1].operation, p.next[1].index);
+        let indices = args.request_fetch(&p.next[2].operation, p.next[2].index);
+        match session.run(&mut args) {
+            Err(e) if is_end_of_data(&e) => return Ok(None),
+            r => r?,
+        }
+        Ok(Some(PipelineStep {
+            loss: args.fetch::<f32>(loss)?[0],
+            logits: args.fetch::<f32>(logits)?.chunks(self.net.config.classes).map(|c| c.to_vec()).collect(),
+            labels: args.fetch::<i32>(labels)?.iter().map(|&l| l as usize).collect(),
+            indices: args.fetch::<i32>(indices)?.to_vec(),
+        }))
+    }
+
+    /// Logits (dropout off) and labels of the pipeline's whole validation split, in batches.
+    pub fn pipeline_logits(&self, session: &Session, p: &Pipeline) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
+        p.start_val(session)?;
+        let (mut logits, mut labels) = (vec![], vec![]);
+        loop {
+            let mut args = SessionRunArgs::new();
+            let l = args.request_fetch(&self.net.logits.operation, self.net.logits.index);
+            let y = args.request_fetch(&p.next[1].operation, p.next[1].index);
+            match session.run(&mut args) {
+                Err(e) if is_end_of_data(&e) => return Ok((logits, labels)),
+                r => r?,
+            }
+            logits.extend(args.fetch::<f32>(l)?.chunks(self.net.config.classes).map(|c| c.to_vec()));
+            labels.extend(args.fetch::<i32>(y)?.iter().map(|&l| l as usize));
+        }
     }
 
     /// Feeds the data set and the initial parameters into the variables.

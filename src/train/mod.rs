@@ -19,6 +19,7 @@ pub mod epoch;
 pub mod feeds;
 pub mod graph;
 pub mod local;
+pub mod pipelined;
 pub mod replicas;
 pub mod run_loop;
 pub mod source;
@@ -54,6 +55,8 @@ pub use self::feeds::{Batch, StepFeeds, StepOutput};
 pub use self::graph::TrainGraph;
 pub use self::replicas::{ReplicaStep, split_part};
 pub use self::source::{Source, load_source};
+use self::source::{load_pipeline, minibatch_default, wants_pipeline};
+use crate::data::pipeline::PipelineSpec;
 
 /// How a training run ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -94,7 +97,8 @@ pub fn train_on(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions, deployment
     prepare_run_dir(run_dir, opts)?;
     ensure!(cfg.epochs >= 1, "--epochs must be at least 1");
     model::check_dropout_rate(cfg.dropout)?;
-    let mut loaded = load_data(cfg, run_dir)?;
+    let (cfg, mut loaded) = load_data(cfg, run_dir, deployment.pipeline())?;
+    let cfg = &cfg;
     let params = initial_params(cfg)?;
     let placed = place_and_build(cfg, deployment, &loaded.source)?;
     let Placed { tg, tb, session, device } = &placed;
@@ -126,10 +130,17 @@ pub(crate) struct Loaded {
     pub(crate) source: Source,
 }
 
-/// Scans the run's images (the classes must be the run's), writes the config, and decodes or
-/// checks the images.
-fn load_data(cfg: &TrainConfig, run_dir: &Path) -> Result<Loaded> {
+/// Scans the run's images (the classes must be the run's), settles the batch, writes the config,
+/// and decodes or checks the images (`pipeline`: the deployment can train from the tf.data
+/// pipeline). Returns the config as written.
+fn load_data(cfg: &TrainConfig, run_dir: &Path, pipeline: bool) -> Result<(TrainConfig, Loaded)> {
     let dataset = data::scan(&cfg.images)?;
+    let mut cfg = cfg.clone();
+    if let Some((batch, line)) = minibatch_default(&cfg, dataset.train.len()).filter(|_| pipeline) {
+        say(line);
+        cfg.batch_size = batch;
+    }
+    let cfg = cfg;
     ensure!(
         dataset.classes == cfg.classes,
         "the classes in {} ([{}]) differ from the run's ([{}])",
@@ -145,20 +156,38 @@ fn load_data(cfg: &TrainConfig, run_dir: &Path) -> Result<Loaded> {
         say(format!("note: ignoring {} files that are hidden or have no image extension: {}{more}", dataset.ignored.len(), names.join(", ")));
     }
     let t0 = Instant::now();
-    let (dataset, images, source) = load_source(&dataset, &cfg.preprocess, cfg.skip_bad_images, cfg.cache_limit)?;
+    let (dataset, images, source) = if wants_pipeline(&cfg, dataset.train.len(), pipeline) {
+        let (kept, source) = load_pipeline(&dataset, &cfg, run_dir)?;
+        (kept, None, source)
+    } else {
+        load_source(&dataset, &cfg.preprocess, cfg.skip_bad_images, cfg.cache_limit)?
+    };
     say(format!(
         "data: {} classes [{}], {} train + {} val images {} in {:.2} s",
         dataset.classes.len(),
         dataset.classes.join(", "),
         dataset.train.len(),
         dataset.val.len(),
-        match source {
+        match &source {
             Source::InGraph => "decoded".to_string(),
             Source::Streamed { .. } => format!("checked (over the {} MiB --cache-limit: decoded from disk every step)", cfg.cache_limit >> 20),
+            Source::Pipeline { spec, .. } => pipeline_line(spec.as_ref()),
         },
         t0.elapsed().as_secs_f64()
     ));
-    Ok(Loaded { dataset, images, source })
+    Ok((cfg, Loaded { dataset, images, source }))
+}
+
+/// How the pipeline reads the images, for the data line.
+fn pipeline_line(spec: &PipelineSpec) -> String {
+    let cache = match &spec.cache_dir {
+        None => "in memory".to_string(),
+        Some(d) => format!("in {} (over the --cache-limit)", d.display()),
+    };
+    format!(
+        "checked (header and end); the tf.data pipeline decodes them in the first epoch and caches them as uint8 {cache}; batches of {}, augmentation {:?}",
+        spec.batch, spec.augment
+    )
 }
 
 /// The run's initial parameters (its weights file, or the seeded initialisation).
@@ -180,7 +209,8 @@ pub(crate) struct Placed {
 /// Where the graph goes, the graph and its summaries, and a session on it.
 fn place_and_build(cfg: &TrainConfig, deployment: &mut dyn Deployment, source: &Source) -> Result<Placed> {
     let replication = deployment.replication(cfg, source)?;
-    let tg = TrainGraph::build(&TrainSpec::of_run(cfg, replication))?;
+    let spec = TrainSpec { pipeline: source.pipeline_spec().cloned(), ..TrainSpec::of_run(cfg, replication) };
+    let tg = TrainGraph::build(&spec)?;
     let tb = Summaries::build(&tg, cfg)?;
     let (session, device) = deployment.session(cfg, &tg)?;
     Ok(Placed { tg, tb, session, device })
@@ -191,6 +221,9 @@ fn initialise(tg: &TrainGraph, session: &Session, images: Option<(Tensor<f32>, V
     if let Some((images, labels)) = images {
         // The host copy is dropped right after: the graph holds the data set from here on.
         tg.load_data(session, &images, &labels)?;
+    }
+    if let Some(p) = &tg.pipeline {
+        p.hold(session)?;
     }
     tg.init_variables(session, params)
 }

@@ -6,6 +6,7 @@
 use anyhow::Result;
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
+use crate::data::pipeline::Pipeline;
 use crate::graph::model::{self, ModelConfig, Network, Precision};
 use crate::graph::scoring::softmax_loss;
 use crate::train::feeds::StepFeeds;
@@ -84,13 +85,17 @@ pub(crate) struct Passes {
     pub(crate) local_loss: Output,
     /// Asynchronous: each replica's loss and gradients, for its own update (empty otherwise).
     pub(crate) own: Vec<(Output, Vec<Output>)>,
+    /// The tf.data pipeline the replica reads its batches from (None: the data variable).
+    pub(crate) pipeline: Option<Pipeline>,
 }
 
 impl Passes {
     /// One replica, on this process's devices.
     pub(crate) fn local(s: &mut Scope, spec: &TrainSpec, dropout: &model::Dropout) -> Result<Passes> {
-        let r = build_replica(s, &spec.model, dropout, spec.precision, None, "", "")?;
-        Ok(Passes { net: r.net, loss: r.loss.clone(), grads: r.grads, shards: vec![r.shard], local_loss: r.loss, own: vec![] })
+        let pipeline = spec.pipeline.as_ref().map(|p| Pipeline::build(s, p)).transpose()?;
+        let input = pipeline.as_ref().map(|p| (p.next[0].clone(), p.next[1].clone()));
+        let r = build_replica(s, &spec.model, dropout, spec.precision, None, "", "", input)?;
+        Ok(Passes { net: r.net, loss: r.loss.clone(), grads: r.grads, shards: vec![r.shard], local_loss: r.loss, own: vec![], pipeline })
     }
 
     /// The shared variables on the ps tasks of `p`, and a replica on each of its workers, each
@@ -105,7 +110,7 @@ impl Passes {
             // which is worker 0); the others are imported, to put their backward on
             // their worker too.
             let mut r = if i == 0 {
-                build_replica(rs, cfg, dropout, precision, Some(&shared), &format!("replica_{i}/"), dev)?
+                build_replica(rs, cfg, dropout, precision, Some(&shared), &format!("replica_{i}/"), dev, None)?
             } else {
                 import_replica(s, cfg, dropout, precision, &shared, i, dev)?
             };
@@ -142,11 +147,13 @@ impl Passes {
         }
         let shards = replicas.iter().map(|r| r.shard.clone()).collect();
         let local_loss = replicas[0].loss.clone();
-        Ok(Passes { net: replicas.swap_remove(0).net, loss, grads, shards, local_loss, own })
+        Ok(Passes { net: replicas.swap_remove(0).net, loss, grads, shards, local_loss, own, pipeline: None })
     }
 }
 
-/// Data variables, batch gather, forward pass, loss and gradients, all in `s` (on `device`).
+/// Data variables, batch gather (or, with `input`, the pipeline's images and labels), forward
+/// pass, loss and gradients, all in `s` (on `device`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn build_replica(
     s: &mut Scope,
     cfg: &ModelConfig,
@@ -155,6 +162,7 @@ pub(crate) fn build_replica(
     shared: Option<&[model::LayerVars]>,
     name_prefix: &str,
     device: &str,
+    input: Option<(Output, Output)>,
 ) -> Result<Replica> {
     let side = cfg.input_size as i64;
     // The decoded data set, train and val together, fed once.
@@ -162,8 +170,16 @@ pub(crate) fn build_replica(
     let (labels, labels_init) = fed_variable(&mut s.new_sub_scope("data"), "labels", DataType::Int32, &[None], device)?;
     let indices: Output = ops::Placeholder::new().dtype(DataType::Int32).shape(Shape::from(Some(vec![None]))).build(&mut s.with_op_name("indices"))?.into();
     let axis = ops::constant(0i32, s)?;
-    let batch_images: Output = ops::gather_v2(images, indices.clone(), axis.clone(), &mut s.with_op_name("batch_images"))?.into();
-    let batch_labels: Output = ops::gather_v2(labels, indices.clone(), axis, &mut s.with_op_name("batch_labels"))?.into();
+    let (batch_images, batch_labels): (Output, Output) = match input {
+        // Identities, so that feeding them (TensorBoard's example image) leaves the iterator be.
+        Some((images, labels)) => {
+            (ops::identity(images, &mut s.with_op_name("batch_images"))?.into(), ops::identity(labels, &mut s.with_op_name("batch_labels"))?.into())
+        }
+        None => (
+            ops::gather_v2(images, indices.clone(), axis.clone(), &mut s.with_op_name("batch_images"))?.into(),
+            ops::gather_v2(labels, indices.clone(), axis, &mut s.with_op_name("batch_labels"))?.into(),
+        ),
+    };
     let net = match shared {
         None => model::build_with(s, cfg, batch_images.clone(), dropout, precision)?,
         Some(vars) => model::build_shared(s, cfg, batch_images.clone(), dropout, precision, vars)?,
@@ -189,7 +205,7 @@ pub(crate) fn import_replica(
 ) -> Result<Replica> {
     let mut own = Scope::new_root_scope();
     let own_dropout = model::dropout_inputs(&mut own)?;
-    let r = build_replica(&mut own, cfg, &own_dropout, precision, None, "", "")?;
+    let r = build_replica(&mut own, cfg, &own_dropout, precision, None, "", "", None)?;
     let def = own.graph().graph_def()?;
     let mut opts = tensorflow::ImportGraphDefOptions::new();
     opts.set_prefix(&format!("replica_{i}"))?;

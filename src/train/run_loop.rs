@@ -43,6 +43,11 @@ pub(crate) struct EpochLoop<'a> {
     example: Batch,
     train_labels: Vec<usize>,
     val_labels: Vec<usize>,
+    /// The best val accuracy so far and its epoch, and validations since (for --early-stop).
+    best: Option<(f64, usize)>,
+    since_best: usize,
+    /// Set when --early-stop ends the run.
+    stopped_early: bool,
 }
 
 impl<'a> EpochLoop<'a> {
@@ -62,7 +67,11 @@ impl<'a> EpochLoop<'a> {
         let interrupted = interrupt_flag();
         let bar = progress_bar(((cfg.epochs - start_epoch.min(cfg.epochs)) * plan.steps_per_epoch) as u64, quiet);
         let dataset = &loaded.dataset;
+        let (best, since_best) = best_so_far(&rows);
         let this = EpochLoop {
+            best,
+            since_best,
+            stopped_early: false,
             cfg,
             run_dir,
             quiet,
@@ -114,8 +123,34 @@ impl<'a> EpochLoop<'a> {
                 return Err(self.diverged(loss, index, b)?);
             }
             pending = self.end_epoch(index, &stats, lookahead)?;
+            if self.stopped_early {
+                break;
+            }
         }
         Ok(())
+    }
+
+    /// After a validation of `index` at `val`: whether it is the new best (then its checkpoint is
+    /// written and named `best`), and whether --early-stop ends the run here.
+    fn track_best(&mut self, index: usize, val: f64) -> Result<bool> {
+        if self.best.is_none_or(|(b, _)| val > b) {
+            self.best = Some((val, index));
+            self.since_best = 0;
+            self.tg.saver.save_as(self.session, self.run_dir, index, false)?;
+            checkpoint::mark_best(self.run_dir, index)?;
+            return Ok(false);
+        }
+        self.since_best += 1;
+        let stop = self.cfg.early_stop > 0 && self.since_best >= self.cfg.early_stop;
+        if stop {
+            let (b, e) = self.best.unwrap();
+            // Said even with --quiet: it is why the run ends early.
+            crate::train::epoch::warn(
+                &self.bar,
+                format!("early stop: no better val accuracy in {} validations (best {b:.2}% at epoch {e}, kept as checkpoints/best)", self.since_best),
+            );
+        }
+        Ok(stop)
     }
 
     /// Completes the previous epoch's row with the train accuracy from this epoch's first step.
@@ -138,14 +173,23 @@ impl<'a> EpochLoop<'a> {
         let eval_chunk = self.plan.batch.max(60);
         let val_accuracy = if index.is_multiple_of(cfg.val_every.max(1)) || last {
             let val_idx: Vec<i32> = (n_train as i32..(n_train + self.val_labels.len()) as i32).collect();
-            let logits = self.source.logits(self.tg, self.session, &val_idx, eval_chunk).map_err(|e| self.blame.blame(e))?;
-            Some(accuracy(&logits, &self.val_labels))
+            let (logits, labels) = self.source.val_scores(self.tg, self.session, &val_idx, &self.val_labels, eval_chunk).map_err(|e| self.blame.blame(e))?;
+            Some(accuracy(&logits, &labels))
         } else {
             None
         };
+        let early = match val_accuracy {
+            Some(v) => self.track_best(index, v)?,
+            None => false,
+        };
+        self.stopped_early = early;
+        let checkpoint_now = checkpoint_now || early;
         let mut row = Row { epoch: index, loss: stats.loss_sum / stats.examples.max(1) as f64, train_accuracy: f64::NAN, val_accuracy };
         let mut pending = None;
-        if lookahead && !checkpoint_now && !self.tb.images_due(index, last) {
+        if let Some(train_accuracy) = stats.train_accuracy {
+            row.train_accuracy = train_accuracy;
+            self.finish_row(row)?;
+        } else if lookahead && !checkpoint_now && !self.tb.images_due(index, last) {
             pending = Some(row);
         } else {
             let train_idx: Vec<i32> = (0..n_train as i32).collect();
@@ -203,4 +247,21 @@ fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed_precise} (eta {eta})").unwrap());
     bar
+}
+
+/// The best val accuracy in `rows` and its epoch, and the validations after it.
+fn best_so_far(rows: &[Row]) -> (Option<(f64, usize)>, usize) {
+    let mut best: Option<(f64, usize)> = None;
+    let mut since = 0;
+    for r in rows {
+        if let Some(v) = r.val_accuracy {
+            if best.is_none_or(|(b, _)| v > b) {
+                best = Some((v, r.epoch));
+                since = 0;
+            } else {
+                since += 1;
+            }
+        }
+    }
+    (best, since)
 }

@@ -1,13 +1,20 @@
 //! Where the training steps' images come from: the decoded data set in the graph's data
-//! variable, or (over the cache limit) batches decoded from disk and fed.
+//! variable (the Swift recipe's full batch), the tf.data pipeline in the graph (minibatches,
+//! augmentation, large folders), or, on a cluster over the cache limit, batches decoded from disk
+//! and fed.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tensorflow::{Session, Tensor};
 
 use crate::data::decoded::{decoded_bytes, keep_good, load_images};
 use crate::data::images::{Dataset, Decoder, Preprocess};
+use crate::data::pipeline::check::quick_check;
+use crate::data::pipeline::functions::SHORT_SIDE;
+use crate::data::pipeline::{AUTOTUNE, Augment, Examples, PipelineSpec};
+use crate::graph::model::{ModelConfig, output_shapes};
+use crate::run::config::TrainConfig;
 use crate::train::feeds::Batch;
 use crate::train::graph::TrainGraph;
 
@@ -17,6 +24,9 @@ pub enum Source {
     InGraph,
     /// Decoded from disk for every batch and fed (the data set is over the cache limit).
     Streamed { decoder: Decoder, paths: Vec<PathBuf>, labels: Vec<i32> },
+    /// The tf.data pipeline in the training graph (see [`crate::data::pipeline`]); `decoder`,
+    /// `paths` and `labels` (train then val) serve TensorBoard's one example image.
+    Pipeline { spec: Box<PipelineSpec>, decoder: Decoder, paths: Vec<PathBuf>, labels: Vec<i32>, bad_log: PathBuf },
 }
 
 impl Source {
@@ -24,7 +34,7 @@ impl Source {
     pub fn batch(&self, idx: &[i32]) -> Result<Batch> {
         match self {
             Source::InGraph => Batch::indices(idx),
-            Source::Streamed { decoder, paths, labels } => {
+            Source::Streamed { decoder, paths, labels } | Source::Pipeline { decoder, paths, labels, .. } => {
                 let files: Vec<&Path> = idx.iter().map(|&i| paths[i as usize].as_path()).collect();
                 let l: Vec<i32> = idx.iter().map(|&i| labels[i as usize]).collect();
                 Batch::fed(decoder.decode_files(&files)?, &l)
@@ -39,6 +49,22 @@ impl Source {
             out.extend(tg.batch_logits(session, &self.batch(part)?)?);
         }
         Ok(out)
+    }
+
+    /// Logits and labels of the validation examples `val_idx` (labelled `val_labels`): through
+    /// the pipeline's val split when there is one (without the files that failed to decode).
+    pub fn val_scores(&self, tg: &TrainGraph, session: &Session, val_idx: &[i32], val_labels: &[usize], chunk: usize) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
+        match (self, tg.pipeline.as_ref()) {
+            (Source::Pipeline { .. }, Some(p)) => tg.pipeline_logits(session, p),
+            _ => Ok((self.logits(tg, session, val_idx, chunk)?, val_labels.to_vec())),
+        }
+    }
+
+    pub fn pipeline_spec(&self) -> Option<&PipelineSpec> {
+        match self {
+            Source::Pipeline { spec, .. } => Some(spec),
+            _ => None,
+        }
     }
 }
 
@@ -60,4 +86,136 @@ pub fn load_source(dataset: &Dataset, p: &Preprocess, skip_bad: bool, cache_limi
     let paths = kept.train.iter().chain(&kept.val).map(|e| e.path.clone()).collect();
     let labels = kept.train.iter().chain(&kept.val).map(|e| e.label as i32).collect();
     Ok((kept, None, Source::Streamed { decoder, paths, labels }))
+}
+
+/// Bytes of a training step's activations and gradients per image, with room for the
+/// kernels' workspaces: (input + every layer's output) x 4 bytes x 4.
+pub fn step_bytes_per_image(model: &ModelConfig) -> u64 {
+    let values: usize = output_shapes(model).iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>() + model.input_size * model.input_size * 3;
+    values as u64 * 16
+}
+
+/// The machine's RAM (MemTotal), or 4 GiB where /proc/meminfo can't say.
+fn total_memory() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = meminfo.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
+    kib.map_or(4 << 30, |k| k << 10)
+}
+
+/// Minibatches when the run asked for the whole set as one batch but its step would take more
+/// than half the machine's memory: the batch to use, and the line that says so. A set the size of
+/// the Swift original's (up to `FULL_BATCH_ALWAYS` images) always keeps its full batch, so its
+/// numbers do not depend on the machine.
+pub fn minibatch_default(cfg: &TrainConfig, n_train: usize) -> Option<(usize, String)> {
+    let need = n_train as u64 * step_bytes_per_image(&cfg.model);
+    (cfg.batch_size == 0 && n_train > FULL_BATCH_ALWAYS && need > total_memory() / 2).then(|| {
+        (
+            DEFAULT_MINIBATCH,
+            format!(
+                "batch: {n_train} training images are too many for one full batch (about {} GiB of activations); training in minibatches of {DEFAULT_MINIBATCH} (--batch-size to choose)",
+                need >> 30
+            ),
+        )
+    })
+}
+
+/// Training sets up to this size keep the full batch whatever the machine.
+pub const FULL_BATCH_ALWAYS: usize = 128;
+
+/// The batch a large folder gets when none is given.
+pub const DEFAULT_MINIBATCH: usize = 64;
+
+/// Whether the run trains from the tf.data pipeline: minibatches or augmentation, where the
+/// deployment allows it (one process). A full batch (the Swift recipe) keeps the decoded variable
+/// and its numbers (over the cache limit: batches decoded from disk, as before); a folder too
+/// large for a full batch gets minibatches by default ([`minibatch_default`]), so the pipeline.
+pub fn wants_pipeline(cfg: &TrainConfig, n_train: usize, allowed: bool) -> bool {
+    let minibatch = cfg.batch_size > 0 && cfg.batch_size < n_train;
+    allowed && !cfg.no_pipeline && (cfg.augment != Augment::None || minibatch)
+}
+
+/// The pipeline source: every file's header and end checked (or, `--strict-images`, decoded),
+/// bad ones refused or (`--skip-bad-images`) left out and written to `bad-images.txt`.
+pub fn load_pipeline(dataset: &Dataset, cfg: &TrainConfig, run_dir: &Path) -> Result<(Dataset, Source)> {
+    let p = &cfg.preprocess;
+    let decoder = Decoder::new(p)?;
+    let all: Vec<&Path> = dataset.train.iter().chain(&dataset.val).map(|e| e.path.as_path()).collect();
+    let bad = if cfg.strict_images { decoder.check(&all) } else { quick_check(&all) };
+    let kept = keep_good(dataset, &bad, cfg.skip_bad_images)?;
+    let bad_log = run_dir.join(BAD_IMAGES);
+    append_bad(&bad_log, &bad.iter().map(|b| b.to_string()).collect::<Vec<_>>())?;
+    let examples = |list: &[crate::data::images::Example]| -> Result<Examples> {
+        let paths = list
+            .iter()
+            .map(|e| e.path.to_str().map(String::from).with_context(|| format!("path {} is not valid UTF-8", e.path.display())))
+            .collect::<Result<_>>()?;
+        Ok(Examples { paths, labels: list.iter().map(|e| e.label as i32).collect() })
+    };
+    let n_total = (kept.train.len() + kept.val.len()) as u64;
+    let cache_dir = (n_total * cached_bytes(cfg) > cfg.cache_limit).then(|| run_dir.join("input-cache"));
+    if let Some(dir) = &cache_dir {
+        // A cache file left by an interrupted run is incomplete: TensorFlow refuses to reuse it.
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let batch = if cfg.batch_size == 0 { kept.train.len() } else { cfg.batch_size.min(kept.train.len()) };
+    let spec = PipelineSpec {
+        train: examples(&kept.train)?,
+        val: examples(&kept.val)?,
+        preprocess: p.clone(),
+        augment: cfg.augment,
+        batch,
+        eval_batch: batch.clamp(60, 256),
+        drop_remainder: cfg.drop_remainder,
+        shuffle_buffer: SHUFFLE_BUFFER,
+        cache_dir,
+        parallel_calls: AUTOTUNE,
+    };
+    let paths = kept.train.iter().chain(&kept.val).map(|e| e.path.clone()).collect();
+    let labels = kept.train.iter().chain(&kept.val).map(|e| e.label as i32).collect();
+    Ok((kept, Source::Pipeline { spec: Box::new(spec), decoder, paths, labels, bad_log }))
+}
+
+/// Decoded images the shuffle buffer holds: the whole split up to this many; a larger split is
+/// shuffled within a window of this many (tf.data's own trade of memory for randomness).
+pub const SHUFFLE_BUFFER: usize = 4096;
+
+/// The run directory's list of images that could not be used.
+pub const BAD_IMAGES: &str = "bad-images.txt";
+
+/// Bytes of one image in the pipeline's uint8 cache (a 4:3 photo at short side 256 when
+/// augmenting).
+pub fn cached_bytes(cfg: &TrainConfig) -> u64 {
+    match cfg.augment {
+        Augment::None => (cfg.preprocess.size * cfg.preprocess.size * 3) as u64,
+        Augment::CropFlip => (SHORT_SIDE as u64) * (SHORT_SIDE as u64 * 4 / 3) * 3,
+    }
+}
+
+/// Appends `lines` to the run's bad-images.txt.
+pub fn append_bad(path: &Path, lines: &[String]) -> Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    for l in lines {
+        writeln!(f, "{l}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_folders_get_minibatches_by_default() {
+        let cfg = TrainConfig::swift_recipe("images".into(), None, vec!["cat".into(), "dog".into()]);
+        assert!(minibatch_default(&cfg, 60).is_none(), "the Swift set keeps its full batch");
+        let (batch, line) = minibatch_default(&cfg, 1_000_000).unwrap();
+        assert_eq!(batch, DEFAULT_MINIBATCH);
+        assert!(line.contains("1000000 training images are too many for one full batch"), "{line}");
+        assert!(minibatch_default(&TrainConfig { batch_size: 32, ..cfg }, 1_000_000).is_none(), "a batch given is kept");
+    }
 }

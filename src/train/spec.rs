@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use crate::data::pipeline::PipelineSpec;
 use crate::graph::model::{ModelConfig, ParamSpec, Precision};
 use crate::run::config::TrainConfig;
 
@@ -16,6 +17,8 @@ pub struct TrainSpec {
     pub weight_decay: f32,
     pub precision: Precision,
     pub replication: Replication,
+    /// Batches from the tf.data pipeline in the graph (one replica only); None: the data variable.
+    pub pipeline: Option<PipelineSpec>,
 }
 
 /// How the training graph is replicated.
@@ -63,12 +66,12 @@ impl Replication {
 impl TrainSpec {
     /// One replica, float32.
     pub fn local(model: ModelConfig, momentum: f32, weight_decay: f32) -> TrainSpec {
-        TrainSpec { model, momentum, weight_decay, precision: Precision::F32, replication: Replication::Local }
+        TrainSpec { model, momentum, weight_decay, precision: Precision::F32, replication: Replication::Local, pipeline: None }
     }
 
     /// A run's graph, replicated as `replication`.
     pub fn of_run(cfg: &TrainConfig, replication: Replication) -> TrainSpec {
-        TrainSpec { model: cfg.model.clone(), momentum: cfg.momentum, weight_decay: cfg.weight_decay, precision: cfg.precision, replication }
+        TrainSpec { model: cfg.model.clone(), momentum: cfg.momentum, weight_decay: cfg.weight_decay, precision: cfg.precision, replication, pipeline: None }
     }
 }
 

@@ -1,0 +1,244 @@
+//! The input pipeline on tf.data's own dataset ops, built from raw ops into the training graph.
+//!
+//! Once per session, each split's files become a cached dataset of decoded uint8 images:
+//! TensorSliceDataset of (path, label, index) -> ParallelMapDatasetV2 (`decode`) ->
+//! IgnoreErrorsDataset -> CacheDatasetV2 (in memory, or a file past the cache limit). That dataset is
+//! held in a variant resource variable, so every later epoch reads the same dataset object and its
+//! cache instead of the JPEGs. Each epoch then re-makes the one iterator from: the held dataset
+//! -> ShuffleDataset (seeds fed: run seed and epoch) -> ParallelMapDatasetV2 (`finish`: crop, flip,
+//! float, mean, BGR) -> BatchDatasetV2 -> PrefetchDataset (autotuned) -> ModelDataset; the
+//! training step takes `IteratorGetNext`'s outputs directly, so no image crosses the C API per
+//! step. Validation re-makes the same iterator from the val split (centre crop, no shuffle).
+//!
+//! Each element carries its example's index: a file that fails to decode is dropped by
+//! IgnoreErrorsDataset, and the indices missing from an epoch name it.
+
+pub mod check;
+pub mod functions;
+pub mod raw;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
+
+use self::raw::{In, Signature, dataset_op, raw_op};
+use crate::data::images::Preprocess;
+
+/// tf.data's AUTOTUNE: parallelism and buffer sizes tuned at run time.
+pub const AUTOTUNE: i64 = -1;
+
+/// Data augmentation of the training images.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augment {
+    /// The Swift recipe: the whole image resized to 227 x 227.
+    #[default]
+    None,
+    /// The AlexNet paper's: short side 256, a random 227 x 227 crop, a random left-right flip
+    /// (evaluation takes the centre crop).
+    CropFlip,
+}
+
+/// One split's examples, in the run's numbering.
+#[derive(Clone, Debug, Default)]
+pub struct Examples {
+    pub paths: Vec<String>,
+    pub labels: Vec<i32>,
+}
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct PipelineSpec {
+    pub train: Examples,
+    pub val: Examples,
+    pub preprocess: Preprocess,
+    pub augment: Augment,
+    pub batch: usize,
+    pub eval_batch: usize,
+    pub drop_remainder: bool,
+    /// Elements of the shuffle buffer (the whole split when it is smaller).
+    pub shuffle_buffer: usize,
+    /// None: cache in memory; Some(dir): cache files in `dir` (past the cache limit).
+    pub cache_dir: Option<PathBuf>,
+    /// Parallel decodes (AUTOTUNE: tuned).
+    pub parallel_calls: i64,
+}
+
+/// The pipeline's handles in the training graph.
+#[derive(Clone)]
+pub struct Pipeline {
+    /// Images [N, S, S, 3] float, labels [N], indices [N] of the next batch.
+    pub next: Vec<Output>,
+    make_train: Operation,
+    make_val: Operation,
+    run_seed: Output,
+    epoch: Output,
+    hold: Vec<Operation>,
+}
+
+impl Pipeline {
+    /// Adds the pipeline to the graph of `scope`.
+    pub fn build(scope: &mut Scope, spec: &PipelineSpec) -> Result<Pipeline> {
+        let s = &mut scope.new_sub_scope("input");
+        let run_seed: Output = ops::Placeholder::new().dtype(DataType::Int64).shape(Shape::from(Some(vec![]))).build(&mut s.with_op_name("run_seed"))?.into();
+        let epoch: Output = ops::Placeholder::new().dtype(DataType::Int64).shape(Shape::from(Some(vec![]))).build(&mut s.with_op_name("epoch"))?.into();
+        let (train_held, hold_train) = cached(&mut s.new_sub_scope("train_cache"), spec, &spec.train, "train")?;
+        let (val_held, hold_val) = cached(&mut s.new_sub_scope("val_cache"), spec, &spec.val, "val")?;
+        let train = per_epoch(&mut s.new_sub_scope("train"), spec, train_held, &run_seed, &epoch, true)?;
+        let val = per_epoch(&mut s.new_sub_scope("val"), spec, val_held, &run_seed, &epoch, false)?;
+        let sig = signature_of_batches(spec);
+        let iterator = raw_op(s, "IteratorV2", vec![], |nd| {
+            nd.set_attr_string("shared_name", "")?;
+            nd.set_attr_string("container", "")?;
+            nd.set_attr_type_list("output_types", &sig.types)?;
+            nd.set_attr_shape_list("output_shapes", &sig.shapes)?;
+            Ok(())
+        })?
+        .output(0);
+        let make = |s: &mut Scope, ds: Output| raw_op(s, "MakeIterator", vec![In::One(ds), In::One(iterator.clone())], |_| Ok(()));
+        let make_train = make(s, train)?;
+        let make_val = make(s, val)?;
+        let get_next = raw_op(&mut s.with_op_name("next"), "IteratorGetNext", vec![In::One(iterator.clone())], |nd| {
+            nd.set_attr_type_list("output_types", &sig.types)?;
+            nd.set_attr_shape_list("output_shapes", &sig.shapes)?;
+            Ok(())
+        })?;
+        let next = (0..3).map(|i| get_next.output(i)).collect();
+        Ok(Pipeline { next, make_train, make_val, run_seed, epoch, hold: vec![hold_train, hold_val] })
+    }
+
+    /// Once per session: creates the cached datasets (empty until the first epoch reads them).
+    pub fn hold(&self, session: &Session) -> Result<()> {
+        let mut args = SessionRunArgs::new();
+        for op in &self.hold {
+            args.add_target(op);
+        }
+        session.run(&mut args).context("cannot create the input pipeline's datasets")
+    }
+
+    /// Points the iterator at epoch `epoch` of the training split (its shuffle and crops).
+    pub fn start_train(&self, session: &Session, run_seed: u64, epoch: usize) -> Result<()> {
+        self.start(session, &self.make_train, run_seed, epoch)
+    }
+
+    /// Points the iterator at the validation split.
+    pub fn start_val(&self, session: &Session) -> Result<()> {
+        self.start(session, &self.make_val, 0, 0)
+    }
+
+    fn start(&self, session: &Session, make: &Operation, run_seed: u64, epoch: usize) -> Result<()> {
+        let seed = Tensor::from(run_seed as i64);
+        let epoch = Tensor::from(epoch as i64);
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.run_seed.operation, self.run_seed.index, &seed);
+        args.add_feed(&self.epoch.operation, self.epoch.index, &epoch);
+        args.add_target(make);
+        session.run(&mut args).context("cannot start the input pipeline")
+    }
+}
+
+/// True when a session run failed because the iterator reached the end of its split.
+pub fn is_end_of_data(e: &tensorflow::Status) -> bool {
+    e.code() == tensorflow::Code::OutOfRange
+}
+
+/// The batches' signature: float images [N, S, S, 3], labels [N], indices [N].
+fn signature_of_batches(spec: &PipelineSpec) -> Signature {
+    let side = Some(spec.preprocess.size as i64);
+    let scalar = Shape::from(Some(vec![]));
+    Signature {
+        types: vec![DataType::Float, DataType::Int32, DataType::Int32],
+        shapes: vec![Shape::from(Some(vec![side, side, Some(3)])), scalar.clone(), scalar],
+    }
+    .batched()
+}
+
+/// A split's decoded, cached dataset in a variant variable: its read, and the op that fills
+/// the variable.
+fn cached(s: &mut Scope, spec: &PipelineSpec, examples: &Examples, split: &str) -> Result<(Output, Operation)> {
+    let n = examples.paths.len();
+    let paths = ops::constant(Tensor::<String>::new(&[n as u64]).with_values(&examples.paths)?, s)?;
+    let labels = ops::constant(Tensor::<i32>::new(&[n as u64]).with_values(&examples.labels)?, s)?;
+    let index: Vec<i32> = (0..n as i32).collect();
+    let index = ops::constant(Tensor::<i32>::new(&[n as u64]).with_values(&index)?, s)?;
+    let scalar = Shape::from(Some(vec![]));
+    let sig = Signature { types: vec![DataType::String, DataType::Int32, DataType::Int32], shapes: vec![scalar.clone(), scalar.clone(), scalar] };
+    // TensorSliceDataset names its types Toutput_types.
+    let slices = raw_op(s, "TensorSliceDataset", vec![In::List(vec![paths.into(), labels.into(), index.into()])], |nd| {
+        nd.set_attr_type_list("Toutput_types", &sig.types)?;
+        nd.set_attr_shape_list("output_shapes", &sig.shapes)?;
+        Ok(())
+    })?
+    .output(0);
+    let decode = functions::decode(&mut s.graph_mut(), &format!("alexnet_decode_{split}"), &spec.preprocess, spec.augment)?;
+    let decoded = parallel_map(s, slices, &decode, vec![], spec.parallel_calls)?;
+    let good = dataset_op(s, "IgnoreErrorsDataset", vec![In::One(decoded)], &decode.output, |_| Ok(()))?;
+    let file = match &spec.cache_dir {
+        None => String::new(),
+        Some(dir) => dir.join(split).to_str().context("the cache folder's path is not valid UTF-8")?.to_string(),
+    };
+    let file = ops::constant(Tensor::<String>::from(file), s)?;
+    // MakeIterator rebuilds a dataset from its graph when it applies tf.data's optimisations: a
+    // CacheDataset (v1) would come back with a new, empty memory cache every epoch. CacheDatasetV2
+    // finds its cache by the handle, in the session's resources, which live as long as the
+    // AnonymousMemoryCache's deleter: that is held in a variable beside the dataset.
+    let memory = raw_op(s, "AnonymousMemoryCache", vec![], |_| Ok(()))?;
+    let cache = dataset_op(s, "CacheDatasetV2", vec![In::One(good), In::One(file.into()), In::One(memory.output(0))], &decode.output, |_| Ok(()))?;
+    let keep = variant_variable(s, &format!("alexnet_{split}_cache"))?;
+    let keep_cache = ops::AssignVariableOp::new().dtype(DataType::Variant).build(keep, memory.output(1), s)?;
+    let var = variant_variable(s, &format!("alexnet_{split}_dataset"))?;
+    let hold = ops::AssignVariableOp::new().dtype(DataType::Variant).add_control_input(keep_cache).build(var.clone(), cache, s)?;
+    let held = ops::ReadVariableOp::new().dtype(DataType::Variant).build(var, s)?;
+    Ok((held.into(), hold))
+}
+
+/// A resource variable holding one variant (a dataset, a resource's deleter).
+fn variant_variable(s: &mut Scope, name: &str) -> Result<Output> {
+    Ok(ops::VarHandleOp::new().dtype(DataType::Variant).shape(Shape::from(Some(vec![]))).shared_name(name).build(s)?.into())
+}
+
+/// A split's batches for one pass: shuffled (training), finished, batched, prefetched.
+fn per_epoch(s: &mut Scope, spec: &PipelineSpec, held: Output, run_seed: &Output, epoch: &Output, train: bool) -> Result<Output> {
+    let split = if train { "train" } else { "val" };
+    let cached_sig = functions::decode_signature(spec.augment, spec.preprocess.size as i64);
+    let mut ds = held;
+    if train {
+        let buffer = ops::constant(spec.shuffle_buffer.min(spec.train.paths.len()).max(1) as i64, s)?;
+        // seed2 is never 0: a (0, 0) pair would make ShuffleDataset draw a random seed.
+        let seed2 = ops::add(epoch.clone(), ops::constant(1_000_000i64, s)?, s)?;
+        ds = dataset_op(s, "ShuffleDataset", vec![In::One(ds), In::One(buffer.into()), In::One(run_seed.clone()), In::One(seed2.into())], &cached_sig, |nd| {
+            nd.set_attr_bool("reshuffle_each_iteration", false)?;
+            Ok(())
+        })?;
+    }
+    let finish = functions::finish(&mut s.graph_mut(), &format!("alexnet_finish_{split}"), &spec.preprocess, spec.augment, train)?;
+    ds = parallel_map(s, ds, &finish, vec![run_seed.clone(), epoch.clone()], spec.parallel_calls)?;
+    let batch = ops::constant(if train { spec.batch } else { spec.eval_batch } as i64, s)?;
+    let drop = ops::constant(train && spec.drop_remainder, s)?;
+    let sig = finish.output.batched();
+    ds = dataset_op(s, "BatchDatasetV2", vec![In::One(ds), In::One(batch.into()), In::One(drop.into())], &sig, |nd| {
+        nd.set_attr_bool("parallel_copy", false)?;
+        Ok(())
+    })?;
+    let prefetch = ops::constant(AUTOTUNE, s)?;
+    ds = dataset_op(s, "PrefetchDataset", vec![In::One(ds), In::One(prefetch.into())], &sig, |_| Ok(()))?;
+    // What tf.data's Python front end adds when iterating: the autotuner's model.
+    dataset_op(s, "ModelDataset", vec![In::One(ds)], &sig, |_| Ok(()))
+}
+
+/// ParallelMapDatasetV2 of `f` over `input`, with `captured` as its extra arguments; outputs
+/// in input order (deterministic), parallelism `calls`.
+fn parallel_map(s: &mut Scope, input: Output, f: &functions::MapFn, captured: Vec<Output>, calls: i64) -> Result<Output> {
+    let calls = ops::constant(calls, s)?;
+    let captured_types: Vec<DataType> = captured.iter().map(|_| DataType::Int64).collect();
+    dataset_op(s, "ParallelMapDatasetV2", vec![In::One(input), In::List(captured), In::One(calls.into())], &f.output, |nd| {
+        nd.set_attr_func_name("f", &f.name)?;
+        nd.set_attr_type_list("Targuments", &captured_types)?;
+        nd.set_attr_bool("use_inter_op_parallelism", true)?;
+        nd.set_attr_string("deterministic", "true")?;
+        nd.set_attr_bool("preserve_cardinality", true)?;
+        Ok(())
+    })
+}
