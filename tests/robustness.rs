@@ -57,17 +57,17 @@ fn every_bad_image_is_listed_and_can_be_skipped() {
 
 #[test]
 fn end_markers_tell_cut_off_files_from_whole_ones_and_allow_trailing_bytes() {
-    use alexnet::data::images::{check_encoded, has_end_marker};
+    use alexnet::data::images::{check_whole, has_end_marker};
     let mut jpegs = 0;
     for class in ["cat", "dog"] {
         for entry in std::fs::read_dir(common::images().join("train").join(class)).unwrap() {
             let jpeg = std::fs::read(entry.unwrap().path()).unwrap();
-            assert!(has_end_marker(&jpeg) && check_encoded(&jpeg).is_ok());
+            assert!(has_end_marker(&jpeg) && check_whole(&jpeg).is_ok());
             // Some cameras append data after the end-of-image marker: such files are fine.
             let trailer: Vec<u8> = jpeg.iter().copied().chain([0u8, 1, 2, 0xFF, 0xD8, 7].repeat(100)).collect();
             assert!(has_end_marker(&trailer));
             for cut in [jpeg.len() / 3, jpeg.len() - 2] {
-                let err = check_encoded(&jpeg[..cut]).unwrap_err();
+                let err = check_whole(&jpeg[..cut]).unwrap_err();
                 assert!(err.contains("truncated JPEG"), "{err}");
             }
             jpegs += 1;

@@ -232,7 +232,7 @@ fn bad_requests_get_4xx_and_the_server_keeps_serving() {
         ("not base64", b"{\"instances\": [{\"b64\": \"%%%\"}]}".to_vec(), 400, "not valid base64"),
         ("not an image", one(b"hello, world"), 400, "not a JPEG, PNG, GIF or BMP image"),
         ("image over the pixel limit", one(&huge_png), 400, "5000 x 5000 pixels, over the limit"),
-        ("truncated JPEG", one(&jpeg[..jpeg.len() / 3]), 400, "the model refused the input"),
+        ("truncated JPEG", one(&jpeg[..jpeg.len() / 3]), 400, "truncated JPEG file"),
         ("too many instances", json!({"instances": vec![json!({"b64": "aGk="}); 5]}).to_string().into_bytes(), 400, "5 instances"),
         ("body over the limit", vec![b' '; 1_200_000], 413, "over the limit of 1000000 bytes"),
         ("pixels of the wrong shape", json!({"signature_name": "predict_tensor", "instances": [[[1.0, 2.0]]]}).to_string().into_bytes(), 400, "instance 0"),

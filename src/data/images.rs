@@ -359,17 +359,24 @@ pub fn image_format(b: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// The checks of an encoded image that need no decoding, in plain words: empty, not a format
-/// TensorFlow decodes, cut short before its end marker, or a header giving more than [`MAX_PIXELS`].
+/// [`check_encoded`] on a whole file, and its end: a file cut short before its end marker is
+/// refused too.
+pub fn check_whole(bytes: &[u8]) -> std::result::Result<(), String> {
+    check_encoded(bytes)?;
+    match image_format(bytes) {
+        Some(format) if !has_end_marker(bytes) => Err(format!("truncated {format} file (it stops before the image's end marker)")),
+        _ => Ok(()),
+    }
+}
+
+/// The checks of an encoded image's start that need no decoding, in plain words: empty, not a
+/// format TensorFlow decodes, or a header giving more than [`MAX_PIXELS`].
 pub fn check_encoded(bytes: &[u8]) -> std::result::Result<(), String> {
     if bytes.is_empty() {
         return Err("empty file (0 bytes)".into());
     }
-    let Some(format) = image_format(bytes) else {
+    if image_format(bytes).is_none() {
         return Err("not a JPEG, PNG, GIF or BMP image".into());
-    };
-    if !has_end_marker(bytes) {
-        return Err(format!("truncated {format} file (it stops before the image's end marker)"));
     }
     if let Some((w, h)) = image_dimensions(bytes)
         && w as u64 * h as u64 > MAX_PIXELS

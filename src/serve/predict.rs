@@ -179,7 +179,7 @@ impl Predictor {
                     let e = e.to_string();
                     out[i] = bad(path, format!("cannot read: {}", e.split(" (os error").next().unwrap_or(&e)));
                 }
-                Ok(bytes) => match images::check_encoded(&bytes) {
+                Ok(bytes) => match images::check_whole(&bytes) {
                     Err(reason) => out[i] = bad(path, reason),
                     Ok(()) => good.push((i, bytes)),
                 },

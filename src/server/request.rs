@@ -160,7 +160,7 @@ fn image_bytes(v: &Value, i: usize, limits: &Limits) -> Result<Vec<u8>, ApiError
     {
         return Err(bad(format!("the image is {w} x {h} pixels, over the limit of {} pixels (--max-pixels)", limits.max_pixels)));
     }
-    images::check_encoded(&bytes).map_err(bad)?;
+    images::check_whole(&bytes).map_err(bad)?;
     Ok(bytes)
 }
 
