@@ -125,7 +125,8 @@ proptest! {
                                      rest in proptest::collection::vec(any::<u8>(), 0..200)) {
         let mut bytes = prefix;
         bytes.extend(rest);
-        let _ = data::image_dimensions(&bytes);
+        let _ = alexnet::data::encoded::image_dimensions(&bytes);
+        let _ = alexnet::data::encoded::check_whole(&bytes);
     }
 
     #[test]

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
+
+use super::encoded::{check_whole, image_format};
+use crate::util::parallel::map_each;
 use tensorflow::{DataType, Output, Scope, Session, SessionOptions, SessionRunArgs, Shape, Tensor, ops};
 
 /// File name extensions taken as images.
@@ -245,32 +248,12 @@ impl Decoder {
         bad
     }
 
-    /// Decodes `paths[i]` into the i-th image of `out`, `threads` files at a time, taking the next
-    /// file as each finishes (sizes vary); returns each file's error.
+    /// Decodes `paths[i]` into the i-th image of `out`, `threads` files at a time; returns each
+    /// file's error.
     fn decode_into(&self, paths: &[&Path], out: &mut [f32]) -> Vec<Option<String>> {
-        use std::sync::Mutex;
-        use std::sync::atomic::{AtomicUsize, Ordering};
         let per_image = self.size * self.size * 3;
-        let slots: Vec<Mutex<&mut [f32]>> = out.chunks_mut(per_image).take(paths.len()).map(Mutex::new).collect();
-        let errors: Vec<Mutex<Option<String>>> = paths.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        let work = || {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(path) = paths.get(i) else { break };
-                let mut slot = slots[i].lock().unwrap();
-                if let Err(e) = check_file(path).and_then(|()| self.decode_file(path, &mut slot)) {
-                    *errors[i].lock().unwrap() = Some(first_line(&format!("{e:#}")));
-                }
-            }
-        };
-        std::thread::scope(|s| {
-            for _ in 1..self.threads.min(paths.len()) {
-                s.spawn(work);
-            }
-            work();
-        });
-        errors.into_iter().map(|e| e.into_inner().unwrap()).collect()
+        let work: Vec<(&Path, &mut [f32])> = paths.iter().copied().zip(out.chunks_mut(per_image)).collect();
+        map_each(work, self.threads, |(path, slot)| check_file(path).and_then(|()| self.decode_file(path, slot)).err().map(|e| first_line(&format!("{e:#}"))))
     }
 }
 
@@ -287,136 +270,14 @@ impl std::fmt::Display for BadImage {
     }
 }
 
-/// Images larger than this are refused before decoding (3 bytes a pixel while decoding: 750 MB).
-pub const MAX_PIXELS: u64 = 250_000_000;
-
-/// Cheap checks before TensorFlow sees the file: empty, unreadable, absurdly large.
+/// Cheap checks before TensorFlow sees the file: unreadable, empty, not an image, absurdly
+/// large, cut short.
 fn check_file(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).context("cannot read the file")?;
-    ensure!(!bytes.is_empty(), "empty file (0 bytes)");
-    if let Some((w, h)) = image_dimensions(&bytes) {
-        let pixels = w as u64 * h as u64;
-        ensure!(
-            pixels <= MAX_PIXELS,
-            "{w} x {h} pixels ({} megapixels) is more than the {} megapixels this trainer decodes; downscale it first",
-            pixels / 1_000_000,
-            MAX_PIXELS / 1_000_000
-        );
-    }
-    Ok(())
+    check_whole(&bytes).map_err(anyhow::Error::msg)
 }
 
-/// Width and height from a JPEG, PNG, GIF or BMP header, when the header is readable.
-pub fn image_dimensions(b: &[u8]) -> Option<(u32, u32)> {
-    let be16 = |i: usize| Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]) as u32);
-    let le16 = |i: usize| Some(u16::from_le_bytes([*b.get(i)?, *b.get(i + 1)?]) as u32);
-    let be32 = |i: usize| Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?));
-    let le32 = |i: usize| Some(i32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?).unsigned_abs());
-    if b.starts_with(b"\x89PNG\r\n\x1a\n") {
-        return Some((be32(16)?, be32(20)?));
-    }
-    if b.starts_with(b"GIF8") {
-        return Some((le16(6)?, le16(8)?));
-    }
-    if b.starts_with(b"BM") {
-        return Some((le32(18)?, le32(22)?));
-    }
-    if b.starts_with(&[0xFF, 0xD8]) {
-        // Walk the markers to the first start-of-frame (SOF0..SOF15 but DHT, JPG, DAC).
-        let mut i = 2;
-        while i + 9 < b.len() {
-            if b[i] != 0xFF {
-                return None;
-            }
-            let marker = b[i + 1];
-            if marker == 0xFF {
-                i += 1;
-                continue;
-            }
-            let len = be16(i + 2)? as usize;
-            if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
-                return Some((be16(i + 7)?, be16(i + 5)?));
-            }
-            i += 2 + len;
-        }
-    }
-    None
-}
-
-/// The format TensorFlow's DecodeImage would take the bytes for (it sniffs the same signatures),
-/// or None for anything it refuses.
-pub fn image_format(b: &[u8]) -> Option<&'static str> {
-    if b.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        Some("JPEG")
-    } else if b.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("PNG")
-    } else if b.starts_with(b"GIF") {
-        Some("GIF")
-    } else if b.starts_with(b"BM") {
-        Some("BMP")
-    } else {
-        None
-    }
-}
-
-/// [`check_encoded`] on a whole file, and its end: a file cut short before its end marker is
-/// refused too.
-pub fn check_whole(bytes: &[u8]) -> std::result::Result<(), String> {
-    check_encoded(bytes)?;
-    match image_format(bytes) {
-        Some(format) if !has_end_marker(bytes) => Err(format!("truncated {format} file (it stops before the image's end marker)")),
-        _ => Ok(()),
-    }
-}
-
-/// The checks of an encoded image's start that need no decoding, in plain words: empty, not a
-/// format TensorFlow decodes, or a header giving more than [`MAX_PIXELS`].
-pub fn check_encoded(bytes: &[u8]) -> std::result::Result<(), String> {
-    if bytes.is_empty() {
-        return Err("empty file (0 bytes)".into());
-    }
-    if image_format(bytes).is_none() {
-        return Err("not a JPEG, PNG, GIF or BMP image".into());
-    }
-    if let Some((w, h)) = image_dimensions(bytes)
-        && w as u64 * h as u64 > MAX_PIXELS
-    {
-        return Err(format!("{w} x {h} pixels is more than the {} megapixels this program decodes; downscale it first", MAX_PIXELS / 1_000_000));
-    }
-    Ok(())
-}
-
-/// Whether a JPEG reaches its end-of-image marker, or a PNG its IEND chunk. Caught here, a cut-off
-/// file never reaches libjpeg, which would print its own warning on stderr. Bytes after the
-/// marker are allowed (some cameras append data there); GIF and BMP are left to the decoder.
-pub fn has_end_marker(bytes: &[u8]) -> bool {
-    match image_format(bytes) {
-        // Entropy-coded data escapes every 0xFF, so after the first start-of-scan the only FF D9
-        // is the end marker (an EXIF thumbnail's own FF D9 comes before it, in APP1).
-        Some("JPEG") => jpeg_scan_start(bytes).is_some_and(|sos| bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9])),
-        Some("PNG") => bytes.windows(4).rev().take(1 << 16).any(|w| w == b"IEND"),
-        _ => true,
-    }
-}
-
-/// Offset of a JPEG's first start-of-scan marker, walking the segments before it by their lengths.
-fn jpeg_scan_start(b: &[u8]) -> Option<usize> {
-    let mut i = 2;
-    while i + 4 <= b.len() {
-        if b[i] != 0xFF {
-            return None;
-        }
-        match b[i + 1] {
-            0xFF => i += 1,
-            0xDA => return Some(i),
-            0xD0..=0xD7 | 0x01 => i += 2,
-            _ => i += 2 + u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize,
-        }
-    }
-    None
-}
-
-/// A TensorFlow decode error of an image that passed [`check_encoded`], in plain words: without
+/// A TensorFlow decode error of an image that passed [`check_encoded`](super::encoded::check_encoded), in plain words: without
 /// the graph's node names, and "truncated or corrupt" where that is what the decoder means.
 pub fn plain_decode_error(bytes: &[u8], tf_message: &str) -> String {
     let line = first_line(tf_message);

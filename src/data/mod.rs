@@ -1,9 +1,11 @@
-//! What goes into the graph: image folders and their in-graph decoding ([`images`]), the data set
+//! What goes into the graph: image folders and their in-graph decoding ([`images`]), the checks of
+//! encoded image files before decoding ([`encoded`]), the data set
 //! decoded into one tensor ([`decoded`]), the tf.data input pipeline ([`pipeline`]), Caffe-layout
 //! weight files ([`weights`]) and the import of `.caffemodel` files into them ([`caffe`]).
 
 pub mod caffe;
 pub mod decoded;
+pub mod encoded;
 pub mod images;
 pub mod pipeline;
 pub mod weights;

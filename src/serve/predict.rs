@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 use tensorflow::{DataType, Graph, Output, SavedModelBundle, Session, SessionOptions, SessionRunArgs, Tensor};
 
+use crate::data::encoded;
 use crate::data::images::{self, BadImage, Preprocess};
 use crate::graph::model::{LrnProfile, ModelConfig};
 use crate::graph::params;
@@ -179,7 +180,7 @@ impl Predictor {
                     let e = e.to_string();
                     out[i] = bad(path, format!("cannot read: {}", e.split(" (os error").next().unwrap_or(&e)));
                 }
-                Ok(bytes) => match images::check_whole(&bytes) {
+                Ok(bytes) => match encoded::check_whole(&bytes) {
                     Err(reason) => out[i] = bad(path, reason),
                     Ok(()) => good.push((i, bytes)),
                 },

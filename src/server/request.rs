@@ -12,7 +12,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use tensorflow::DataType;
 
-use crate::data::images;
+use crate::data::encoded;
 use crate::serve::export::SERVING_SIGNATURE;
 use crate::server::error::ApiError;
 use crate::server::model::{Column, Fetched, LoadedModel, Signature, TensorSpec, Values};
@@ -155,12 +155,12 @@ fn image_bytes(v: &Value, i: usize, limits: &Limits) -> Result<Vec<u8>, ApiError
         Value::String(s) => s.as_bytes().to_vec(),
         _ => return Err(bad("expected an encoded image as {\"b64\": \"...\"}".into())),
     };
-    if let Some((w, h)) = images::image_dimensions(&bytes)
+    if let Some((w, h)) = encoded::image_dimensions(&bytes)
         && w as u64 * h as u64 > limits.max_pixels
     {
         return Err(bad(format!("the image is {w} x {h} pixels, over the limit of {} pixels (--max-pixels)", limits.max_pixels)));
     }
-    images::check_whole(&bytes).map_err(bad)?;
+    encoded::check_whole(&bytes).map_err(bad)?;
     Ok(bytes)
 }
 

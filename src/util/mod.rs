@@ -1,5 +1,6 @@
-//! Small helpers with no knowledge of the network: the seeded generator ([`rng`]) and atomic file
-//! writes ([`fsutil`]).
+//! Small helpers with no knowledge of the network: the seeded generator ([`rng`]), atomic file
+//! writes ([`fsutil`]) and work spread over threads ([`parallel`]).
 
 pub mod fsutil;
+pub mod parallel;
 pub mod rng;
