@@ -139,6 +139,9 @@ fn random_resized_crop_is_seeded_per_epoch_and_takes_pngs() {
         assert_eq!(indices, (0..24).collect::<Vec<_>>(), "every example, PNGs too (mixed: {mixed})");
         let (again, _) = train_epoch(&p, &session, 7, 1);
         assert!(a == again, "same seed and epoch: the same batches");
+        // A resumed run: a new session that starts at epoch 1.
+        let (p2, session2) = start(&spec);
+        assert!(a == train_epoch(&p2, &session2, 7, 1).0, "a new session draws the same epoch 1");
         let base = by_index(&a);
         for (seed, e) in [(7, 2), (8, 1)] {
             let other = by_index(&train_epoch(&p, &session, seed, e).0);

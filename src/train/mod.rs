@@ -188,11 +188,16 @@ fn pipeline_line(spec: &PipelineSpec) -> String {
     let how = match (spec.augment.caches_encoded(), spec.jpeg_only) {
         (false, _) => "decodes them in the first epoch and caches them as uint8".to_string(),
         (true, jpeg) => format!(
-            "caches the training files' bytes (random-resized-crop decodes {} every epoch) and the val images as uint8",
-            if jpeg { "only each JPEG's window" } else { "each image whole, not all being JPEG, and cuts its window" }
+            "caches the training files' bytes ({}) and the val images as uint8",
+            if jpeg {
+                "random-resized-crop decodes only each JPEG's window, every epoch"
+            } else {
+                "not every file is a JPEG: random-resized-crop decodes each image whole, every epoch, and cuts its window"
+            }
         ),
     };
-    format!("checked (header and end); the tf.data pipeline {how} {cache}; batches of {}, augmentation {:?}", spec.batch, spec.augment)
+    let augment = clap::ValueEnum::to_possible_value(&spec.augment).map(|v| v.get_name().to_string()).unwrap_or_default();
+    format!("checked (header and end); the tf.data pipeline {how} {cache}; batches of {}, augmentation {augment}", spec.batch)
 }
 
 /// The run's initial parameters (its weights file, or the seeded initialisation).
