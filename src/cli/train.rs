@@ -93,7 +93,7 @@ pub(crate) struct TrainArgs {
     /// Memory the decoded images may take (e.g. 4G, 512M); a larger data set is decoded from disk every step.
     #[arg(long, default_value = "4G", value_parser = parse_size)]
     cache_limit: u64,
-    /// Augmentation of the training images: none (the Swift recipe), crop-flip (short side 256, random 227 crop and left-right flip; evaluation takes the centre crop).
+    /// Augmentation of the training images: none (the Swift recipe), crop-flip (short side 256, random 227 crop and left-right flip; evaluation takes the centre crop), random-resized-crop (Inception's: a random window of 8-100% of the area, aspect 3/4 to 4/3, resized to 227, left-right flip; only a JPEG's window is decoded, so the training cache holds the files' encoded bytes and decodes every epoch; evaluation as crop-flip).
     #[arg(long, value_enum, default_value_t = Augment::None)]
     augment: Augment,
     /// Drop each epoch's last partial batch (by default it is trained on).

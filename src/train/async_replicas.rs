@@ -9,6 +9,7 @@ use tensorflow::Session;
 use crate::train::deployment::Blame;
 use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats, warn};
 use crate::train::graph::TrainGraph;
+use crate::train::progress::Progress;
 use crate::train::replicas::{ReplicaStep, split_part};
 
 /// The workers the replicas run on, as the asynchronous epoch needs to know them.
@@ -37,7 +38,7 @@ impl<'a> AsyncReplicas<'a> {
 }
 
 impl EpochDriver for AsyncReplicas<'_> {
-    fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &indicatif::ProgressBar) -> Result<EpochStats> {
+    fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &Progress) -> Result<EpochStats> {
         let batches = epoch.batches(plan.batch);
         async_epoch(self.session, self.replicas, &mut self.live, &batches, epoch, self.workers, bar).map_err(|e| self.blame.blame(e))
     }
@@ -57,7 +58,7 @@ fn async_epoch(
     batches: &[&[i32]],
     epoch: &Epoch,
     workers: &dyn Workers,
-    bar: &indicatif::ProgressBar,
+    bar: &Progress,
 ) -> Result<EpochStats> {
     let shared =
         Shared { session, replicas, batches, epoch, workers, bar, parts: live.len(), abort: AtomicBool::new(false), left: AtomicUsize::new(live.len()) };
@@ -96,7 +97,7 @@ struct Shared<'a> {
     batches: &'a [&'a [i32]],
     epoch: &'a Epoch,
     workers: &'a dyn Workers,
-    bar: &'a indicatif::ProgressBar,
+    bar: &'a Progress,
     /// Live replicas at the epoch's start: every batch is cut in as many parts.
     parts: usize,
     abort: AtomicBool,
@@ -153,7 +154,7 @@ impl Shared<'_> {
                 }
             }
             if r == 0 {
-                self.bar.inc(1);
+                self.bar.step(batch.len());
             }
         }
         out

@@ -7,6 +7,7 @@
 use anyhow::Result;
 
 use crate::run::config::TrainConfig;
+use crate::train::progress::Progress;
 use crate::util::rng::Rng;
 
 /// The steps of a run, as every process computes them.
@@ -136,7 +137,7 @@ pub trait EpochDriver {
     }
 
     /// Runs every step of `epoch`; a non-finite loss stops it (see [`EpochStats::diverged`]).
-    fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &indicatif::ProgressBar) -> Result<EpochStats>;
+    fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &Progress) -> Result<EpochStats>;
 
     /// After the last epoch.
     fn finish(&mut self) -> Result<()> {

@@ -7,6 +7,7 @@ use tensorflow::Session;
 use crate::train::deployment::Blame;
 use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats};
 use crate::train::graph::TrainGraph;
+use crate::train::progress::Progress;
 use crate::train::source::Source;
 
 /// Runs an epoch's batches one synchronous step after another.
@@ -22,7 +23,7 @@ pub struct LocalLoop<'a> {
 }
 
 impl EpochDriver for LocalLoop<'_> {
-    fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &indicatif::ProgressBar) -> Result<EpochStats> {
+    fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &Progress) -> Result<EpochStats> {
         let mut stats = EpochStats::default();
         for (b, part) in epoch.batches(plan.batch).into_iter().enumerate() {
             let step = epoch.first_step + b;
@@ -36,7 +37,7 @@ impl EpochDriver for LocalLoop<'_> {
                 return Ok(stats);
             }
             stats.add(out.loss, part.len());
-            bar.inc(1);
+            bar.step(part.len());
         }
         Ok(stats)
     }

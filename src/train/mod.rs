@@ -20,6 +20,7 @@ pub mod feeds;
 pub mod graph;
 pub mod local;
 pub mod pipelined;
+pub mod progress;
 pub mod replicas;
 pub mod run_loop;
 pub mod source;
@@ -113,7 +114,7 @@ pub fn train_on(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions, deployment
         say(format!("the run already has {} epochs; nothing to train (raise --epochs to continue)", cfg.epochs));
     }
     let plan = EpochPlan::new(cfg, loaded.dataset.train.len());
-    let mut epochs = EpochLoop::new(cfg, run_dir, opts.quiet, &placed, &loaded, &plan, deployment, rows, start_epoch)?;
+    let mut epochs = EpochLoop::new(cfg, run_dir, opts.quiet, &placed, &loaded, &plan, deployment, rows)?;
     let started = Instant::now();
     epochs.run(driver.as_mut(), start_epoch)?;
     epochs.bar.finish_and_clear();
@@ -184,10 +185,19 @@ fn pipeline_line(spec: &PipelineSpec) -> String {
         None => "in memory".to_string(),
         Some(d) => format!("in {} (over the --cache-limit)", d.display()),
     };
-    format!(
-        "checked (header and end); the tf.data pipeline decodes them in the first epoch and caches them as uint8 {cache}; batches of {}, augmentation {:?}",
-        spec.batch, spec.augment
-    )
+    let how = match (spec.augment.caches_encoded(), spec.jpeg_only) {
+        (false, _) => "decodes them in the first epoch and caches them as uint8".to_string(),
+        (true, jpeg) => format!(
+            "caches the training files' bytes ({}) and the val images as uint8",
+            if jpeg {
+                "random-resized-crop decodes only each JPEG's window, every epoch"
+            } else {
+                "not every file is a JPEG: random-resized-crop decodes each image whole, every epoch, and cuts its window"
+            }
+        ),
+    };
+    let augment = clap::ValueEnum::to_possible_value(&spec.augment).map(|v| v.get_name().to_string()).unwrap_or_default();
+    format!("checked (header and end); the tf.data pipeline {how} {cache}; batches of {}, augmentation {augment}", spec.batch)
 }
 
 /// The run's initial parameters (its weights file, or the seeded initialisation).

@@ -13,6 +13,7 @@ use crate::data::pipeline::Pipeline;
 use crate::graph::scoring::argmax;
 use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats, warn};
 use crate::train::graph::TrainGraph;
+use crate::train::progress::Progress;
 use crate::train::source::append_bad;
 
 /// Runs an epoch's batches from the pipeline in the graph.
@@ -44,7 +45,7 @@ impl<'a> PipelineLoop<'a> {
     }
 
     /// Names the training examples that `seen` lacks, once each.
-    fn report_missing(&mut self, seen: &[bool], bar: &indicatif::ProgressBar) -> Result<()> {
+    fn report_missing(&mut self, seen: &[bool], bar: &Progress) -> Result<()> {
         let missing: Vec<i32> = (0..seen.len() as i32).filter(|&i| !seen[i as usize] && !self.reported.contains(&i)).collect();
         if missing.is_empty() || self.drop_remainder {
             return Ok(());
@@ -60,8 +61,11 @@ impl<'a> PipelineLoop<'a> {
 }
 
 impl EpochDriver for PipelineLoop<'_> {
-    fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &indicatif::ProgressBar) -> Result<EpochStats> {
+    fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &Progress) -> Result<EpochStats> {
         self.pipeline.start_train(self.session, self.seed, epoch.index)?;
+        if self.drop_remainder {
+            bar.set_steps(plan.n_train / plan.batch);
+        }
         let mut stats = EpochStats::default();
         let mut seen = vec![false; plan.n_train];
         let mut correct = 0usize;
@@ -77,7 +81,7 @@ impl EpochDriver for PipelineLoop<'_> {
             for &i in &out.indices {
                 seen[i as usize] = true;
             }
-            bar.inc(1);
+            bar.step(out.indices.len());
         }
         stats.train_accuracy = Some(100.0 * correct as f64 / stats.examples.max(1) as f64);
         self.report_missing(&seen, bar)?;

@@ -3,7 +3,6 @@
 //! row printed, logged to TensorBoard and written to metrics.csv, the checkpoint (where due), and
 //! the stops: divergence and interruption.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +19,7 @@ use crate::train::deployment::Blame;
 use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats};
 use crate::train::feeds::Batch;
 use crate::train::graph::TrainGraph;
+use crate::train::progress::Progress;
 use crate::train::source::Source;
 use crate::train::summaries::Summaries;
 use crate::train::{Loaded, Placed};
@@ -35,7 +35,7 @@ pub(crate) struct EpochLoop<'a> {
     source: &'a Source,
     plan: &'a EpochPlan,
     blame: &'a dyn Blame,
-    pub(crate) bar: indicatif::ProgressBar,
+    pub(crate) bar: Progress,
     interrupted: Arc<AtomicBool>,
     metrics_path: PathBuf,
     pub(crate) rows: Vec<Row>,
@@ -62,10 +62,9 @@ impl<'a> EpochLoop<'a> {
         plan: &'a EpochPlan,
         blame: &'a dyn Blame,
         rows: Vec<Row>,
-        start_epoch: usize,
     ) -> Result<EpochLoop<'a>> {
         let interrupted = interrupt_flag();
-        let bar = progress_bar(((cfg.epochs - start_epoch.min(cfg.epochs)) * plan.steps_per_epoch) as u64, quiet);
+        let bar = Progress::new(quiet);
         let dataset = &loaded.dataset;
         let (best, since_best) = best_so_far(&rows);
         let this = EpochLoop {
@@ -115,6 +114,7 @@ impl<'a> EpochLoop<'a> {
         let mut pending: Option<Row> = None;
         for index in start_epoch..self.cfg.epochs {
             let epoch = self.plan.epoch(index);
+            self.bar.start_epoch(index, self.cfg.epochs, self.plan.steps_per_epoch);
             let mut stats = driver.run_epoch(self.plan, &epoch, &self.bar)?;
             if let Some(row) = pending.take() {
                 self.finish_lookahead(row, &epoch, &mut stats)?;
@@ -238,15 +238,6 @@ fn interrupt_flag() -> Arc<AtomicBool> {
         let _ = signal_hook::flag::register(sig, flag.clone());
     }
     flag
-}
-
-fn progress_bar(total: u64, quiet: bool) -> indicatif::ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed_precise} (eta {eta})").unwrap());
-    bar
 }
 
 /// The best val accuracy in `rows` and its epoch, and the validations after it.

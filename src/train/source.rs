@@ -10,7 +10,7 @@ use tensorflow::{Session, Tensor};
 
 use crate::data::decoded::{decoded_bytes, keep_good, load_images};
 use crate::data::images::{Dataset, Decoder, Preprocess};
-use crate::data::pipeline::check::quick_check;
+use crate::data::pipeline::check::{all_jpeg, quick_check};
 use crate::data::pipeline::functions::SHORT_SIDE;
 use crate::data::pipeline::{AUTOTUNE, Augment, Examples, PipelineSpec};
 use crate::graph::model::{ModelConfig, output_shapes};
@@ -151,16 +151,17 @@ pub fn load_pipeline(dataset: &Dataset, cfg: &TrainConfig, run_dir: &Path) -> Re
             .collect::<Result<_>>()?;
         Ok(Examples { paths, labels: list.iter().map(|e| e.label as i32).collect() })
     };
-    let n_total = (kept.train.len() + kept.val.len()) as u64;
-    let cache_dir = (n_total * cached_bytes(cfg) > cfg.cache_limit).then(|| run_dir.join("input-cache"));
+    let cache_dir = (cache_bytes(&kept, cfg) > cfg.cache_limit).then(|| run_dir.join("input-cache"));
     if let Some(dir) = &cache_dir {
         // A cache file left by an interrupted run is incomplete: TensorFlow refuses to reuse it.
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let batch = if cfg.batch_size == 0 { kept.train.len() } else { cfg.batch_size.min(kept.train.len()) };
+    let train = examples(&kept.train)?;
+    let jpeg_only = cfg.augment.caches_encoded() && all_jpeg(&train.paths);
     let spec = PipelineSpec {
-        train: examples(&kept.train)?,
+        train,
         val: examples(&kept.val)?,
         preprocess: p.clone(),
         augment: cfg.augment,
@@ -170,6 +171,7 @@ pub fn load_pipeline(dataset: &Dataset, cfg: &TrainConfig, run_dir: &Path) -> Re
         shuffle_buffer: SHUFFLE_BUFFER,
         cache_dir,
         parallel_calls: AUTOTUNE,
+        jpeg_only,
     };
     let paths = kept.train.iter().chain(&kept.val).map(|e| e.path.clone()).collect();
     let labels = kept.train.iter().chain(&kept.val).map(|e| e.label as i32).collect();
@@ -188,7 +190,19 @@ pub const BAD_IMAGES: &str = "bad-images.txt";
 pub fn cached_bytes(cfg: &TrainConfig) -> u64 {
     match cfg.augment {
         Augment::None => (cfg.preprocess.size * cfg.preprocess.size * 3) as u64,
-        Augment::CropFlip => (SHORT_SIDE as u64) * (SHORT_SIDE as u64 * 4 / 3) * 3,
+        Augment::CropFlip | Augment::RandomResizedCrop => (SHORT_SIDE as u64) * (SHORT_SIDE as u64 * 4 / 3) * 3,
+    }
+}
+
+/// Bytes the pipeline's caches take: decoded images, or (random-resized-crop's training split)
+/// the files themselves.
+fn cache_bytes(kept: &Dataset, cfg: &TrainConfig) -> u64 {
+    let decoded = |n: usize| n as u64 * cached_bytes(cfg);
+    if cfg.augment.caches_encoded() {
+        let files: u64 = kept.train.iter().map(|e| std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0)).sum();
+        files + decoded(kept.val.len())
+    } else {
+        decoded(kept.train.len() + kept.val.len())
     }
 }
 

@@ -22,6 +22,14 @@ pub fn quick_check(paths: &[&Path]) -> Vec<BadImage> {
     paths.iter().zip(results).filter_map(|(p, r)| r.err().map(|reason| BadImage { path: p.to_path_buf(), reason })).collect()
 }
 
+/// Whether every file of `paths` starts as a JPEG does (an unreadable file counts as not).
+pub fn all_jpeg(paths: &[String]) -> bool {
+    paths.iter().all(|p| {
+        let mut head = [0u8; 3];
+        std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).is_ok() && image_format(&head) == Some("JPEG")
+    })
+}
+
 /// One file's header and tail check.
 pub fn check_file(path: &Path) -> Result<(), String> {
     let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read the file ({e})"))?;

@@ -3,6 +3,7 @@
 //! uint8 size) and `finish` (every epoch: the crop and flip of the augmentation, float, mean,
 //! BGR). Random choices come from stateless ops keyed by (run seed, epoch, example index): the
 //! same run draws the same crops, and a resumed run those of the uninterrupted one.
+//! (random-resized-crop's training split has its own pair, in `resized_crop`.)
 
 use anyhow::Result;
 use tensorflow::{DataType, Output, Scope, Shape, ops};
@@ -24,7 +25,7 @@ pub struct MapFn {
 pub fn decode_signature(augment: Augment, side: i64) -> Signature {
     let pixels = match augment {
         Augment::None => Shape::from(Some(vec![Some(side), Some(side), Some(3)])),
-        Augment::CropFlip => Shape::from(Some(vec![None, None, Some(3)])),
+        Augment::CropFlip | Augment::RandomResizedCrop => Shape::from(Some(vec![None, None, Some(3)])),
     };
     Signature { types: vec![DataType::UInt8, DataType::Int32, DataType::Int32], shapes: vec![pixels, scalar(), scalar()] }
 }
@@ -44,7 +45,7 @@ pub fn decode(graph: &mut tensorflow::Graph, name: &str, p: &Preprocess, augment
     let pixels: Output = ops::DecodeImage::new().channels(3).expand_animations(false).dtype(DataType::UInt8).build(bytes, &mut s)?.into();
     let size: Output = match augment {
         Augment::None => ops::constant(&[p.size as i32, p.size as i32][..], &mut s)?.into(),
-        Augment::CropFlip => short_side_size(&mut s, pixels.clone(), p.size as i32)?,
+        Augment::CropFlip | Augment::RandomResizedCrop => short_side_size(&mut s, pixels.clone(), p.size as i32)?,
     };
     let zero = ops::constant(0i32, &mut s)?;
     let batched = ops::expand_dims(pixels, zero.clone(), &mut s)?;
@@ -93,22 +94,48 @@ pub fn finish(graph: &mut tensorflow::Graph, name: &str, p: &Preprocess, augment
     let cropped = match (augment, train) {
         (Augment::None, _) => pixels.clone(),
         (Augment::CropFlip, true) => random_crop_flip(&mut s, pixels.clone(), p.size as i32, &run_seed, &epoch, &index)?,
-        (Augment::CropFlip, false) => centre_crop(&mut s, pixels.clone(), p.size as i32)?,
+        // random-resized-crop trains from the files' bytes (`resized_crop`); its evaluation is
+        // crop-flip's, as torchvision's (resize to 256, centre crop).
+        (Augment::CropFlip | Augment::RandomResizedCrop, false) => centre_crop(&mut s, pixels.clone(), p.size as i32)?,
+        (Augment::RandomResizedCrop, true) => anyhow::bail!("random-resized-crop's training function is resized_crop::crop"),
     };
-    let x = ops::Cast::new().DstT(DataType::Float).build(cropped, &mut s)?;
-    let mean = ops::constant(&p.pixel_mean[..], &mut s)?;
-    let mut out: Output = ops::sub(x, mean, &mut s)?.into();
-    if p.bgr {
-        let channel_axis = ops::constant(&[-1i32][..], &mut s)?;
-        out = ops::reverse_v2(out, channel_axis, &mut s)?.into();
-    }
-    let shape = Shape::from(Some(vec![Some(side), Some(side), Some(3)]));
-    let out = ensure_shape(&mut s, out, &shape)?;
+    let (out, shape) = normalise(&mut s, cropped, p)?;
     let label_out = ops::identity(label.clone(), &mut s)?.into();
     let index_out = ops::identity(index.clone(), &mut s)?.into();
     let name = add_function(graph, &s.graph(), name, &[pixels, label, index, run_seed, epoch], &[out, label_out, index_out])?;
     let output = Signature { types: vec![DataType::Float, DataType::Int32, DataType::Int32], shapes: vec![shape, scalar(), scalar()] };
     Ok(MapFn { name, output })
+}
+
+/// uint8 [S, S, 3] -> the model's input: float, mean subtracted, channel order as
+/// [`crate::data::images::preprocess_pixels`]; with its static shape.
+pub fn normalise(s: &mut Scope, pixels: Output, p: &Preprocess) -> Result<(Output, Shape)> {
+    let side = p.size as i64;
+    let x = ops::Cast::new().DstT(DataType::Float).build(pixels, s)?;
+    let mean = ops::constant(&p.pixel_mean[..], s)?;
+    let mut out: Output = ops::sub(x, mean, s)?.into();
+    if p.bgr {
+        let channel_axis = ops::constant(&[-1i32][..], s)?;
+        out = ops::reverse_v2(out, channel_axis, s)?.into();
+    }
+    let shape = Shape::from(Some(vec![Some(side), Some(side), Some(3)]));
+    Ok((ensure_shape(s, out, &shape)?, shape))
+}
+
+/// The stateless seed of one example's draws in one epoch: [run seed, epoch * 2^24 + index]
+/// (`other`: [run seed, -1 - that], a second stream that never meets the first).
+pub fn example_seed(s: &mut Scope, run_seed: &Output, epoch: &Output, index: &Output, other: bool) -> Result<Output> {
+    let index64 = ops::Cast::new().DstT(DataType::Int64).build(index.clone(), s)?;
+    let mut stream: Output = ops::add(ops::mul(epoch.clone(), ops::constant(1i64 << 24, s)?, s)?, index64, s)?.into();
+    if other {
+        stream = ops::sub(ops::constant(-1i64, s)?, stream, s)?.into();
+    }
+    let seed = raw::raw_op(s, "Pack", vec![raw::In::List(vec![run_seed.clone(), stream])], |nd| {
+        nd.set_attr_int("N", 2)?;
+        nd.set_attr_type("T", DataType::Int64)?;
+        Ok(())
+    })?;
+    Ok(seed.output(0))
 }
 
 /// Height and width of an [H, W, 3] image as int32 scalars.
@@ -145,14 +172,8 @@ fn centre_crop(s: &mut Scope, pixels: Output, side: i32) -> Result<Output> {
 /// A random `side` x `side` window, flipped left-right half the time: three uniform draws from
 /// the stateless seed [run seed, epoch * 2^24 + index].
 fn random_crop_flip(s: &mut Scope, pixels: Output, side: i32, run_seed: &Output, epoch: &Output, index: &Output) -> Result<Output> {
-    let index64 = ops::Cast::new().DstT(DataType::Int64).build(index.clone(), s)?;
-    let stream = ops::add(ops::mul(epoch.clone(), ops::constant(1i64 << 24, s)?, s)?, index64, s)?;
-    let seed = raw::raw_op(s, "Pack", vec![raw::In::List(vec![run_seed.clone(), stream.into()])], |nd| {
-        nd.set_attr_int("N", 2)?;
-        nd.set_attr_type("T", DataType::Int64)?;
-        Ok(())
-    })?;
-    let u = ops::StatelessRandomUniform::new().dtype(DataType::Float).build(ops::constant(&[3i32][..], s)?, seed.output(0), s)?;
+    let seed = example_seed(s, run_seed, epoch, index, false)?;
+    let u = ops::StatelessRandomUniform::new().dtype(DataType::Float).build(ops::constant(&[3i32][..], s)?, seed, s)?;
     let pick = |s: &mut Scope, i: i32| -> Result<Output> {
         let axis = ops::constant(0i32, s)?;
         Ok(ops::gather_v2(u.clone(), ops::constant(i, s)?, axis, s)?.into())

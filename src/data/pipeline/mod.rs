@@ -10,12 +10,18 @@
 //! training step takes `IteratorGetNext`'s outputs directly, so no image crosses the C API per
 //! step. Validation re-makes the same iterator from the val split (centre crop, no shuffle).
 //!
+//! With `random-resized-crop`, the training split's cache holds the files' encoded bytes instead
+//! (ReadFile's output), and its `finish` decodes each epoch's random window of them
+//! (`resized_crop`), then IgnoreErrorsDataset drops what fails to decode; its val split is
+//! crop-flip's.
+//!
 //! Each element carries its example's index: a file that fails to decode is dropped by
 //! IgnoreErrorsDataset, and the indices missing from an epoch name it.
 
 pub mod check;
 pub mod functions;
 pub mod raw;
+pub mod resized_crop;
 
 use std::path::PathBuf;
 
@@ -39,6 +45,17 @@ pub enum Augment {
     /// The AlexNet paper's: short side 256, a random 227 x 227 crop, a random left-right flip
     /// (evaluation takes the centre crop).
     CropFlip,
+    /// Inception's: a random window of 8-100% of the image's area and aspect ratio 3/4 to 4/3,
+    /// resized to 227 x 227, a random left-right flip; only the window of a JPEG is decoded, so
+    /// the training cache holds the files' bytes. Evaluation takes crop-flip's centre crop.
+    RandomResizedCrop,
+}
+
+impl Augment {
+    /// Whether the training split is cached as the files' encoded bytes, decoded every epoch.
+    pub fn caches_encoded(self) -> bool {
+        self == Augment::RandomResizedCrop
+    }
 }
 
 /// One split's examples, in the run's numbering.
@@ -64,6 +81,9 @@ pub struct PipelineSpec {
     pub cache_dir: Option<PathBuf>,
     /// Parallel decodes (AUTOTUNE: tuned).
     pub parallel_calls: i64,
+    /// Every training file is a JPEG ([`check::all_jpeg`]): random-resized-crop decodes only its
+    /// window; otherwise each image is decoded whole and the window sliced out.
+    pub jpeg_only: bool,
 }
 
 /// The pipeline's handles in the training graph.
@@ -84,8 +104,8 @@ impl Pipeline {
         let s = &mut scope.new_sub_scope("input");
         let run_seed: Output = ops::Placeholder::new().dtype(DataType::Int64).shape(Shape::from(Some(vec![]))).build(&mut s.with_op_name("run_seed"))?.into();
         let epoch: Output = ops::Placeholder::new().dtype(DataType::Int64).shape(Shape::from(Some(vec![]))).build(&mut s.with_op_name("epoch"))?.into();
-        let (train_held, hold_train) = cached(&mut s.new_sub_scope("train_cache"), spec, &spec.train, "train")?;
-        let (val_held, hold_val) = cached(&mut s.new_sub_scope("val_cache"), spec, &spec.val, "val")?;
+        let (train_held, hold_train) = cached(&mut s.new_sub_scope("train_cache"), spec, &spec.train, true)?;
+        let (val_held, hold_val) = cached(&mut s.new_sub_scope("val_cache"), spec, &spec.val, false)?;
         let train = per_epoch(&mut s.new_sub_scope("train"), spec, train_held, &run_seed, &epoch, true)?;
         let val = per_epoch(&mut s.new_sub_scope("val"), spec, val_held, &run_seed, &epoch, false)?;
         let sig = signature_of_batches(spec);
@@ -155,9 +175,10 @@ fn signature_of_batches(spec: &PipelineSpec) -> Signature {
     .batched()
 }
 
-/// A split's decoded, cached dataset in a variant variable: its read, and the op that fills
-/// the variable.
-fn cached(s: &mut Scope, spec: &PipelineSpec, examples: &Examples, split: &str) -> Result<(Output, Operation)> {
+/// A split's decoded (or, random-resized-crop's training split, read), cached dataset in a
+/// variant variable: its read, and the op that fills the variable.
+fn cached(s: &mut Scope, spec: &PipelineSpec, examples: &Examples, train: bool) -> Result<(Output, Operation)> {
+    let split = if train { "train" } else { "val" };
     let n = examples.paths.len();
     let paths = ops::constant(Tensor::<String>::new(&[n as u64]).with_values(&examples.paths)?, s)?;
     let labels = ops::constant(Tensor::<i32>::new(&[n as u64]).with_values(&examples.labels)?, s)?;
@@ -172,7 +193,11 @@ fn cached(s: &mut Scope, spec: &PipelineSpec, examples: &Examples, split: &str) 
         Ok(())
     })?
     .output(0);
-    let decode = functions::decode(&mut s.graph_mut(), &format!("alexnet_decode_{split}"), &spec.preprocess, spec.augment)?;
+    let decode = if train && spec.augment.caches_encoded() {
+        resized_crop::read(&mut s.graph_mut(), &format!("alexnet_read_{split}"))?
+    } else {
+        functions::decode(&mut s.graph_mut(), &format!("alexnet_decode_{split}"), &spec.preprocess, spec.augment)?
+    };
     let decoded = parallel_map(s, slices, &decode, vec![], spec.parallel_calls)?;
     let good = dataset_op(s, "IgnoreErrorsDataset", vec![In::One(decoded)], &decode.output, |_| Ok(()))?;
     let file = match &spec.cache_dir {
@@ -202,7 +227,8 @@ fn variant_variable(s: &mut Scope, name: &str) -> Result<Output> {
 /// A split's batches for one pass: shuffled (training), finished, batched, prefetched.
 fn per_epoch(s: &mut Scope, spec: &PipelineSpec, held: Output, run_seed: &Output, epoch: &Output, train: bool) -> Result<Output> {
     let split = if train { "train" } else { "val" };
-    let cached_sig = functions::decode_signature(spec.augment, spec.preprocess.size as i64);
+    let encoded = train && spec.augment.caches_encoded();
+    let cached_sig = if encoded { resized_crop::encoded_signature() } else { functions::decode_signature(spec.augment, spec.preprocess.size as i64) };
     let mut ds = held;
     if train {
         let buffer = ops::constant(spec.shuffle_buffer.min(spec.train.paths.len()).max(1) as i64, s)?;
@@ -213,8 +239,18 @@ fn per_epoch(s: &mut Scope, spec: &PipelineSpec, held: Output, run_seed: &Output
             Ok(())
         })?;
     }
-    let finish = functions::finish(&mut s.graph_mut(), &format!("alexnet_finish_{split}"), &spec.preprocess, spec.augment, train)?;
+    let name = format!("alexnet_finish_{split}");
+    let finish = if encoded {
+        resized_crop::crop(&mut s.graph_mut(), &name, &spec.preprocess, spec.jpeg_only)?
+    } else {
+        functions::finish(&mut s.graph_mut(), &name, &spec.preprocess, spec.augment, train)?
+    };
     ds = parallel_map(s, ds, &finish, vec![run_seed.clone(), epoch.clone()], spec.parallel_calls)?;
+    if encoded {
+        // Decoding happens here, every epoch: a file that fails is dropped, and named by the
+        // driver from the indices missing.
+        ds = dataset_op(s, "IgnoreErrorsDataset", vec![In::One(ds)], &finish.output, |_| Ok(()))?;
+    }
     let batch = ops::constant(if train { spec.batch } else { spec.eval_batch } as i64, s)?;
     let drop = ops::constant(train && spec.drop_remainder, s)?;
     let sig = finish.output.batched();

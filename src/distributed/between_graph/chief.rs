@@ -13,6 +13,7 @@ use crate::distributed::cluster::ClusterConfig;
 use crate::train::between_ops::{Protocol, SyncOps};
 use crate::train::deployment::Blame;
 use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats, warn};
+use crate::train::progress::Progress;
 use crate::train::{StepFeeds, TrainGraph, split_part};
 
 /// The chief's side.
@@ -82,7 +83,7 @@ impl<'a> Chief<'a> {
         session: &Session,
         tg: &TrainGraph,
         (plan, epoch): (&EpochPlan, &Epoch),
-        bar: &indicatif::ProgressBar,
+        bar: &Progress,
         blame: &dyn Fn(anyhow::Error) -> anyhow::Error,
     ) -> Result<EpochStats> {
         let n = self.protocol.workers;
@@ -114,7 +115,7 @@ impl<'a> Chief<'a> {
                 e.diverged = Some((loss, b));
                 return Ok(e);
             }
-            bar.inc(1);
+            bar.step(batch.len());
         }
         if self.asynchronous {
             self.warn_lost(bar);
@@ -202,7 +203,7 @@ impl EpochDriver for ChiefDriver<'_> {
         self.chief.release(self.session, first_step, plan.total_steps()).map_err(|e| self.blame.blame(e))
     }
 
-    fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &indicatif::ProgressBar) -> Result<EpochStats> {
+    fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &Progress) -> Result<EpochStats> {
         self.chief.epoch(self.session, self.tg, (plan, epoch), bar, &|e| self.blame.blame(e))
     }
 
