@@ -7,7 +7,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use crate::data::encoded::{check_encoded, check_end};
+use crate::data::encoded::{check_encoded, check_end, image_format};
 use crate::data::images::BadImage;
 use crate::util::parallel::map_each;
 
