@@ -61,15 +61,21 @@ enum Command {
         /// Replace an existing SavedModel in --out.
         #[arg(long)]
         force: bool,
+        /// Which checkpoint: latest, best (highest val accuracy) or epoch-N.
+        #[arg(long, default_value = "latest")]
+        checkpoint: String,
     },
     /// Top class and probability of image files (JPEG, PNG, GIF, BMP), from a run or a SavedModel.
     #[command(group(ArgGroup::new("source").required(true).args(["run_dir", "saved_model", "weights"])))]
     Predict {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<PathBuf>,
-        /// A trained run (its latest checkpoint).
+        /// A trained run (its latest checkpoint, or the one --checkpoint names).
         #[arg(long)]
         run_dir: Option<PathBuf>,
+        /// With --run-dir: which checkpoint, latest, best (highest val accuracy) or epoch-N.
+        #[arg(long, requires = "run_dir")]
+        checkpoint: Option<String>,
         /// An exported SavedModel (its serving_default signature).
         #[arg(long)]
         saved_model: Option<PathBuf>,
@@ -171,9 +177,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::CompareActivations { reference, ours, tolerance, reference_layout } => {
             inspect::compare_activations(&reference, &ours, tolerance, reference_layout)
         }
-        Command::Export { run_dir, out, force } => serve::export(&run_dir, &out, force),
-        Command::Predict { images, run_dir, saved_model, weights, json, labels, lrn, input } => {
-            serve::predict(&images, serve::predictor(run_dir, saved_model, weights, labels.as_deref(), lrn, &input)?, json)
+        Command::Export { run_dir, out, force, checkpoint } => serve::export(&run_dir, &checkpoint, &out, force),
+        Command::Predict { images, run_dir, checkpoint, saved_model, weights, json, labels, lrn, input } => {
+            let run = run_dir.map(|r| (r, checkpoint));
+            serve::predict(&images, serve::predictor(run, saved_model, weights, labels.as_deref(), lrn, &input)?, json)
         }
         Command::Bench(args) => bench::run_bench(args),
         Command::Serve(args) => serve::serve_http(args),

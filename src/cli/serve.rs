@@ -44,9 +44,9 @@ pub(crate) fn eval(run_dir: &Path, images: Option<PathBuf>, checkpoint: &str) ->
     Ok(())
 }
 
-/// `alexnet export`: the run's latest checkpoint as a SavedModel.
-pub(crate) fn export(run_dir: &Path, out: &Path, force: bool) -> Result<()> {
-    let e = exporting::export(run_dir, out, force)?;
+/// `alexnet export`: the run's checkpoint `which` (latest, best, epoch-N) as a SavedModel.
+pub(crate) fn export(run_dir: &Path, which: &str, out: &Path, force: bool) -> Result<()> {
+    let e = exporting::export_at(run_dir, which, out, force)?;
     println!(
         "exported {} (epoch {}, classes [{}]) to {}",
         e.checkpoint.parent().unwrap_or(&e.checkpoint).display(),
@@ -57,9 +57,10 @@ pub(crate) fn export(run_dir: &Path, out: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// The predictor of `alexnet predict`, from whichever of a run, a SavedModel or weight files is given.
+/// The predictor of `alexnet predict`, from whichever of a run (and the checkpoint named, if
+/// any: its epoch is said on stderr), a SavedModel or weight files is given.
 pub(crate) fn predictor(
-    run_dir: Option<PathBuf>,
+    run: Option<(PathBuf, Option<String>)>,
     saved_model: Option<PathBuf>,
     weights: Option<PathBuf>,
     labels: Option<&Path>,
@@ -67,8 +68,13 @@ pub(crate) fn predictor(
     input: &InputArgs,
 ) -> Result<Predictor> {
     let labels = labels.map(prediction::read_labels).transpose()?;
-    Ok(match (run_dir, saved_model, weights) {
-        (Some(run), _, _) => Predictor::from_run(&run)?,
+    Ok(match (run, saved_model, weights) {
+        (Some((run, None)), _, _) => Predictor::from_run(&run)?,
+        (Some((run, Some(which))), _, _) => {
+            let (p, epoch) = Predictor::from_run_at(&run, &which)?;
+            eprintln!("predict: {} checkpoint {which} (epoch {epoch})", run.display());
+            p
+        }
         (None, Some(dir), _) => Predictor::from_saved_model(&dir, labels)?,
         (None, None, Some(dir)) => Predictor::from_weights(&dir, labels, lrn, &input.preprocess()?)?,
         (None, None, None) => bail!("give --run-dir, --saved-model or --weights"),
