@@ -1,4 +1,5 @@
-//! What goes into the graph: image folders and their in-graph decoding ([`images`]), the data set
+//! What goes into the graph: image folders and their in-graph decoding ([`images`]), a folder of
+//! class folders split into train and val ([`split`]), the data set
 //! decoded into one tensor ([`decoded`]), the tf.data input pipeline ([`pipeline`]), Caffe-layout
 //! weight files ([`weights`]) and the import of `.caffemodel` files into them ([`caffe`]).
 
@@ -6,4 +7,5 @@ pub mod caffe;
 pub mod decoded;
 pub mod images;
 pub mod pipeline;
+pub mod split;
 pub mod weights;
