@@ -38,18 +38,24 @@ fn version() -> &'static str {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train on an image folder (train/<class>/*, val/<class>/*), the Swift original's recipe by default.
+    /// Train on an image folder (train/<class>/* and val/<class>/*, or <class>/* with --val-split), the Swift original's recipe by default.
     Train(TrainArgs),
-    /// Accuracy and confusion matrix of a trained run on an image folder.
+    /// Accuracy, per-class accuracy and confusion matrix of a trained run on an image folder; the val confusion matrix as a PNG too.
     Eval {
         #[arg(long)]
         run_dir: PathBuf,
-        /// Image folder with train/ and val/ (default: the one the run was trained on).
+        /// Image folder with train/ and val/, or the class folders of a --val-split run (default: the one the run was trained on).
         #[arg(long)]
         images: Option<PathBuf>,
         /// Which checkpoint: latest, best (highest val accuracy) or epoch-N.
         #[arg(long, default_value = "latest")]
         checkpoint: String,
+        /// Where to draw the val split's confusion matrix (default: RUN_DIR/confusion.png).
+        #[arg(long, value_name = "PNG")]
+        confusion: Option<PathBuf>,
+        /// One JSON object instead of the tables: epoch, classes, and per split accuracy, per_class and confusion.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a trained run as a TensorFlow SavedModel for serving (signatures serving_default and predict_tensor).
     Export {
@@ -170,7 +176,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run_train(args),
         Command::Server { cluster } => serve::server(&cluster),
-        Command::Eval { run_dir, images, checkpoint } => serve::eval(&run_dir, images, &checkpoint),
+        Command::Eval { run_dir, images, checkpoint, confusion, json } => serve::eval(&run_dir, images, &checkpoint, confusion, json),
         Command::Graph { out, classes, model } => inspect::graph(&out, classes, &model),
         Command::CompareGraph { spec, model } => inspect::compare_graph(spec.as_deref(), &model),
         Command::Activations(a) => inspect::run_activations(a),
