@@ -124,6 +124,7 @@ fn class_folders_are_split_saved_and_reused_with_top5_and_an_eval_report() {
     let mixed = tmp.path().join("mixed");
     std::fs::create_dir_all(mixed.join("train/disc")).unwrap();
     std::fs::create_dir_all(mixed.join("disc")).unwrap();
+    std::fs::copy(images.join("disc/000000.png"), mixed.join("disc/000000.png")).unwrap();
     let out = common::train_command(&mixed, None, &tmp.path().join("mixed-run")).args(["--val-split", "0.2"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("mixes two layouts"), "{err}");

@@ -41,16 +41,22 @@ pub struct Split {
     pub val: Vec<String>,
 }
 
-/// The layout of `images`; a folder that mixes both (train/ or val/ beside class folders) is
-/// refused, naming the folders.
+/// The layout of `images`; a folder that mixes both (train/ or val/ beside class folders holding
+/// images) is refused, naming the folders. Other folders beside train/ and val/ (a test/ without
+/// images of its own, say) are left alone, as before.
 pub fn layout(images: &Path) -> Result<Layout> {
     ensure!(
         images.is_dir(),
-        "image folder {} does not exist (point --images at a folder with train/<class>/ and val/<class>/, or with <class>/ folders and --val-split)",
+        "image folder {} does not exist (fill it with scripts/fetch-data, or point --images at a folder with train/<class>/ and val/<class>/, or with <class>/ folders and --val-split)",
         images.display()
     );
     let folders = images::class_folders(images)?;
-    let (splits, classes): (Vec<&String>, Vec<&String>) = folders.iter().partition(|f| *f == "train" || *f == "val");
+    let (splits, others): (Vec<&String>, Vec<&String>) = folders.iter().partition(|f| *f == "train" || *f == "val");
+    if splits.is_empty() {
+        return Ok(Layout::ClassFolders);
+    }
+    let holds_images = |f: &&String| std::fs::read_dir(images.join(f)).is_ok_and(|d| d.filter_map(|e| e.ok()).any(|e| images::is_image_file(&e.path())));
+    let classes: Vec<&String> = others.into_iter().filter(holds_images).collect();
     match (splits.is_empty(), classes.is_empty()) {
         (true, _) => Ok(Layout::ClassFolders),
         (false, true) => Ok(Layout::TrainVal),
