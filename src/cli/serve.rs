@@ -54,9 +54,11 @@ pub(crate) fn eval(run_dir: &Path, images: Option<PathBuf>, checkpoint: &str, co
             println!("  {c:>width$} {acc} ({} of {})", e.confusion[i][i], e.confusion[i].iter().sum::<usize>());
         }
         println!("  confusion (rows: true class, columns: predicted)");
-        println!("  {:>width$} {}", "", classes.iter().map(|c| format!("{c:>8}")).collect::<String>());
+        // Each column as wide as its class name, so long names do not run together.
+        let cols: Vec<usize> = classes.iter().map(|c| c.len().max(7) + 1).collect();
+        println!("  {:>width$} {}", "", classes.iter().zip(&cols).map(|(c, w)| format!("{c:>w$}")).collect::<String>());
         for (c, row) in classes.iter().zip(&e.confusion) {
-            println!("  {c:>width$} {}", row.iter().map(|n| format!("{n:>8}")).collect::<String>());
+            println!("  {c:>width$} {}", row.iter().zip(&cols).map(|(n, w)| format!("{n:>w$}")).collect::<String>());
         }
     }
     println!("confusion matrix (val): {}", png.display());
