@@ -38,18 +38,24 @@ fn version() -> &'static str {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train on an image folder (train/<class>/*, val/<class>/*), the Swift original's recipe by default.
+    /// Train on an image folder (train/<class>/* and val/<class>/*, or <class>/* with --val-split), the Swift original's recipe by default.
     Train(TrainArgs),
-    /// Accuracy and confusion matrix of a trained run on an image folder.
+    /// Accuracy, per-class accuracy and confusion matrix of a trained run on an image folder; the val confusion matrix as a PNG too.
     Eval {
         #[arg(long)]
         run_dir: PathBuf,
-        /// Image folder with train/ and val/ (default: the one the run was trained on).
+        /// Image folder with train/ and val/, or the class folders of a --val-split run (default: the one the run was trained on).
         #[arg(long)]
         images: Option<PathBuf>,
         /// Which checkpoint: latest, best (highest val accuracy) or epoch-N.
         #[arg(long, default_value = "latest")]
         checkpoint: String,
+        /// Where to draw the val split's confusion matrix (default: RUN_DIR/confusion.png).
+        #[arg(long, value_name = "PNG")]
+        confusion: Option<PathBuf>,
+        /// One JSON object instead of the tables: epoch, classes, and per split accuracy, per_class and confusion.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a trained run as a TensorFlow SavedModel for serving (signatures serving_default and predict_tensor).
     Export {
@@ -61,15 +67,21 @@ enum Command {
         /// Replace an existing SavedModel in --out.
         #[arg(long)]
         force: bool,
+        /// Which checkpoint: latest, best (highest val accuracy) or epoch-N.
+        #[arg(long, default_value = "latest")]
+        checkpoint: String,
     },
     /// Top class and probability of image files (JPEG, PNG, GIF, BMP), from a run or a SavedModel.
     #[command(group(ArgGroup::new("source").required(true).args(["run_dir", "saved_model", "weights"])))]
     Predict {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<PathBuf>,
-        /// A trained run (its latest checkpoint).
+        /// A trained run (its latest checkpoint, or the one --checkpoint names).
         #[arg(long)]
         run_dir: Option<PathBuf>,
+        /// With --run-dir: which checkpoint, latest, best (highest val accuracy) or epoch-N.
+        #[arg(long, requires = "run_dir")]
+        checkpoint: Option<String>,
         /// An exported SavedModel (its serving_default signature).
         #[arg(long)]
         saved_model: Option<PathBuf>,
@@ -164,16 +176,17 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run_train(args),
         Command::Server { cluster } => serve::server(&cluster),
-        Command::Eval { run_dir, images, checkpoint } => serve::eval(&run_dir, images, &checkpoint),
+        Command::Eval { run_dir, images, checkpoint, confusion, json } => serve::eval(&run_dir, images, &checkpoint, confusion, json),
         Command::Graph { out, classes, model } => inspect::graph(&out, classes, &model),
         Command::CompareGraph { spec, model } => inspect::compare_graph(spec.as_deref(), &model),
         Command::Activations(a) => inspect::run_activations(a),
         Command::CompareActivations { reference, ours, tolerance, reference_layout } => {
             inspect::compare_activations(&reference, &ours, tolerance, reference_layout)
         }
-        Command::Export { run_dir, out, force } => serve::export(&run_dir, &out, force),
-        Command::Predict { images, run_dir, saved_model, weights, json, labels, lrn, input } => {
-            serve::predict(&images, serve::predictor(run_dir, saved_model, weights, labels.as_deref(), lrn, &input)?, json)
+        Command::Export { run_dir, out, force, checkpoint } => serve::export(&run_dir, &checkpoint, &out, force),
+        Command::Predict { images, run_dir, checkpoint, saved_model, weights, json, labels, lrn, input } => {
+            let run = run_dir.map(|r| (r, checkpoint));
+            serve::predict(&images, serve::predictor(run, saved_model, weights, labels.as_deref(), lrn, &input)?, json)
         }
         Command::Bench(args) => bench::run_bench(args),
         Command::Serve(args) => serve::serve_http(args),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use alexnet::distributed::cluster;
 use alexnet::graph::model::LrnProfile;
 use alexnet::graph::runtime;
+use alexnet::observe::confusion as confusion_png;
 use alexnet::run::config::TrainConfig;
 use alexnet::serve::eval as evaluation;
 use alexnet::serve::export as exporting;
@@ -26,27 +27,47 @@ pub(crate) fn server(cluster: &ClusterArgs) -> Result<()> {
     }
 }
 
-/// `alexnet eval`: accuracy and confusion matrix per split.
-pub(crate) fn eval(run_dir: &Path, images: Option<PathBuf>, checkpoint: &str) -> Result<()> {
+/// `alexnet eval`: accuracy, per-class accuracy and confusion matrix per split (or one JSON
+/// object), and the val confusion matrix drawn into `confusion` (default RUN_DIR/confusion.png).
+pub(crate) fn eval(run_dir: &Path, images: Option<PathBuf>, checkpoint: &str, confusion: Option<PathBuf>, json: bool) -> Result<()> {
     let images = match images {
         Some(i) => i,
         None => TrainConfig::read(run_dir)?.images,
     };
-    let (classes, evals) = evaluation::evaluate_at(run_dir, &images, checkpoint)?;
-    for e in evals {
+    let report = evaluation::report(run_dir, &images, checkpoint)?;
+    let png = confusion.unwrap_or_else(|| run_dir.join("confusion.png"));
+    if let Some(val) = report.splits.iter().find(|e| e.split == "val") {
+        let title = format!("{}: val, {checkpoint} checkpoint (epoch {})", run_dir.display(), report.epoch);
+        confusion_png::write_png(&report.classes, &val.confusion, &title, &png)?;
+    }
+    if json {
+        println!("{}", serde_json::json!({ "epoch": report.epoch, "classes": report.classes, "splits": report.splits, "confusion_png": png }));
+        return Ok(());
+    }
+    let classes = &report.classes;
+    let width = classes.iter().map(|c| c.len()).max().unwrap_or(0).max(8);
+    for e in &report.splits {
         println!("{}: accuracy {:.2}%", e.split, e.accuracy);
+        println!("  per class:");
+        for (i, (c, acc)) in classes.iter().zip(e.per_class()).enumerate() {
+            let acc = acc.map(|a| format!("{a:6.2}%")).unwrap_or_else(|| "      -".into());
+            println!("  {c:>width$} {acc} ({} of {})", e.confusion[i][i], e.confusion[i].iter().sum::<usize>());
+        }
         println!("  confusion (rows: true class, columns: predicted)");
-        println!("  {:>12} {}", "", classes.iter().map(|c| format!("{c:>8}")).collect::<String>());
+        // Each column as wide as its class name, so long names do not run together.
+        let cols: Vec<usize> = classes.iter().map(|c| c.len().max(7) + 1).collect();
+        println!("  {:>width$} {}", "", classes.iter().zip(&cols).map(|(c, w)| format!("{c:>w$}")).collect::<String>());
         for (c, row) in classes.iter().zip(&e.confusion) {
-            println!("  {c:>12} {}", row.iter().map(|n| format!("{n:>8}")).collect::<String>());
+            println!("  {c:>width$} {}", row.iter().zip(&cols).map(|(n, w)| format!("{n:>w$}")).collect::<String>());
         }
     }
+    println!("confusion matrix (val): {}", png.display());
     Ok(())
 }
 
-/// `alexnet export`: the run's latest checkpoint as a SavedModel.
-pub(crate) fn export(run_dir: &Path, out: &Path, force: bool) -> Result<()> {
-    let e = exporting::export(run_dir, out, force)?;
+/// `alexnet export`: the run's checkpoint `which` (latest, best, epoch-N) as a SavedModel.
+pub(crate) fn export(run_dir: &Path, which: &str, out: &Path, force: bool) -> Result<()> {
+    let e = exporting::export_at(run_dir, which, out, force)?;
     println!(
         "exported {} (epoch {}, classes [{}]) to {}",
         e.checkpoint.parent().unwrap_or(&e.checkpoint).display(),
@@ -57,9 +78,10 @@ pub(crate) fn export(run_dir: &Path, out: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// The predictor of `alexnet predict`, from whichever of a run, a SavedModel or weight files is given.
+/// The predictor of `alexnet predict`, from whichever of a run (and the checkpoint named, if
+/// any: its epoch is said on stderr), a SavedModel or weight files is given.
 pub(crate) fn predictor(
-    run_dir: Option<PathBuf>,
+    run: Option<(PathBuf, Option<String>)>,
     saved_model: Option<PathBuf>,
     weights: Option<PathBuf>,
     labels: Option<&Path>,
@@ -67,8 +89,13 @@ pub(crate) fn predictor(
     input: &InputArgs,
 ) -> Result<Predictor> {
     let labels = labels.map(prediction::read_labels).transpose()?;
-    Ok(match (run_dir, saved_model, weights) {
-        (Some(run), _, _) => Predictor::from_run(&run)?,
+    Ok(match (run, saved_model, weights) {
+        (Some((run, None)), _, _) => Predictor::from_run(&run)?,
+        (Some((run, Some(which))), _, _) => {
+            let (p, epoch) = Predictor::from_run_at(&run, &which)?;
+            eprintln!("predict: {} checkpoint {which} (epoch {epoch})", run.display());
+            p
+        }
         (None, Some(dir), _) => Predictor::from_saved_model(&dir, labels)?,
         (None, None, Some(dir)) => Predictor::from_weights(&dir, labels, lrn, &input.preprocess()?)?,
         (None, None, None) => bail!("give --run-dir, --saved-model or --weights"),

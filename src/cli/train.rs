@@ -3,22 +3,25 @@
 
 use std::path::PathBuf;
 
-use alexnet::data::images as data;
 use alexnet::data::pipeline::Augment;
+use alexnet::data::split::{self, Layout};
 use alexnet::graph::model::Precision;
 use alexnet::graph::runtime;
 use alexnet::run::config::{Schedule, TrainConfig};
 use alexnet::train::RunOptions;
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 
 use super::common::{ClusterArgs, InputArgs, ModelArgs, RuntimeArgs, parse_size};
 
 #[derive(Args)]
 pub(crate) struct TrainArgs {
-    /// Image folder with train/<class>/ and val/<class>/.
+    /// Image folder with train/<class>/ and val/<class>/, or with <class>/ folders and --val-split.
     #[arg(long, default_value = "images")]
     images: PathBuf,
+    /// For a folder of class folders (no train/ and val/): the fraction of each class held out for validation, chosen by --seed and saved in the run (split.json).
+    #[arg(long)]
+    val_split: Option<f64>,
     /// Folder of Caffe-layout weight files (conv1.weights, ...); layers without a file are initialised.
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -151,8 +154,12 @@ fn resumed_config(a: &TrainArgs) -> Result<TrainConfig> {
 
 /// A new run's configuration: the Swift recipe for the image folder's classes, with the flags.
 fn new_config(a: &TrainArgs) -> Result<TrainConfig> {
-    let dataset = data::scan(&a.images)?;
+    if a.val_split.is_some() && split::layout(&a.images)? == Layout::TrainVal {
+        bail!("--val-split is for a folder of class folders, and {} has train/ and val/ already: drop --val-split", a.images.display());
+    }
+    let (dataset, _) = split::dataset(&a.images, a.val_split, a.seed, None)?;
     let mut cfg = TrainConfig::swift_recipe(a.images.clone(), a.weights.clone(), dataset.classes);
+    cfg.val_split = a.val_split;
     cfg.model.fc_width = a.model.fc_width;
     cfg.model.lrn = a.model.lrn;
     cfg.preprocess = a.input.preprocess()?;

@@ -1,7 +1,7 @@
 //! Image folders and the input pipeline.
 //!
 //! A data set is `train/<class>/*` and `val/<class>/*`; classes are the sorted subfolders of
-//! `train/`. Images are decoded by TensorFlow's own ops (ReadFile -> DecodeJpeg/DecodeImage ->
+//! `train/` (a folder of `<class>/` folders split by `--val-split` is [`crate::data::split`]'s). Images are decoded by TensorFlow's own ops (ReadFile -> DecodeJpeg/DecodeImage ->
 //! ResizeBilinear -> minus mean -> ReverseV2), once, up front, into one float tensor.
 
 use std::path::{Path, PathBuf};
@@ -53,7 +53,8 @@ pub fn scan(images: &Path) -> Result<Dataset> {
     Ok(Dataset { classes, train, val, ignored })
 }
 
-fn class_folders(dir: &Path) -> Result<Vec<String>> {
+/// The sorted visible subfolders of `dir`.
+pub fn class_folders(dir: &Path) -> Result<Vec<String>> {
     ensure!(dir.is_dir(), "{} does not exist (expected train/ and val/ with one subfolder per class)", dir.display());
     let mut classes = vec![];
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
@@ -74,7 +75,9 @@ pub fn is_image_file(path: &Path) -> bool {
     !hidden && IMAGE_EXTENSIONS.contains(&ext.as_str())
 }
 
-fn examples(split_dir: &Path, classes: &[String], ignored: &mut Vec<PathBuf>) -> Result<Vec<Example>> {
+/// The image files of `split_dir/<class>/` for every class, labelled by class index, sorted;
+/// other files go to `ignored`. An empty class folder is an error.
+pub fn examples(split_dir: &Path, classes: &[String], ignored: &mut Vec<PathBuf>) -> Result<Vec<Example>> {
     let mut out = vec![];
     for (label, class) in classes.iter().enumerate() {
         let dir = split_dir.join(class);

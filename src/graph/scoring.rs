@@ -22,6 +22,14 @@ pub fn accuracy(logits: &[Vec<f32>], labels: &[usize]) -> f64 {
     100.0 * correct as f64 / labels.len().max(1) as f64
 }
 
+/// Percent of rows of `logits` with the label among the `k` highest: fewer than `k` classes
+/// score strictly higher (ties count as in, as TensorFlow's InTopKV2).
+pub fn top_k_accuracy(logits: &[Vec<f32>], labels: &[usize], k: usize) -> f64 {
+    let hit = |l: &Vec<f32>, y: usize| l.iter().filter(|&&x| x > l[y]).count() < k;
+    let correct = logits.iter().zip(labels).filter(|&(l, &y)| hit(l, y)).count();
+    100.0 * correct as f64 / labels.len().max(1) as f64
+}
+
 pub fn argmax(v: &[f32]) -> usize {
     v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
 }
@@ -34,5 +42,13 @@ mod tests {
     fn accuracy_counts_argmax_hits() {
         let logits = vec![vec![0.1, 0.9], vec![2.0, 1.0], vec![0.0, 3.0]];
         assert!((accuracy(&logits, &[1, 0, 0]) - 200.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn top_k_counts_the_label_among_the_k_highest() {
+        let logits = vec![vec![5.0, 4.0, 3.0, 2.0, 1.0, 0.0], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]];
+        assert_eq!(top_k_accuracy(&logits, &[4, 4], 5), 100.0);
+        assert_eq!(top_k_accuracy(&logits, &[5, 0], 5), 0.0);
+        assert_eq!(top_k_accuracy(&logits, &[0, 5], 1), accuracy(&logits, &[0, 5]));
     }
 }

@@ -19,7 +19,7 @@ use crate::util::fsutil;
 pub const CURVES: &str = "curves.png";
 
 const SIZE: (u32, u32) = (1000, 800);
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 static FONT_DATA: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf");
 
 /// Tableau's ten colours: distinct, and readable on white.
@@ -93,7 +93,7 @@ pub fn render(curves: &[Curve]) -> Result<image::RgbImage> {
     image::RgbImage::from_raw(w, h, buf).context("plot buffer of the wrong size")
 }
 
-fn register_font() -> Result<()> {
+pub(crate) fn register_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FONT, FontStyle::Normal, FONT_DATA).is_ok());
     ensure!(ok, "the font embedded from assets/fonts/DejaVuSans-subset.ttf is not a valid TrueType font");
@@ -305,6 +305,7 @@ mod tests {
                 loss: 0.7 / (1.0 + e as f64),
                 train_accuracy: 50.0 + 2.0 * e as f64,
                 val_accuracy: (e % 5 == 0).then_some(45.0 + e as f64),
+                val_top5: None,
             })
             .collect();
         let one = render(&[Curve { name: "a".into(), rows: rows.clone() }]).unwrap();

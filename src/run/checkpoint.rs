@@ -178,8 +178,9 @@ pub fn named(run_dir: &Path, which: &str) -> Result<(PathBuf, usize)> {
         }
         "best" => {
             let pointer = root.join("best");
-            let text = fs::read_to_string(&pointer)
-                .with_context(|| format!("{} has no best checkpoint yet (it is written when validation accuracy improves)", run_dir.display()))?;
+            let text = fs::read_to_string(&pointer).with_context(|| {
+                format!("{} has no best checkpoint yet (it is written when validation accuracy improves); {}", run_dir.display(), kept_list(&root))
+            })?;
             text.trim().to_string()
         }
         other => match other.strip_prefix("epoch-").and_then(|e| e.parse::<usize>().ok()) {
@@ -190,12 +191,21 @@ pub fn named(run_dir: &Path, which: &str) -> Result<(PathBuf, usize)> {
     let epoch = name.strip_prefix("epoch-").and_then(|e| e.parse::<usize>().ok()).with_context(|| format!("'{name}' is not a checkpoint name"))?;
     let prefix = root.join(&name).join("ckpt");
     if !prefix.with_extension("index").exists() {
-        let kept: Vec<String> = fs::read_dir(&root)
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("epoch-")).collect())
-            .unwrap_or_default();
-        bail!("{} has no checkpoint {name} (kept: {})", run_dir.display(), kept.join(", "));
+        bail!("{} has no checkpoint {name}; {}", run_dir.display(), kept_list(&root));
     }
     Ok((prefix, epoch))
+}
+
+/// The checkpoints a run keeps, for an error message: which --checkpoint values exist.
+fn kept_list(root: &Path) -> String {
+    let mut kept: Vec<String> = fs::read_dir(root)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("epoch-")).collect())
+        .unwrap_or_default();
+    kept.sort();
+    if kept.is_empty() {
+        return format!("{} holds no checkpoint", root.display());
+    }
+    format!("{} holds {} (--checkpoint latest, best or one of these)", root.display(), kept.join(", "))
 }
 
 /// Keeps the newest KEEP checkpoints (and the best) and removes leftovers of interrupted saves.

@@ -91,6 +91,10 @@ pub struct TrainConfig {
     /// Minibatches from the decoded variable (as clusters train) instead of the tf.data pipeline.
     #[serde(default)]
     pub no_pipeline: bool,
+    /// A folder of class folders: the fraction of each class held out for validation (the split
+    /// itself is saved as the run's `split.json`); None: train/ and val/.
+    #[serde(default)]
+    pub val_split: Option<f64>,
 }
 
 /// 4 GiB: about 6,900 decoded 227 x 227 images.
@@ -135,6 +139,7 @@ impl TrainConfig {
             strict_images: false,
             early_stop: 0,
             no_pipeline: false,
+            val_split: None,
         }
     }
 

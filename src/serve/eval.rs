@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use anyhow::Result;
+use serde::Serialize;
 use tensorflow::{DataType, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
 use crate::data::decoded;
-use crate::data::images as data;
+use crate::data::split;
 use crate::graph::model::{self, Network};
 use crate::graph::params;
 use crate::graph::scoring::{accuracy, argmax};
@@ -14,11 +15,34 @@ use crate::run::config::TrainConfig;
 use crate::run::trained;
 
 /// Accuracy and confusion matrix (rows: true class, columns: predicted) of one split.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Evaluation {
     pub split: &'static str,
     pub accuracy: f64,
     pub confusion: Vec<Vec<usize>>,
+}
+
+impl Evaluation {
+    /// Each class's accuracy in percent (its diagonal cell over its row), None for a class
+    /// without images in the split.
+    pub fn per_class(&self) -> Vec<Option<f64>> {
+        self.confusion
+            .iter()
+            .enumerate()
+            .map(|(c, row)| {
+                let n: usize = row.iter().sum();
+                (n > 0).then(|| 100.0 * row[c] as f64 / n as f64)
+            })
+            .collect()
+    }
+}
+
+/// An evaluation of a run: the checkpoint's epoch, the classes, and each split's evaluation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub epoch: usize,
+    pub classes: Vec<String>,
+    pub splits: Vec<Evaluation>,
 }
 
 /// Restores the run's latest checkpoint and evaluates it on `images` (train/ and val/).
@@ -28,9 +52,17 @@ pub fn evaluate(run_dir: &Path, images: &Path) -> Result<(Vec<String>, Vec<Evalu
 
 /// The same with the checkpoint `which` names (`latest`, `best`, `epoch-N`).
 pub fn evaluate_at(run_dir: &Path, images: &Path, which: &str) -> Result<(Vec<String>, Vec<Evaluation>)> {
+    let r = report(run_dir, images, which)?;
+    Ok((r.classes, r.splits))
+}
+
+/// The evaluation of the checkpoint `which` names on `images` (in either layout; a run trained
+/// on class folders validates on the split it saved).
+pub fn report(run_dir: &Path, images: &Path, which: &str) -> Result<Report> {
     let run = trained::load_trained_at(run_dir, which)?;
     let cfg = &run.config;
-    let dataset = data::scan(images)?;
+    // A run trained on class folders validates on its saved split.
+    let (dataset, _) = split::dataset(images, cfg.val_split, cfg.seed, Some(run_dir))?;
     anyhow::ensure!(
         dataset.classes == cfg.classes,
         "{} has classes [{}], the run was trained on [{}]",
@@ -55,7 +87,7 @@ pub fn evaluate_at(run_dir: &Path, images: &Path, which: &str) -> Result<(Vec<St
         }
         out.push(Evaluation { split, accuracy: accuracy(&logits, &truth), confusion });
     }
-    Ok((run.config.classes, out))
+    Ok(Report { epoch: run.epoch, classes: run.config.classes, splits: out })
 }
 
 /// The network's forward pass (dropout off) on fed images.

@@ -42,8 +42,13 @@ pub struct Exported {
 /// Exports the latest checkpoint of `run_dir` as a SavedModel in `out`. An existing `out` is
 /// refused unless `force`, and even then only when it holds a SavedModel (or nothing).
 pub fn export(run_dir: &Path, out: &Path, force: bool) -> Result<Exported> {
+    export_at(run_dir, "latest", out, force)
+}
+
+/// The same from the checkpoint `which` names: `latest`, `best` or `epoch-N`.
+pub fn export_at(run_dir: &Path, which: &str, out: &Path, force: bool) -> Result<Exported> {
     check_destination(out, force)?;
-    let run = trained::load_trained(run_dir)?;
+    let run = trained::load_trained_at(run_dir, which)?;
     let cfg = &run.config;
     let mut g = InferenceGraph::build(&cfg.model, &cfg.preprocess, &cfg.classes)?;
     let saver = ServingSaver::build(&mut g.scope, &g.net.variables())?;

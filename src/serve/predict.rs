@@ -1,4 +1,4 @@
-//! `alexnet predict`: class probabilities of image files, from a run's latest checkpoint, an
+//! `alexnet predict`: class probabilities of image files, from a run's checkpoint (latest, best or epoch-N), an
 //! exported SavedModel, or a complete folder of weight files (an imported Caffe model). Both feed the file bytes to the same [`InferenceGraph`], so for the
 //! same model they give the same numbers.
 
@@ -53,12 +53,19 @@ enum Names {
 impl Predictor {
     /// The run's inference graph with the parameters of its latest checkpoint.
     pub fn from_run(run_dir: &Path) -> Result<Predictor> {
-        let run = trained::load_trained(run_dir)?;
+        Ok(Self::from_run_at(run_dir, "latest")?.0)
+    }
+
+    /// The same from the checkpoint `which` names (`latest`, `best`, `epoch-N`); also that
+    /// checkpoint's epoch.
+    pub fn from_run_at(run_dir: &Path, which: &str) -> Result<(Predictor, usize)> {
+        let run = trained::load_trained_at(run_dir, which)?;
         let cfg = &run.config;
         let g = InferenceGraph::build(&cfg.model, &cfg.preprocess, &cfg.classes)?;
         let session = Session::new(&SessionOptions::new(), &g.scope.graph())?;
         params::init_params(&session, &g.net, &run.params)?;
-        Ok(Predictor { session, images: g.images.clone(), probabilities: g.probabilities.clone(), names: Names::All(cfg.classes.clone()) })
+        let predictor = Predictor { session, images: g.images.clone(), probabilities: g.probabilities.clone(), names: Names::All(cfg.classes.clone()) };
+        Ok((predictor, run.epoch))
     }
 
     /// A folder of weight files with every layer present (e.g. an imported Caffe model), used as

@@ -35,7 +35,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tensorflow::{Session, Tensor};
 
-use crate::data::images::{self as data, Dataset};
+use crate::data::images::Dataset;
+use crate::data::split;
 use crate::data::weights::{self, LoadOptions};
 use crate::graph::model;
 use crate::graph::params::LayerParams;
@@ -135,7 +136,10 @@ pub(crate) struct Loaded {
 /// and decodes or checks the images (`pipeline`: the deployment can train from the tf.data
 /// pipeline). Returns the config as written.
 fn load_data(cfg: &TrainConfig, run_dir: &Path, pipeline: bool) -> Result<(TrainConfig, Loaded)> {
-    let dataset = data::scan(&cfg.images)?;
+    let (dataset, split) = split::dataset(&cfg.images, cfg.val_split, cfg.seed, Some(run_dir))?;
+    if let Some(split) = &split {
+        split::write(run_dir, split)?;
+    }
     let mut cfg = cfg.clone();
     if let Some((batch, line)) = minibatch_default(&cfg, dataset.train.len()).filter(|_| pipeline) {
         say(line);
@@ -314,7 +318,7 @@ fn prepare_run_dir(run_dir: &Path, opts: &RunOptions) -> Result<()> {
                 run_dir.display()
             );
         }
-        for sub in ["checkpoints", "metrics.csv", "summary.json", "config.json", tensorboard::DIR, plot::CURVES] {
+        for sub in ["checkpoints", "metrics.csv", "summary.json", "config.json", split::FILE, tensorboard::DIR, plot::CURVES] {
             let p = run_dir.join(sub);
             if p.is_dir() {
                 std::fs::remove_dir_all(&p)?;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Result, bail};
 use tensorflow::Session;
 
-use crate::graph::scoring::accuracy;
+use crate::graph::scoring::{accuracy, top_k_accuracy};
 use crate::observe::plot;
 use crate::run::checkpoint;
 use crate::run::config::TrainConfig;
@@ -23,6 +23,9 @@ use crate::train::progress::Progress;
 use crate::train::source::Source;
 use crate::train::summaries::Summaries;
 use crate::train::{Loaded, Placed};
+
+/// Top-k accuracy is measured beside top-1 with this many classes or more.
+const TOP_K: usize = 5;
 
 /// The loop's state: what it reads, and the rows so far.
 pub(crate) struct EpochLoop<'a> {
@@ -88,7 +91,7 @@ impl<'a> EpochLoop<'a> {
             train_labels: dataset.train.iter().map(|e| e.label).collect(),
             val_labels: dataset.val.iter().map(|e| e.label).collect(),
         };
-        this.print_row(metrics::display_header());
+        this.print_row(metrics::display_header(cfg.classes.len() >= TOP_K));
         Ok(this)
     }
 
@@ -171,20 +174,14 @@ impl<'a> EpochLoop<'a> {
         let checkpoint_now = last || stop || (cfg.checkpoint_every > 0 && (index + 1).is_multiple_of(cfg.checkpoint_every));
         let n_train = self.plan.n_train;
         let eval_chunk = self.plan.batch.max(60);
-        let val_accuracy = if index.is_multiple_of(cfg.val_every.max(1)) || last {
-            let val_idx: Vec<i32> = (n_train as i32..(n_train + self.val_labels.len()) as i32).collect();
-            let (logits, labels) = self.source.val_scores(self.tg, self.session, &val_idx, &self.val_labels, eval_chunk).map_err(|e| self.blame.blame(e))?;
-            Some(accuracy(&logits, &labels))
-        } else {
-            None
-        };
+        let (val_accuracy, val_top5) = if index.is_multiple_of(cfg.val_every.max(1)) || last { self.validate(eval_chunk)? } else { (None, None) };
         let early = match val_accuracy {
             Some(v) => self.track_best(index, v)?,
             None => false,
         };
         self.stopped_early = early;
         let checkpoint_now = checkpoint_now || early;
-        let mut row = Row { epoch: index, loss: stats.loss_sum / stats.examples.max(1) as f64, train_accuracy: f64::NAN, val_accuracy };
+        let mut row = Row { epoch: index, loss: stats.loss_sum / stats.examples.max(1) as f64, train_accuracy: f64::NAN, val_accuracy, val_top5 };
         let mut pending = None;
         if let Some(train_accuracy) = stats.train_accuracy {
             row.train_accuracy = train_accuracy;
@@ -206,6 +203,16 @@ impl<'a> EpochLoop<'a> {
             bail!("interrupted after epoch {index}; checkpoint written. Continue with: alexnet train --run-dir {} --resume", self.run_dir.display());
         }
         Ok(pending)
+    }
+
+    /// Top-1 and (with TOP_K or more classes) top-5 accuracy on the val images, from the same
+    /// logits.
+    fn validate(&self, eval_chunk: usize) -> Result<(Option<f64>, Option<f64>)> {
+        let n_train = self.plan.n_train;
+        let val_idx: Vec<i32> = (n_train as i32..(n_train + self.val_labels.len()) as i32).collect();
+        let (logits, labels) = self.source.val_scores(self.tg, self.session, &val_idx, &self.val_labels, eval_chunk).map_err(|e| self.blame.blame(e))?;
+        let top5 = (self.cfg.classes.len() >= TOP_K).then(|| top_k_accuracy(&logits, &labels, TOP_K));
+        Ok((Some(accuracy(&logits, &labels)), top5))
     }
 
     /// Prints the row, logs it to TensorBoard and writes metrics.csv.

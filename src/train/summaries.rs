@@ -30,8 +30,10 @@ pub struct Summaries {
     train_accuracy: Output,
     learning_rate: Output,
     val_accuracy: Output,
+    val_top5: Output,
     epoch_scalars: Operation,
     val_scalar: Operation,
+    top5_scalar: Operation,
     /// Web-safe base64 of a proto (the crate's string tensors must be UTF-8).
     proto_b64: Output,
     graph: Operation,
@@ -66,6 +68,7 @@ impl Summaries {
         let (train_accuracy, w_train) = scalar(s, "accuracy/train")?;
         let (learning_rate, w_lr) = scalar(s, "learning_rate")?;
         let (val_accuracy, val_scalar) = scalar(s, "accuracy/val")?;
+        let (val_top5, top5_scalar) = scalar(s, "accuracy/val_top5")?;
         let epoch_scalars = group(s, "epoch_scalars", [w_loss, w_train, w_lr])?;
 
         let proto_b64 = placeholder(s, "proto_b64", DataType::String)?;
@@ -84,8 +87,10 @@ impl Summaries {
             train_accuracy,
             learning_rate,
             val_accuracy,
+            val_top5,
             epoch_scalars,
             val_scalar,
+            top5_scalar,
             proto_b64,
             graph,
             import_event,
@@ -138,6 +143,7 @@ impl Summaries {
         let train = Tensor::<f32>::from(row.train_accuracy as f32);
         let lr = Tensor::<f32>::from(learning_rate);
         let val = Tensor::<f32>::from(row.val_accuracy.unwrap_or(0.0) as f32);
+        let top5 = Tensor::<f32>::from(row.val_top5.unwrap_or(0.0) as f32);
         let mut args = SessionRunArgs::new();
         feed(&mut args, &self.step, &step);
         feed(&mut args, &self.loss, &loss);
@@ -147,6 +153,10 @@ impl Summaries {
         if row.val_accuracy.is_some() {
             feed(&mut args, &self.val_accuracy, &val);
             args.add_target(&self.val_scalar);
+        }
+        if row.val_top5.is_some() {
+            feed(&mut args, &self.val_top5, &top5);
+            args.add_target(&self.top5_scalar);
         }
         if self.images_due(row.epoch, last) {
             tg.feed_batch(&mut args, example);

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 use tensorflow::Session;
 
 use super::protocol::{ASYNC_BIT, END, HOLD, WAIT, pause, push, recipe, recipe_differences, recipe_generation, token_generation, token_step};
-use crate::data::images as data;
+use crate::data::split;
 use crate::distributed::cluster::{ClusterConfig, Server};
 use crate::graph::model;
 use crate::run::config::TrainConfig;
@@ -29,7 +29,8 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
     // First, so that the chief, which waits for every task's port, sees this one.
     let server = Server::start(cluster)?;
 
-    let dataset = data::scan(&cfg.images)?;
+    // The chief's split: the same folder, fraction and seed give the same one.
+    let (dataset, _) = split::dataset(&cfg.images, cfg.val_split, cfg.seed, None)?;
     let t0 = Instant::now();
     let (dataset, images, source) = train::load_source(&dataset, &cfg.preprocess, cfg.skip_bad_images, cfg.cache_limit)?;
     ensure!(
