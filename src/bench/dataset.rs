@@ -61,8 +61,11 @@ pub fn since_process_start() -> Result<f64> {
     Ok(uptime - ticks / 100.0)
 }
 
+/// One implementation's figures, settings and timings (a JSON object).
+pub type Figures = Map<String, Value>;
+
 /// Our figures, and the peer's when `compare_python`.
-pub fn run(opts: &DatasetBenchOptions, compare_python: bool) -> Result<(Map<String, Value>, Option<Map<String, Value>>)> {
+pub fn run(opts: &DatasetBenchOptions, compare_python: bool) -> Result<(Figures, Option<Figures>)> {
     ensure!(opts.steps >= 1, "--steps must be at least 1");
     ensure!(opts.batch >= 1, "--batch-size must be at least 1");
     let scratch = Scratch::new()?;
@@ -217,6 +220,8 @@ impl Graph {
     /// What `alexnet train --batch-size B` does up to the end of its first step, on the whole
     /// folder; also the initial parameters (for the subset's graph).
     fn first_step(opts: &DatasetBenchOptions, scratch: &Path) -> Result<(Graph, TrainConfig, Vec<LayerParams>)> {
+        let loaded = since_process_start()?;
+        let t0 = Instant::now();
         let dataset = data::scan(&opts.dataset)?;
         let mut cfg = TrainConfig::swift_recipe(opts.dataset.clone(), None, dataset.classes.clone());
         cfg.batch_size = opts.batch;
@@ -224,21 +229,27 @@ impl Graph {
         cfg.skip_bad_images = true;
         cfg.runtime = opts.runtime.clone();
         let (kept, source) = load_pipeline(&dataset, &cfg, scratch)?;
+        let checked = t0.elapsed().as_secs_f64();
         let skipped = dataset.train.len() + dataset.val.len() - kept.train.len() - kept.val.len();
         if skipped > 0 {
             eprintln!("bench: {skipped} files failed the header check and are left out");
         }
         let spec = source.pipeline_spec().context("no pipeline")?.clone();
         let (params, _) = weights::load(None, &model::param_specs(&cfg.model), &LoadOptions { strict: false, seed: 0 })?;
+        let t1 = Instant::now();
         let graph = Graph::build(&cfg, spec, &params)?;
+        let built = t1.elapsed().as_secs_f64();
+        let t2 = Instant::now();
         let mut stream = Stream::new(&graph, true, 0);
         stream.train()?;
         eprintln!(
-            "bench: {} train images, batch {}, augmentation {:?}, cache {}",
+            "bench: {} train images, batch {}, augmentation {:?}, cache {}; to the first step: {loaded:.2} s to main, {checked:.2} s scan and header check, {built:.2} s graph and session, {:.2} s first batch (the shuffle buffer's {} images decoded) and step",
             kept.train.len(),
             opts.batch,
             opts.augment,
-            graph.spec.cache_dir.as_ref().map_or("in memory".into(), |d| format!("in {}", d.display()))
+            graph.spec.cache_dir.as_ref().map_or("in memory".into(), |d| format!("in {}", d.display())),
+            t2.elapsed().as_secs_f64(),
+            graph.spec.shuffle_buffer.min(kept.train.len()),
         );
         Ok((graph, cfg, params))
     }
