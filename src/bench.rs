@@ -7,7 +7,10 @@
 //! may be shared, so with a peer the two are interleaved repetition by repetition (the peer runs
 //! as a subprocess serving one repetition per request): both see the same load.
 
+pub mod dataset;
+
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -272,15 +275,19 @@ pub struct Peer {
 impl Peer {
     /// Starts the peer with the same data and settings and waits until it has decoded the images.
     pub fn start(opts: &BenchOptions) -> Result<Peer> {
+        let mut args: Vec<OsString> = vec!["--images".into(), opts.images.clone().into()];
+        args.extend(["--steps".into(), opts.steps.to_string().into(), "--warmup".into(), opts.warmup.to_string().into()]);
+        args.push("--weights".into());
+        args.push(opts.weights.clone().map_or(OsString::new(), OsString::from));
+        Peer::spawn(&args)
+    }
+
+    /// Starts `scripts/bench-python-peer --serve ARGS` and waits until it says it is ready.
+    pub fn spawn(args: &[OsString]) -> Result<Peer> {
         let repo = repo_dir();
         let py = python(&repo)?;
         let mut cmd = Command::new(&py);
-        cmd.arg(repo.join("scripts/bench-python-peer")).arg("--serve").arg("--images").arg(&opts.images);
-        cmd.args(["--steps", &opts.steps.to_string(), "--warmup", &opts.warmup.to_string()]);
-        match &opts.weights {
-            Some(w) => cmd.arg("--weights").arg(w),
-            None => cmd.args(["--weights", ""]),
-        };
+        cmd.arg(repo.join("scripts/bench-python-peer")).arg("--serve").args(args);
         cmd.env("TF_CPP_MIN_LOG_LEVEL", std::env::var("TF_CPP_MIN_LOG_LEVEL").unwrap_or("2".into()));
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().with_context(|| format!("cannot run {}", py.display()))?;
@@ -364,6 +371,7 @@ pub fn table(ours: &Map<String, Value>, peer: Option<&Map<String, Value>>, keys:
     let unit = |k: &str| match k {
         k if k.contains("per_sec") => "img/s",
         k if k.contains("gflops") => "GFLOP/s",
+        k if k.ends_with("_secs") => "s",
         _ => "MiB",
     };
     s += &format!("{:<32} {:>8} {:>10}", "figure", "unit", "ours");

@@ -34,3 +34,47 @@ fn bench_json_has_every_figure_for_us_and_the_python_peer() {
     assert!((v["forward_gmacs_per_image"].as_f64().unwrap() - 1.079).abs() < 0.01);
     assert_eq!(v["timings"]["train_step"]["n"], 2);
 }
+
+/// `alexnet bench --dataset` on a small generated folder, with the Python peer: every figure
+/// there, positive and finite, for both, with the ratios (no speed assertions).
+#[test]
+fn dataset_bench_json_has_every_figure_for_us_and_the_python_peer() {
+    let dir = common::temp_dir("bench-dataset");
+    let images = dir.path().join("images");
+    let made = std::process::Command::new(common::repo().join("scripts/make-dataset"))
+        .args([common::images().to_str().unwrap(), images.to_str().unwrap(), "40", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "make-dataset failed:\n{}", String::from_utf8_lossy(&made.stderr));
+    let out = common::alexnet()
+        .args(["bench", "--json", "--steps", "2", "--warmup", "0", "--batch-size", "8", "--augment", "crop-flip", "--compare-python", "--dataset"])
+        .arg(&images)
+        .env("ALEXNET_PYTHON", common::python())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "alexnet bench --dataset failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    let positive = |m: &Value, k: &str| {
+        let x = m.get(k).and_then(Value::as_f64).unwrap_or_else(|| panic!("{k} missing in {m}"));
+        assert!(x > 0.0 && x.is_finite(), "{k} = {x}");
+    };
+    let figures = [
+        "first_step_secs",
+        "pipeline_images_per_sec",
+        "train_stream_images_per_sec",
+        "train_cached_images_per_sec",
+        "train_compute_images_per_sec",
+        "peak_rss_mb",
+    ];
+    for k in figures {
+        positive(&v, k);
+        positive(&v["python"], k);
+        positive(&v["ratios"], k);
+    }
+    positive(&v["ratios"], "train_stream_vs_compute");
+    positive(&v["ratios"], "train_cached_vs_compute");
+    assert_eq!(v["batch_size"], 8);
+    assert_eq!(v["augment"], "crop-flip");
+    assert_eq!(v["timings"]["train_stream"]["n"], 2);
+    assert_eq!(v["python"]["timings"]["train_cached"]["n"], 2);
+}

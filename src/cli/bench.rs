@@ -3,8 +3,10 @@
 
 use std::path::PathBuf;
 
+use alexnet::bench::dataset::{self, DatasetBenchOptions};
 use alexnet::bench::{self, BenchOptions};
 use alexnet::data::images as data;
+use alexnet::data::pipeline::Augment;
 use alexnet::graph::model::Precision;
 use alexnet::graph::runtime;
 use anyhow::Result;
@@ -17,6 +19,17 @@ pub(crate) struct BenchArgs {
     /// Image folder with train/<class>/ and val/<class>/ (the training step uses all of train/).
     #[arg(long, default_value = "images")]
     images: PathBuf,
+    /// Instead: the trainer on this image folder through its tf.data pipeline (as `alexnet train
+    /// --batch-size B`): time to the first step, the pipeline alone, training from JPEG, from the
+    /// decoded cache, and on a batch in memory (f32 only).
+    #[arg(long, conflicts_with = "profile")]
+    dataset: Option<PathBuf>,
+    /// With --dataset: images per step.
+    #[arg(long, default_value_t = 64, requires = "dataset")]
+    batch_size: usize,
+    /// With --dataset: the augmentation, as `alexnet train --augment`.
+    #[arg(long, value_enum, default_value_t = Augment::None, requires = "dataset")]
+    augment: Augment,
     /// Folder of weight files (layers without one are initialised); default: weights/ if it exists.
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -53,6 +66,12 @@ enum BenchPrecision {
 
 /// `alexnet bench`: the options, the input checks, then the profile or the timings.
 pub(crate) fn run_bench(a: BenchArgs) -> Result<()> {
+    if let Some(dataset) = a.dataset {
+        let opts = DatasetBenchOptions { dataset, batch: a.batch_size, augment: a.augment, steps: a.steps, warmup: a.warmup, runtime: a.runtime.config() };
+        data::scan(&opts.dataset)?;
+        opts.runtime.check_device()?;
+        return print_dataset(&opts, a.compare_python, a.json);
+    }
     let weights = a.weights.or_else(|| Some(PathBuf::from("weights")).filter(|w| w.is_dir()));
     let opts = BenchOptions {
         images: a.images,
@@ -116,6 +135,27 @@ fn print_timings(opts: &BenchOptions, compare_python: bool, json: bool) -> Resul
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", bench::table(&ours, peer.as_ref(), &keys));
+    }
+    Ok(())
+}
+
+/// `--dataset`: our figures, the peer's and the ratios, as a table or one JSON object.
+fn print_dataset(opts: &DatasetBenchOptions, compare_python: bool, json: bool) -> Result<()> {
+    let (ours, peer) = dataset::run(opts, compare_python)?;
+    let ratios = dataset::ratios(&ours, peer.as_ref());
+    if json {
+        let mut out = ours;
+        if let Some(p) = peer {
+            out.insert("python".into(), serde_json::Value::Object(p));
+        }
+        out.insert("ratios".into(), serde_json::Value::Object(ratios));
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let keys: Vec<String> = dataset::KEYS.iter().map(|k| k.to_string()).collect();
+        print!("{}", bench::table(&ours, peer.as_ref(), &keys));
+        for (k, v) in ratios.iter().filter(|(k, _)| k.ends_with("_vs_compute")) {
+            println!("{k:<32} {:>8} {:>9.2}x", "", v.as_f64().unwrap_or(f64::NAN));
+        }
     }
     Ok(())
 }

@@ -99,10 +99,7 @@ impl TrainGraph {
     pub fn pipeline_step(&self, session: &Session, p: &Pipeline, lr: f32, dropout: f32, seed: [i64; 2]) -> Result<Option<PipelineStep>> {
         let feeds = StepFeeds::new(lr, dropout, seed)?;
         let mut args = SessionRunArgs::new();
-        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
-        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
-        args.add_feed(&self.shards[0].seed.operation, self.shards[0].seed.index, &feeds.seeds[0]);
-        args.add_target(&self.train_op);
+        self.feed_pipeline_step(&mut args, &feeds);
         let loss = args.request_fetch(&self.loss.operation, self.loss.index);
         let logits = args.request_fetch(&self.eval_logits.operation, self.eval_logits.index);
         let labels = args.request_fetch(&p.next[1].operation, p.next[1].index);
@@ -117,6 +114,28 @@ impl TrainGraph {
             labels: args.fetch::<i32>(labels)?.iter().map(|&l| l as usize).collect(),
             indices: args.fetch::<i32>(indices)?.to_vec(),
         }))
+    }
+
+    /// The pipeline step's own work on a batch already in memory: `images` and `labels` fed in
+    /// place of `IteratorGetNext`'s outputs (which TensorFlow then prunes), so no pipeline runs.
+    /// Returns the loss (the step computes the same dropout-off logits as [`Self::pipeline_step`]).
+    pub fn fed_pipeline_step(&self, session: &Session, p: &Pipeline, images: &Tensor<f32>, labels: &Tensor<i32>, seed: [i64; 2]) -> Result<f32> {
+        let feeds = StepFeeds::new(0.002, 0.5, seed)?;
+        let mut args = SessionRunArgs::new();
+        self.feed_pipeline_step(&mut args, &feeds);
+        args.add_feed(&p.next[0].operation, p.next[0].index, images);
+        args.add_feed(&p.next[1].operation, p.next[1].index, labels);
+        let loss = args.request_fetch(&self.loss.operation, self.loss.index);
+        args.request_fetch(&self.eval_logits.operation, self.eval_logits.index);
+        session.run(&mut args)?;
+        Ok(args.fetch::<f32>(loss)?[0])
+    }
+
+    fn feed_pipeline_step<'l>(&'l self, args: &mut SessionRunArgs<'l>, feeds: &'l StepFeeds) {
+        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
+        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
+        args.add_feed(&self.shards[0].seed.operation, self.shards[0].seed.index, &feeds.seeds[0]);
+        args.add_target(&self.train_op);
     }
 
     /// Logits (dropout off) and labels of the pipeline's whole validation split, in batches.
