@@ -373,6 +373,9 @@ fn start_peer(opts: &DatasetBenchOptions, spec: &PipelineSpec, scratch: &Path) -
     let augment = match opts.augment {
         Augment::None => "none",
         Augment::CropFlip => "crop-flip",
+        Augment::RandomResizedCrop => {
+            bail!("bench --dataset --compare-python measures --augment none and crop-flip; the Python peer has no random-resized-crop yet")
+        }
     };
     for (flag, value) in [
         ("--batch-size", opts.batch.to_string()),
