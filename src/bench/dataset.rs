@@ -243,13 +243,12 @@ impl Graph {
         let mut stream = Stream::new(&graph, true, 0);
         stream.train()?;
         eprintln!(
-            "bench: {} train images, batch {}, augmentation {:?}, cache {}; to the first step: {loaded:.2} s to main, {checked:.2} s scan and header check, {built:.2} s graph and session, {:.2} s first batch (the shuffle buffer's {} images decoded) and step",
+            "bench: {} train images, batch {}, augmentation {}, cache {}; to the first step: {loaded:.2} s to main, {checked:.2} s scan and header check, {built:.2} s graph and session, {:.2} s first batch and step",
             kept.train.len(),
             opts.batch,
-            opts.augment,
+            opts.augment.name(),
             graph.spec.cache_dir.as_ref().map_or("in memory".into(), |d| format!("in {}", d.display())),
             t2.elapsed().as_secs_f64(),
-            graph.spec.shuffle_buffer.min(kept.train.len()),
         );
         Ok((graph, cfg, params))
     }

@@ -200,8 +200,7 @@ fn pipeline_line(spec: &PipelineSpec) -> String {
             }
         ),
     };
-    let augment = clap::ValueEnum::to_possible_value(&spec.augment).map(|v| v.get_name().to_string()).unwrap_or_default();
-    format!("checked (header and end); the tf.data pipeline {how} {cache}; batches of {}, augmentation {augment}", spec.batch)
+    format!("checked (header and end); the tf.data pipeline {how} {cache}; batches of {}, augmentation {}", spec.batch, spec.augment.name())
 }
 
 /// The run's initial parameters (its weights file, or the seeded initialisation).

@@ -17,6 +17,7 @@ use crate::graph::model::{ModelConfig, output_shapes};
 use crate::run::config::TrainConfig;
 use crate::train::feeds::Batch;
 use crate::train::graph::TrainGraph;
+use crate::util::rng::Rng;
 
 /// Where the steps' images come from.
 pub enum Source {
@@ -141,7 +142,11 @@ pub fn load_pipeline(dataset: &Dataset, cfg: &TrainConfig, run_dir: &Path) -> Re
     let decoder = Decoder::new(p)?;
     let all: Vec<&Path> = dataset.train.iter().chain(&dataset.val).map(|e| e.path.as_path()).collect();
     let bad = if cfg.strict_images { decoder.check(&all) } else { quick_check(&all) };
-    let kept = keep_good(dataset, &bad, cfg.skip_bad_images)?;
+    let mut kept = keep_good(dataset, &bad, cfg.skip_bad_images)?;
+    // The cache fills in this order and the first epoch reads it as it fills (unshuffled after
+    // the cache, see data::pipeline): a seeded permutation of the files, so the first batch
+    // waits for one batch of decodes, not for a full shuffle buffer of them.
+    Rng::new(cfg.seed, FILE_ORDER_STREAM).shuffle(&mut kept.train);
     let bad_log = run_dir.join(BAD_IMAGES);
     append_bad(&bad_log, &bad.iter().map(|b| b.to_string()).collect::<Vec<_>>())?;
     let examples = |list: &[crate::data::images::Example]| -> Result<Examples> {
@@ -181,6 +186,9 @@ pub fn load_pipeline(dataset: &Dataset, cfg: &TrainConfig, run_dir: &Path) -> Re
 /// Decoded images the shuffle buffer holds: the whole split up to this many; a larger split is
 /// shuffled within a window of this many (tf.data's own trade of memory for randomness).
 pub const SHUFFLE_BUFFER: usize = 4096;
+
+/// The random stream of the training files' order in the pipeline's cache.
+const FILE_ORDER_STREAM: u64 = 0x0F11_E0DE;
 
 /// The run directory's list of images that could not be used.
 pub const BAD_IMAGES: &str = "bad-images.txt";

@@ -5,7 +5,8 @@
 //! IgnoreErrorsDataset -> CacheDatasetV2 (in memory, or a file past the cache limit). That dataset is
 //! held in a variant resource variable, so every later epoch reads the same dataset object and its
 //! cache instead of the JPEGs. Each epoch then re-makes the one iterator from: the held dataset
-//! -> ShuffleDataset (seeds fed: run seed and epoch) -> ParallelMapDatasetV2 (`finish`: crop, flip,
+//! -> ShuffleDataset (seeds fed: run seed and epoch; in the first epoch a buffer of one, as the
+//! files come in a seeded order and the cache fills as it is read) -> ParallelMapDatasetV2 (`finish`: crop, flip,
 //! float, mean, BGR) -> BatchDatasetV2 -> PrefetchDataset (autotuned) -> ModelDataset; the
 //! training step takes `IteratorGetNext`'s outputs directly, so no image crosses the C API per
 //! step. Validation re-makes the same iterator from the val split (centre crop, no shuffle).
@@ -55,6 +56,11 @@ impl Augment {
     /// Whether the training split is cached as the files' encoded bytes, decoded every epoch.
     pub fn caches_encoded(self) -> bool {
         self == Augment::RandomResizedCrop
+    }
+
+    /// The name the `--augment` flag takes.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self).map(|v| v.get_name().to_string()).unwrap_or_default()
     }
 }
 
@@ -231,7 +237,12 @@ fn per_epoch(s: &mut Scope, spec: &PipelineSpec, held: Output, run_seed: &Output
     let cached_sig = if encoded { resized_crop::encoded_signature() } else { functions::decode_signature(spec.augment, spec.preprocess.size as i64) };
     let mut ds = held;
     if train {
-        let buffer = ops::constant(spec.shuffle_buffer.min(spec.train.paths.len()).max(1) as i64, s)?;
+        // The first epoch reads the cache as it fills, in the files' own (seeded) order: a
+        // shuffle buffer there would wait for that many decodes before the first batch. Later
+        // epochs shuffle the cached images.
+        let full = ops::constant(spec.shuffle_buffer.min(spec.train.paths.len()).max(1) as i64, s)?;
+        let after_first = ops::minimum(epoch.clone(), ops::constant(1i64, s)?, s)?;
+        let buffer = ops::maximum(ops::mul(full, after_first, s)?, ops::constant(1i64, s)?, s)?;
         // seed2 is never 0: a (0, 0) pair would make ShuffleDataset draw a random seed.
         let seed2 = ops::add(epoch.clone(), ops::constant(1_000_000i64, s)?, s)?;
         ds = dataset_op(s, "ShuffleDataset", vec![In::One(ds), In::One(buffer.into()), In::One(run_seed.clone()), In::One(seed2.into())], &cached_sig, |nd| {
