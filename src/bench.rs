@@ -168,6 +168,20 @@ struct Measured<'a> {
     suffix: &'static str,
 }
 
+/// What every benchmark's JSON says of itself: the implementation, TensorFlow's version, the
+/// device and CPU, the threads and the repetitions.
+pub fn settings(out: &mut Map<String, Value>, implementation: &str, device: &str, runtime: &RuntimeConfig, steps: usize, warmup: usize) {
+    let (intra, inter) = runtime.threads();
+    out.insert("implementation".into(), json!(implementation));
+    out.insert("tensorflow".into(), json!(tensorflow::version().unwrap_or_default()));
+    out.insert("device".into(), json!(device));
+    out.insert("cpu".into(), json!(cpu_model()));
+    out.insert("intra_op_threads".into(), json!(intra));
+    out.insert("inter_op_threads".into(), json!(inter));
+    out.insert("steps".into(), json!(steps));
+    out.insert("warmup".into(), json!(warmup));
+}
+
 impl Figures {
     /// Decoding: every image, train and val, as `alexnet train` does it.
     fn decode(&mut self, opts: &BenchOptions, peer: Option<&mut Peer>, paths: &[&Path]) -> Result<Tensor<f32>> {
@@ -226,15 +240,7 @@ impl Figures {
     /// The figures with the settings, the machine and the raw timings.
     fn finish(mut self, opts: &BenchOptions, device: String, n_train: usize) -> Result<Map<String, Value>> {
         let out = &mut self.out;
-        let (intra, inter) = opts.runtime.threads();
-        out.insert("implementation".into(), json!("rust (TensorFlow C API)"));
-        out.insert("tensorflow".into(), json!(tensorflow::version().unwrap_or_default()));
-        out.insert("device".into(), json!(device));
-        out.insert("cpu".into(), json!(cpu_model()));
-        out.insert("intra_op_threads".into(), json!(intra));
-        out.insert("inter_op_threads".into(), json!(inter));
-        out.insert("steps".into(), json!(opts.steps));
-        out.insert("warmup".into(), json!(opts.warmup));
+        settings(out, "rust (TensorFlow C API)", &device, &opts.runtime, opts.steps, opts.warmup);
         out.insert("train_batch".into(), json!(n_train));
         out.insert("forward_gmacs_per_image".into(), json!(self.macs / 1e9));
         out.insert("peak_rss_mb".into(), json!(peak_rss_mb()));

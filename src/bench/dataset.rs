@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Map, Value, json};
 use tensorflow::{Session, SessionRunArgs, Tensor};
 
-use super::{Peer, Stat, cpu_model, median, peak_rss_mb};
+use super::{Peer, Stat, median, peak_rss_mb, settings};
 use crate::data::images as data;
 use crate::data::pipeline::{Augment, Pipeline, PipelineSpec, is_end_of_data};
 use crate::data::weights::{self, LoadOptions};
@@ -148,15 +148,7 @@ fn subset_of(spec: &PipelineSpec, n: usize) -> PipelineSpec {
 
 /// The settings, the machine, memory and the raw timings.
 fn finish(out: &mut Map<String, Value>, opts: &DatasetBenchOptions, n_train: usize, device: &str, timings: Map<String, Value>) {
-    let (intra, inter) = opts.runtime.threads();
-    out.insert("implementation".into(), json!("rust (TensorFlow C API, tf.data from raw ops)"));
-    out.insert("tensorflow".into(), json!(tensorflow::version().unwrap_or_default()));
-    out.insert("device".into(), json!(device));
-    out.insert("cpu".into(), json!(cpu_model()));
-    out.insert("intra_op_threads".into(), json!(intra));
-    out.insert("inter_op_threads".into(), json!(inter));
-    out.insert("steps".into(), json!(opts.steps));
-    out.insert("warmup".into(), json!(opts.warmup));
+    settings(out, "rust (TensorFlow C API, tf.data from raw ops)", device, &opts.runtime, opts.steps, opts.warmup);
     out.insert("batch_size".into(), json!(opts.batch));
     out.insert("augment".into(), json!(opts.augment));
     out.insert("train_images".into(), json!(n_train));
