@@ -68,7 +68,8 @@ pub type Figures = Map<String, Value>;
 pub fn run(opts: &DatasetBenchOptions, compare_python: bool) -> Result<(Figures, Option<Figures>)> {
     ensure!(opts.steps >= 1, "--steps must be at least 1");
     ensure!(opts.batch >= 1, "--batch-size must be at least 1");
-    let scratch = Scratch::new()?;
+    // The run folder of the benchmark's pipelines (bad-images.txt, cache files), removed on drop.
+    let scratch = tempfile::Builder::new().prefix("alexnet-bench-").tempdir().context("cannot create the benchmark's scratch folder")?;
     let (full, cfg, params) = Graph::first_step(opts, scratch.path())?;
     let first_step = since_process_start()?;
     eprintln!("bench: first step {first_step:.2} s after the process started");
@@ -106,27 +107,6 @@ pub fn run(opts: &DatasetBenchOptions, compare_python: bool) -> Result<(Figures,
     let peer = peer.map(Peer::finish).transpose()?;
     finish(&mut out, opts, n_train, &subset.device, timings);
     Ok((out, peer))
-}
-
-/// The run folder of the benchmark's pipelines (bad-images.txt, cache files), removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("alexnet-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Scratch(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Our figure `{what}_images_per_sec` and its timings.
