@@ -213,6 +213,13 @@ pub fn describe_devices() -> Result<Vec<String>> {
     Ok(lines)
 }
 
+/// The machine's RAM in bytes (MemTotal of /proc/meminfo), where that file says.
+pub fn machine_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = meminfo.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())?;
+    Some(kib << 10)
+}
+
 /// The CPU's model, cores, vector extensions and the machine's RAM, from /proc.
 fn cpu_summary() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -232,10 +239,8 @@ fn cpu_summary() -> String {
     if !ext.is_empty() {
         parts.push(ext.join(" "));
     }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let ram_kib = meminfo.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
-    if let Some(kib) = ram_kib {
-        parts.push(format!("machine RAM {:.1} GiB", (kib * 1024) as f64 / (1u64 << 30) as f64));
+    if let Some(bytes) = machine_memory() {
+        parts.push(format!("machine RAM {:.1} GiB", bytes as f64 / (1u64 << 30) as f64));
     }
     parts.join(", ")
 }

@@ -98,9 +98,7 @@ pub fn step_bytes_per_image(model: &ModelConfig) -> u64 {
 
 /// The machine's RAM (MemTotal), or 4 GiB where /proc/meminfo can't say.
 fn total_memory() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kib = meminfo.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
-    kib.map_or(4 << 30, |k| k << 10)
+    crate::graph::runtime::machine_memory().unwrap_or(4 << 30)
 }
 
 /// Minibatches when the run asked for the whole set as one batch but its step would take more
