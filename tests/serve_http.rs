@@ -176,8 +176,12 @@ fn version_two_is_swapped_in_under_load() {
         std::thread::sleep(Duration::from_millis(800));
         // A broken folder first (reported, not served), then version 2, written as export writes
         // it: complete in a temporary folder, renamed into place.
-        std::fs::create_dir_all(base.join("3")).unwrap();
-        std::fs::write(base.join("3/saved_model.pb"), b"not a SavedModel").unwrap();
+        // Renamed into place whole, so the poller never sees the folder before its file (it would
+        // report "no saved_model.pb" instead, and the retry would come after the check below).
+        let broken = tmp.path().join("v3.partial");
+        std::fs::create_dir_all(&broken).unwrap();
+        std::fs::write(broken.join("saved_model.pb"), b"not a SavedModel").unwrap();
+        std::fs::rename(&broken, base.join("3")).unwrap();
         assert!(common::poll_until(Duration::from_secs(30), Duration::from_millis(100), || server
             .get("/v1/models/alexnet/versions/3")
             .json
