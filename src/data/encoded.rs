@@ -113,8 +113,9 @@ fn jpeg_has_end(head: &[u8], tail: &[u8], len: u64) -> bool {
     tail.get(skip..).is_some_and(|t| t.windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
-/// Offset of a JPEG's first start-of-scan marker, walking the segments before it by their lengths.
-fn jpeg_scan_start(b: &[u8]) -> Option<usize> {
+/// Offset of a JPEG's first start-of-scan marker, walking the segments before it by their lengths
+/// (None when `b` ends first).
+pub fn jpeg_scan_start(b: &[u8]) -> Option<usize> {
     let mut i = 2;
     while i + 4 <= b.len() {
         if b[i] != 0xFF {
