@@ -255,7 +255,7 @@ fn shapes_are_learnt_best_checkpoint_is_kept_and_early_stop_stops() {
 /// On a terminal (a pty from `script`), the per-step bar shows the epoch's steps, images/s from
 /// the steps' batch sizes and the time left; without one (every other test) it stays hidden.
 #[test]
-fn progress_bar_shows_steps_rate_and_time_left_on_a_terminal() {
+fn progress_bar_shows_images_rate_and_time_left_on_a_terminal() {
     if std::process::Command::new("script").arg("--version").output().is_err() {
         eprintln!("skipped: util-linux's `script` (for a pty) is not installed");
         return;
@@ -268,7 +268,8 @@ fn progress_bar_shows_steps_rate_and_time_left_on_a_terminal() {
     let out = std::process::Command::new("script").args(["-q", "-e", "-c", &line.join(" "), "/dev/null"]).env("TF_CPP_MIN_LOG_LEVEL", "3").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("epoch 1/1") && text.contains("4/4 steps"), "{text}");
+    // 16 training images (8 a class), in 4 steps of 4.
+    assert!(text.contains("epoch 1/1") && text.contains("16/16 images"), "{text}");
     let rates: Vec<&str> = text.split(" images/s").filter_map(|before| before.rsplit(' ').next()).collect();
     assert!(rates.iter().any(|r| r.parse::<f64>().is_ok_and(|v| v > 0.0)), "a measured images/s: {rates:?}\n{text}");
     assert!(text.contains("eta 0:0"), "{text}");

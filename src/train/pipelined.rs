@@ -64,7 +64,7 @@ impl EpochDriver for PipelineLoop<'_> {
     fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &Progress) -> Result<EpochStats> {
         self.pipeline.start_train(self.session, self.seed, epoch.index)?;
         if self.drop_remainder {
-            bar.set_steps(plan.n_train / plan.batch);
+            bar.set_images(plan.n_train / plan.batch * plan.batch);
         }
         let mut stats = EpochStats::default();
         let mut seen = vec![false; plan.n_train];

@@ -117,7 +117,7 @@ impl<'a> EpochLoop<'a> {
         let mut pending: Option<Row> = None;
         for index in start_epoch..self.cfg.epochs {
             let epoch = self.plan.epoch(index);
-            self.bar.start_epoch(index, self.cfg.epochs, self.plan.steps_per_epoch);
+            self.bar.start_epoch(index, self.cfg.epochs, self.plan.n_train);
             let mut stats = driver.run_epoch(self.plan, &epoch, &self.bar)?;
             if let Some(row) = pending.take() {
                 self.finish_lookahead(row, &epoch, &mut stats)?;
