@@ -190,8 +190,7 @@ fn cached(s: &mut Scope, spec: &PipelineSpec, examples: &Examples, train: bool) 
     let labels = ops::constant(Tensor::<i32>::new(&[n as u64]).with_values(&examples.labels)?, s)?;
     let index: Vec<i32> = (0..n as i32).collect();
     let index = ops::constant(Tensor::<i32>::new(&[n as u64]).with_values(&index)?, s)?;
-    let scalar = Shape::from(Some(vec![]));
-    let sig = Signature { types: vec![DataType::String, DataType::Int32, DataType::Int32], shapes: vec![scalar.clone(), scalar.clone(), scalar] };
+    let sig = Signature::string_label_index();
     // TensorSliceDataset names its types Toutput_types.
     let slices = raw_op(s, "TensorSliceDataset", vec![In::List(vec![paths.into(), labels.into(), index.into()])], |nd| {
         nd.set_attr_type_list("Toutput_types", &sig.types)?;
@@ -234,7 +233,7 @@ fn variant_variable(s: &mut Scope, name: &str) -> Result<Output> {
 fn per_epoch(s: &mut Scope, spec: &PipelineSpec, held: Output, run_seed: &Output, epoch: &Output, train: bool) -> Result<Output> {
     let split = if train { "train" } else { "val" };
     let encoded = train && spec.augment.caches_encoded();
-    let cached_sig = if encoded { resized_crop::encoded_signature() } else { functions::decode_signature(spec.augment, spec.preprocess.size as i64) };
+    let cached_sig = if encoded { Signature::string_label_index() } else { functions::decode_signature(spec.augment, spec.preprocess.size as i64) };
     let mut ds = held;
     if train {
         // The first epoch reads the cache as it fills, in the files' own (seeded) order: a

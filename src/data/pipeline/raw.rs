@@ -21,6 +21,13 @@ pub struct Signature {
 }
 
 impl Signature {
+    /// A string (a file's path, or its bytes), its label and its index, all scalars: the
+    /// elements of the file list and of the encoded cache.
+    pub fn string_label_index() -> Signature {
+        let scalar = Shape::from(Some(vec![]));
+        Signature { types: vec![DataType::String, DataType::Int32, DataType::Int32], shapes: vec![scalar.clone(), scalar.clone(), scalar] }
+    }
+
     /// Each component's shape with a leading batch dimension of unknown size.
     pub fn batched(&self) -> Signature {
         let shapes = self

@@ -22,12 +22,6 @@ pub const ASPECT_RANGE: [f32; 2] = [3.0 / 4.0, 4.0 / 3.0];
 /// Windows tried before the whole image is taken (TensorFlow's default, as Inception's).
 const MAX_ATTEMPTS: i64 = 100;
 
-/// The element the training cache holds: the file's bytes, label, index.
-pub fn encoded_signature() -> Signature {
-    let scalar = Shape::from(Some(vec![]));
-    Signature { types: vec![DataType::String, DataType::Int32, DataType::Int32], shapes: vec![scalar.clone(), scalar.clone(), scalar] }
-}
-
 /// (path, label, index) -> (bytes, label, index).
 pub fn read(graph: &mut tensorflow::Graph, name: &str) -> Result<MapFn> {
     let mut s = Scope::new_root_scope();
@@ -38,7 +32,7 @@ pub fn read(graph: &mut tensorflow::Graph, name: &str) -> Result<MapFn> {
     let label_out = ops::identity(label.clone(), &mut s)?.into();
     let index_out = ops::identity(index.clone(), &mut s)?.into();
     let name = add_function(graph, &s.graph(), name, &[path, label, index], &[bytes, label_out, index_out])?;
-    Ok(MapFn { name, output: encoded_signature() })
+    Ok(MapFn { name, output: Signature::string_label_index() })
 }
 
 /// (bytes, label, index, run seed, epoch) -> (float [S, S, 3], label, index): the random window,
