@@ -35,8 +35,9 @@ fn bench_json_has_every_figure_for_us_and_the_python_peer() {
     assert_eq!(v["timings"]["train_step"]["n"], 2);
 }
 
-/// `alexnet bench --dataset` on a small generated folder, with the Python peer: every figure
-/// there, positive and finite, for both, with the ratios (no speed assertions).
+/// `alexnet bench --dataset` on a small generated folder, with the Python peer, for crop-flip and
+/// random-resized-crop: every figure there, positive and finite, for both, with the ratios (no
+/// speed assertions).
 #[test]
 fn dataset_bench_json_has_every_figure_for_us_and_the_python_peer() {
     let dir = common::temp_dir("bench-dataset");
@@ -46,14 +47,27 @@ fn dataset_bench_json_has_every_figure_for_us_and_the_python_peer() {
         .output()
         .unwrap();
     assert!(made.status.success(), "make-dataset failed:\n{}", String::from_utf8_lossy(&made.stderr));
-    let out = common::alexnet()
-        .args(["bench", "--json", "--steps", "2", "--warmup", "0", "--batch-size", "8", "--augment", "crop-flip", "--compare-python", "--dataset"])
-        .arg(&images)
-        .env("ALEXNET_PYTHON", common::python())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "alexnet bench --dataset failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    for (augment, steps) in [("crop-flip", 2), ("random-resized-crop", 1)] {
+        let out = common::alexnet()
+            .args(["bench", "--json", "--steps", &steps.to_string(), "--warmup", "0", "--batch-size", "8", "--augment", augment])
+            .args(["--compare-python", "--dataset"])
+            .arg(&images)
+            .env("ALEXNET_PYTHON", common::python())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "alexnet bench --dataset --augment {augment} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+        assert_every_figure(&v);
+        assert_eq!(v["batch_size"], 8);
+        assert_eq!(v["augment"], augment);
+        assert_eq!(v["timings"]["train_stream"]["n"], steps);
+        assert_eq!(v["python"]["timings"]["train_cached"]["n"], steps);
+    }
+}
+
+/// Each figure of `alexnet bench --dataset --compare-python`'s JSON, ours, the peer's and their
+/// ratio, is there, positive and finite.
+fn assert_every_figure(v: &Value) {
     let positive = |m: &Value, k: &str| {
         let x = m.get(k).and_then(Value::as_f64).unwrap_or_else(|| panic!("{k} missing in {m}"));
         assert!(x > 0.0 && x.is_finite(), "{k} = {x}");
@@ -67,14 +81,10 @@ fn dataset_bench_json_has_every_figure_for_us_and_the_python_peer() {
         "peak_rss_mb",
     ];
     for k in figures {
-        positive(&v, k);
+        positive(v, k);
         positive(&v["python"], k);
         positive(&v["ratios"], k);
     }
     positive(&v["ratios"], "train_stream_vs_compute");
     positive(&v["ratios"], "train_cached_vs_compute");
-    assert_eq!(v["batch_size"], 8);
-    assert_eq!(v["augment"], "crop-flip");
-    assert_eq!(v["timings"]["train_stream"]["n"], 2);
-    assert_eq!(v["python"]["timings"]["train_cached"]["n"], 2);
 }

@@ -344,9 +344,7 @@ fn start_peer(opts: &DatasetBenchOptions, spec: &PipelineSpec, scratch: &Path) -
     let augment = match opts.augment {
         Augment::None => "none",
         Augment::CropFlip => "crop-flip",
-        Augment::RandomResizedCrop => {
-            bail!("bench --dataset --compare-python measures --augment none and crop-flip; the Python peer has no random-resized-crop yet")
-        }
+        Augment::RandomResizedCrop => "random-resized-crop",
     };
     for (flag, value) in [
         ("--batch-size", opts.batch.to_string()),
