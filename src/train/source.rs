@@ -256,4 +256,15 @@ mod tests {
         assert!(line.contains("1000000 training images are too many for one full batch"), "{line}");
         assert!(minibatch_default(&TrainConfig { batch_size: 32, ..cfg }, 1_000_000).is_none(), "a batch given is kept");
     }
+
+    #[test]
+    fn cluster_parts_are_never_empty() {
+        let cfg = TrainConfig { batch_size: 12, ..TrainConfig::swift_recipe("images".into(), None, vec!["cat".into(), "dog".into()]) };
+        assert!(check_parts(&cfg, 24, 2).is_ok());
+        let e = check_parts(&cfg, 25, 2).unwrap_err().to_string();
+        assert!(e.contains("a batch of 1 examples cannot be split across 2 workers") && e.contains("--drop-remainder"), "{e}");
+        assert!(check_parts(&TrainConfig { drop_remainder: true, ..cfg.clone() }, 25, 2).is_ok());
+        let e = check_parts(&cfg, 24, 13).unwrap_err().to_string();
+        assert!(e.contains("a batch of 12 examples cannot be split across 13 workers: use a larger --batch-size"), "{e}");
+    }
 }
