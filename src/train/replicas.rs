@@ -1,5 +1,6 @@
-//! The replicas of the training graph: each one's data variables, batch gather, forward pass,
-//! loss and gradients ([`build_replica`], or [`import_replica`] to put a replica's backward pass on
+//! The replicas of the training graph: each one's data variables, batch gather (or, from the
+//! tf.data pipeline on a cluster, its worker's own pipeline and its part of each batch, with the
+//! part's accuracy), forward pass, loss and gradients ([`build_replica`], or [`import_replica`] to put a replica's backward pass on
 //! its own worker), how a batch is cut among them ([`split_part`]), and an asynchronous replica's
 //! own step ([`ReplicaStep`]).
 
