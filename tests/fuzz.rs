@@ -87,7 +87,6 @@ fn train_config() -> impl Strategy<Value = TrainConfig> {
             drop_remainder: strict_weights,
             strict_images: skip_bad_images,
             early_stop: val_every % 7,
-            no_pipeline: strict_weights,
             val_split: (val_every % 3 == 1).then_some(0.25),
         }
     })

@@ -30,6 +30,8 @@ fn spec_for(images: &Path, augment: Augment) -> PipelineSpec {
         cache_dir: None,
         parallel_calls: AUTOTUNE,
         jpeg_only,
+        device: String::new(),
+        cut: false,
     }
 }
 
@@ -99,6 +101,44 @@ fn pipeline_epochs_are_seeded_shuffles_of_every_example() {
     let (d, img_d) = epoch(Augment::CropFlip, 1);
     assert_eq!(d, a);
     assert_ne!(img_d, img_a);
+}
+
+/// On a cluster, a worker's step takes part k of n of each batch of its pipeline: exactly the
+/// rows `split_part` gives of the whole batch (the last partial batch too), weighted by its share.
+#[test]
+fn a_workers_part_of_each_batch_is_split_part_of_the_batch() {
+    let tmp = common::temp_dir("pipeline-cut");
+    let images = common::small_dataset(tmp.path(), 30);
+    let (p, session) = start(&PipelineSpec { cut: true, ..spec_for(&images, Augment::CropFlip) });
+    let cut = p.cut.clone().unwrap();
+    let n = 3;
+    for e in 0..2 {
+        p.start_train(&session, 7, e).unwrap();
+        let mut sizes = vec![];
+        for b in 0.. {
+            let k = (b + e) % n;
+            let (part, parts) = (Tensor::from(k as i32), Tensor::from(n as i32));
+            let mut args = SessionRunArgs::new();
+            args.add_feed(&cut.part.operation, cut.part.index, &part);
+            args.add_feed(&cut.parts.operation, cut.parts.index, &parts);
+            let whole = args.request_fetch(&cut.batch_indices.operation, cut.batch_indices.index);
+            let mine = args.request_fetch(&p.next[2].operation, p.next[2].index);
+            let images = args.request_fetch(&p.next[0].operation, p.next[0].index);
+            let weight = args.request_fetch(&cut.weight.operation, cut.weight.index);
+            match session.run(&mut args) {
+                Err(err) if is_end_of_data(&err) => break,
+                r => r.unwrap(),
+            }
+            let whole: Tensor<i32> = args.fetch(whole).unwrap();
+            let mine: Tensor<i32> = args.fetch(mine).unwrap();
+            let expected = alexnet::train::split_part(&whole, k, n);
+            assert_eq!(&mine[..], expected, "epoch {e} batch {b} part {k}");
+            assert_eq!(args.fetch::<f32>(images).unwrap().dims()[0] as usize, expected.len());
+            assert_eq!(args.fetch::<f32>(weight).unwrap()[0], expected.len() as f32 / whole.len() as f32);
+            sizes.push(whole.len());
+        }
+        assert_eq!(sizes, [16, 16, 16, 12], "epoch {e}");
+    }
 }
 
 /// Replaces the first `n` files of `dir` by PNGs of other sizes (a drawn pattern).

@@ -108,9 +108,6 @@ pub(crate) struct TrainArgs {
     /// Stop after N validations without a new best val accuracy (checkpoints/best keeps the best); 0: never.
     #[arg(long, default_value_t = 0)]
     early_stop: usize,
-    /// Minibatches from the decoded data set in a variable, as clusters train, instead of the tf.data pipeline.
-    #[arg(long)]
-    no_pipeline: bool,
     /// No per-epoch table.
     #[arg(long)]
     quiet: bool,
@@ -188,6 +185,5 @@ fn new_config(a: &TrainArgs) -> Result<TrainConfig> {
     cfg.drop_remainder = a.drop_remainder;
     cfg.strict_images = a.strict_images;
     cfg.early_stop = a.early_stop;
-    cfg.no_pipeline = a.no_pipeline;
     Ok(cfg)
 }

@@ -18,7 +18,8 @@ use crate::train::deployment::{Blame, Deployment, Run};
 use crate::train::epoch::EpochDriver;
 use crate::train::graph::TrainGraph;
 use crate::train::local::LocalLoop;
-use crate::train::source::Source;
+use crate::train::pipelined::{BadFiles, PipelineLoop};
+use crate::train::source::{Source, check_parts};
 use crate::train::spec::Replication;
 use crate::train::{self, RunOptions, Summary};
 
@@ -94,10 +95,13 @@ impl Deployment for ClusterChief<'_> {
             c.task_name()
         );
         ensure!(
-            matches!(source, Source::InGraph),
-            "the data set is over the {} MiB --cache-limit: on a cluster every worker holds it decoded; raise --cache-limit",
+            !matches!(source, Source::Streamed { .. }),
+            "the data set is over the {} MiB --cache-limit: on a cluster every worker holds it decoded; raise --cache-limit (or train in minibatches, from the pipeline)",
             cfg.cache_limit >> 20
         );
+        if let Some(spec) = source.pipeline_spec() {
+            check_parts(cfg, spec.train.paths.len(), c.workers().len())?;
+        }
         let specs = model::param_specs(&cfg.model);
         let asynchronous = cfg.async_updates;
         let replication = if self.between {
@@ -131,10 +135,18 @@ impl Deployment for ClusterChief<'_> {
             let recipe = between_graph::recipe(cfg, dataset);
             let chief = Chief::begin(tg, session, self.cluster, cfg.async_updates, &recipe).map_err(|e| self.blame(e))?;
             self.cluster.wait_for_tasks(Duration::from_secs(60))?;
-            return Ok(Box::new(ChiefDriver { chief, tg, session, blame: self }));
+            let bad = match source {
+                Source::Pipeline { paths, bad_log, .. } => Some(BadFiles::new(paths, bad_log, cfg.drop_remainder)),
+                _ => None,
+            };
+            return Ok(Box::new(ChiefDriver { chief, tg, session, blame: self, seed: cfg.seed, bad }));
         }
         if cfg.async_updates {
-            return Ok(Box::new(AsyncReplicas::new(tg, session, &self.workers, self)));
+            return Ok(Box::new(AsyncReplicas::new(tg, cfg.seed, session, &self.workers, self)));
+        }
+        if let (Source::Pipeline { paths, bad_log, .. }, Some(pipeline)) = (source, tg.pipeline.as_ref()) {
+            let bad = BadFiles::new(paths, bad_log, cfg.drop_remainder);
+            return Ok(Box::new(PipelineLoop::new(tg, session, pipeline, cfg.seed, bad, self)));
         }
         Ok(Box::new(LocalLoop { tg, session, source, logits: false, blame: self }))
     }

@@ -88,9 +88,6 @@ pub struct TrainConfig {
     /// Stop after this many validations without a new best val accuracy (0: never).
     #[serde(default)]
     pub early_stop: usize,
-    /// Minibatches from the decoded variable (as clusters train) instead of the tf.data pipeline.
-    #[serde(default)]
-    pub no_pipeline: bool,
     /// A folder of class folders: the fraction of each class held out for validation (the split
     /// itself is saved as the run's `split.json`); None: train/ and val/.
     #[serde(default)]
@@ -138,7 +135,6 @@ impl TrainConfig {
             drop_remainder: false,
             strict_images: false,
             early_stop: 0,
-            no_pipeline: false,
             val_split: None,
         }
     }

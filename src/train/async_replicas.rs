@@ -1,16 +1,18 @@
 //! In-graph asynchronous replicas on a cluster: one thread per live replica runs its part of
-//! every batch with its own update, as fast as it can; a lost worker's replica is dropped.
+//! every batch with its own update, as fast as it can; a lost worker's replica is dropped. From
+//! the pipeline, each replica takes its part of every batch of its own pipeline.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::Result;
 use tensorflow::Session;
 
+use crate::data::pipeline::Pipeline;
 use crate::train::deployment::Blame;
 use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats, warn};
 use crate::train::graph::TrainGraph;
 use crate::train::progress::Progress;
-use crate::train::replicas::{ReplicaStep, split_part};
+use crate::train::replicas::{PartStep, ReplicaStep, split_part};
 
 /// The workers the replicas run on, as the asynchronous epoch needs to know them.
 pub trait Workers: Sync {
@@ -22,6 +24,9 @@ pub trait Workers: Sync {
 
 /// In-graph asynchronous replicas: the epoch driver.
 pub struct AsyncReplicas<'a> {
+    tg: &'a TrainGraph,
+    /// The run's seed (the pipelines' shuffles).
+    seed: u64,
     session: &'a Session,
     replicas: &'a [ReplicaStep],
     /// The replicas still training (all of them until a worker is lost).
@@ -31,18 +36,23 @@ pub struct AsyncReplicas<'a> {
 }
 
 impl<'a> AsyncReplicas<'a> {
-    pub fn new(tg: &'a TrainGraph, session: &'a Session, workers: &'a dyn Workers, blame: &'a dyn Blame) -> Self {
+    pub fn new(tg: &'a TrainGraph, seed: u64, session: &'a Session, workers: &'a dyn Workers, blame: &'a dyn Blame) -> Self {
         let replicas = tg.replica_steps();
-        AsyncReplicas { session, replicas, live: (0..replicas.len()).collect(), workers, blame }
+        AsyncReplicas { tg, seed, session, replicas, live: (0..replicas.len()).collect(), workers, blame }
     }
 }
 
 impl EpochDriver for AsyncReplicas<'_> {
     fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &Progress) -> Result<EpochStats> {
-        let batches = epoch.batches(plan.batch);
-        async_epoch(self.session, self.replicas, &mut self.live, &batches, epoch, self.workers, bar).map_err(|e| self.blame.blame(e))
+        // From the pipelines, the batches come from the graph: none are listed here.
+        let cut = self.tg.is_cut().then_some((&self.tg.pipelines[..], self.seed));
+        let batches = if cut.is_some() { vec![] } else { epoch.batches(plan.batch) };
+        async_epoch(self.session, self.replicas, &mut self.live, (&batches, cut), epoch, self.workers, bar).map_err(|e| self.blame.blame(e))
     }
 }
+
+/// Each replica's pipeline, and the run's seed that shuffles them.
+type FromPipelines<'a> = (&'a [Pipeline], u64);
 
 /// One epoch of asynchronous updates: a thread per live replica runs its part of every batch
 /// (contiguous parts, as `split_part` cuts them among the live replicas), each with its own
@@ -55,13 +65,13 @@ fn async_epoch(
     session: &Session,
     replicas: &[ReplicaStep],
     live: &mut Vec<usize>,
-    batches: &[&[i32]],
+    (batches, cut): (&[&[i32]], Option<FromPipelines>),
     epoch: &Epoch,
     workers: &dyn Workers,
     bar: &Progress,
 ) -> Result<EpochStats> {
     let shared =
-        Shared { session, replicas, batches, epoch, workers, bar, parts: live.len(), abort: AtomicBool::new(false), left: AtomicUsize::new(live.len()) };
+        Shared { session, replicas, batches, cut, epoch, workers, bar, parts: live.len(), abort: AtomicBool::new(false), left: AtomicUsize::new(live.len()) };
     let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
         let threads: Vec<_> = live
             .iter()
@@ -74,6 +84,7 @@ fn async_epoch(
         threads.into_iter().map(|t| t.join().expect("a replica's thread panicked")).collect()
     });
     let mut stats = EpochStats::default();
+    let mut correct = 0.0;
     let mut kept = vec![];
     for (&r, outcome) in live.iter().zip(outcomes) {
         if let Some(e) = outcome.error {
@@ -81,12 +92,16 @@ fn async_epoch(
         }
         stats.loss_sum += outcome.stats.loss_sum;
         stats.examples += outcome.stats.examples;
+        correct += outcome.correct;
         stats.diverged = stats.diverged.or(outcome.stats.diverged);
         if !outcome.lost {
             kept.push(r);
         }
     }
     *live = kept;
+    if cut.is_some() {
+        stats.train_accuracy = Some(100.0 * correct / stats.examples.max(1) as f64);
+    }
     Ok(stats)
 }
 
@@ -95,6 +110,9 @@ struct Shared<'a> {
     session: &'a Session,
     replicas: &'a [ReplicaStep],
     batches: &'a [&'a [i32]],
+    /// The batches come from each replica's pipeline (`batches` is empty), shuffled by the
+    /// run's seed.
+    cut: Option<FromPipelines<'a>>,
     epoch: &'a Epoch,
     workers: &'a dyn Workers,
     bar: &'a Progress,
@@ -108,6 +126,8 @@ struct Shared<'a> {
 /// One live replica's epoch.
 struct Outcome {
     stats: EpochStats,
+    /// From the pipeline: the examples its steps got right (dropout off, before each update).
+    correct: f64,
     lost: bool,
     error: Option<anyhow::Error>,
 }
@@ -116,25 +136,26 @@ impl Shared<'_> {
     /// Replica `r`'s part `k` of every batch, until the end, a divergence, an abort, or its
     /// worker lost.
     fn replica(&self, k: usize, r: usize) -> Outcome {
-        let n = self.replicas.len();
-        let mut out = Outcome { stats: EpochStats::default(), lost: false, error: None };
-        for (b, batch) in self.batches.iter().enumerate() {
-            let part = split_part(batch, k, self.parts);
+        let mut out = Outcome { stats: EpochStats::default(), correct: 0.0, lost: false, error: None };
+        for b in 0.. {
             if self.abort.load(Ordering::SeqCst) {
                 break;
             }
-            if part.is_empty() {
-                continue;
-            }
-            let step = self.epoch.first_step + b;
-            let seed = self.epoch.dropout_seed(step, r, n);
-            match self.replicas[r].run(self.session, part, self.epoch.learning_rate, self.epoch.dropout, seed) {
-                Ok(loss) if !loss.is_finite() => {
+            let Some(result) = self.part_step(k, r, b) else { break };
+            match result {
+                Ok(None) => continue,
+                Ok(Some(p)) if !p.loss.is_finite() => {
                     self.abort.store(true, Ordering::SeqCst);
-                    out.stats.diverged = Some((loss, b));
+                    out.stats.diverged = Some((p.loss, b));
                     return out;
                 }
-                Ok(loss) => out.stats.add(loss, part.len()),
+                Ok(Some(p)) => {
+                    out.stats.add(p.loss, p.examples);
+                    out.correct += p.accuracy as f64 * p.examples as f64;
+                    if r == 0 {
+                        self.bar.step(p.examples * self.parts);
+                    }
+                }
                 // The chief's replica is needed for evaluation and checkpoints.
                 Err(_) if r != 0 && self.workers.is_lost(r) => {
                     let remaining = self.left.fetch_sub(1, Ordering::SeqCst) - 1;
@@ -153,10 +174,29 @@ impl Shared<'_> {
                     return out;
                 }
             }
-            if r == 0 {
-                self.bar.step(batch.len());
-            }
         }
         out
+    }
+
+    /// Replica `r`'s step on its part `k` of batch `b`: None past the epoch's last batch;
+    /// Ok(None) for an empty part.
+    fn part_step(&self, k: usize, r: usize, b: usize) -> Option<Result<Option<PartStep>>> {
+        let n = self.replicas.len();
+        let seed = self.epoch.dropout_seed(self.epoch.first_step + b, r, n);
+        let (lr, dropout) = (self.epoch.learning_rate, self.epoch.dropout);
+        if let Some((pipelines, run_seed)) = self.cut {
+            // Started here, so that a lost worker's failing start drops its replica as a step would.
+            if b == 0
+                && let Err(e) = pipelines[r].start_train(self.session, run_seed, self.epoch.index)
+            {
+                return Some(Err(e));
+            }
+            return self.replicas[r].run_part(self.session, (k, self.parts), lr, dropout, seed).map(|p| p.map(Some)).transpose();
+        }
+        let part = split_part(self.batches.get(b)?, k, self.parts);
+        if part.is_empty() {
+            return Some(Ok(None));
+        }
+        Some(self.replicas[r].run(self.session, part, lr, dropout, seed).map(|loss| Some(PartStep { loss, examples: part.len(), accuracy: 0.0 })))
     }
 }

@@ -19,6 +19,9 @@ pub(crate) struct SyncOps {
     pub(crate) local_loss: Output,
     /// The sum of the pushed losses: the global batch's mean loss (taken with the update).
     pub(crate) loss_sum: Output,
+    /// From pipelines: the sum of the pushed accuracies, the global batch's (taken with the
+    /// update).
+    pub(crate) accuracy_sum: Option<Output>,
     /// How many workers have pushed the current step (the loss accumulator is pushed last).
     pub(crate) arrived: Output,
     /// Every accumulator's count, and a take of one gradient from each: the chief's clean-up.
@@ -29,14 +32,17 @@ pub(crate) struct SyncOps {
     pub(crate) set_acc_step: Operation,
 }
 
-/// Adds the accumulators (one per variable on its ps device, one for the loss on ps 0) and the
-/// push; returns the sums the update applies, in the order of `variables`.
+/// Adds the accumulators (one per variable on its ps device, one for the loss on ps 0, and with
+/// `accuracy` one for it too) and the push; returns the sums the update applies, in the order of
+/// `variables`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn accumulate(
     s: &mut Scope,
     variables: &[Variable],
     grads: &[Output],
     loss: Output,
     local_loss: Output,
+    accuracy: Option<Output>,
     workers: usize,
     device_of: &dyn Fn(&str) -> String,
 ) -> Result<(Vec<Output>, SyncOps)> {
@@ -46,6 +52,11 @@ pub(crate) fn accumulate(
     let (mut sums, mut pushes, mut counts, mut drains): (Vec<Output>, Vec<Operation>, Vec<Output>, Vec<Operation>) = (vec![], vec![], vec![], vec![]);
     let mut entries: Vec<(String, Shape, Output, String)> =
         variables.iter().zip(grads).map(|(v, g)| (v.name().to_string(), v.shape().clone(), g.clone(), device_of(v.name()))).collect();
+    let accuracy_entry = entries.len();
+    if let Some(a) = accuracy {
+        entries.push(("accuracy".into(), Shape::from(Some(vec![])), a, device("ps", 0)));
+    }
+    let mut accuracy_sum = None;
     entries.push(("loss".into(), Shape::from(Some(vec![])), loss, device("ps", 0)));
     let n_required = ops::constant(workers as i32, s)?;
     let one = ops::constant(1i32, s)?;
@@ -72,12 +83,15 @@ pub(crate) fn accumulate(
         set_acc_step = set_acc_step.add_control_input(ops::accumulator_set_global_step(acc, acc_step.clone(), s)?);
         if i < variables.len() {
             sums.push(take);
+        } else if name == "accuracy" && i == accuracy_entry {
+            accuracy_sum = Some(take);
         } else {
             let sync = SyncOps {
                 local_step,
                 push: pushes.pop().unwrap(),
                 local_loss,
                 loss_sum: take,
+                accuracy_sum,
                 arrived: counts.last().unwrap().clone(),
                 counts,
                 drains,

@@ -10,7 +10,7 @@ use crate::run::config::TrainConfig;
 use crate::train::epoch::EpochDriver;
 use crate::train::graph::TrainGraph;
 use crate::train::local::LocalLoop;
-use crate::train::pipelined::PipelineLoop;
+use crate::train::pipelined::{BadFiles, PipelineLoop};
 use crate::train::source::Source;
 use crate::train::spec::Replication;
 
@@ -40,12 +40,6 @@ pub trait Deployment: Blame {
 
     /// The driver of the run's epochs, before the variables are initialised.
     fn driver<'a>(&'a self, run: Run<'a>) -> Result<Box<dyn EpochDriver + 'a>>;
-
-    /// Whether the run may train from the tf.data pipeline in its graph (one process; the
-    /// clusters' replicas index the decoded variable).
-    fn pipeline(&self) -> bool {
-        false
-    }
 }
 
 /// One process, on its own devices.
@@ -68,12 +62,9 @@ impl Deployment for Local {
 
     fn driver<'a>(&'a self, run: Run<'a>) -> Result<Box<dyn EpochDriver + 'a>> {
         if let (Source::Pipeline { bad_log, paths, .. }, Some(pipeline)) = (run.source, run.tg.pipeline.as_ref()) {
-            return Ok(Box::new(PipelineLoop::new(run.tg, run.session, pipeline, run.cfg.seed, paths, bad_log, run.cfg.drop_remainder)));
+            let bad = BadFiles::new(paths, bad_log, run.cfg.drop_remainder);
+            return Ok(Box::new(PipelineLoop::new(run.tg, run.session, pipeline, run.cfg.seed, bad, self)));
         }
         Ok(Box::new(LocalLoop { tg: run.tg, session: run.session, source: run.source, logits: true, blame: self }))
-    }
-
-    fn pipeline(&self) -> bool {
-        true
     }
 }

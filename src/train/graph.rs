@@ -35,8 +35,23 @@ pub struct TrainGraph {
     pub saver: Saver,
     /// Between-graph replication: the ops of the protocol between the workers.
     pub(crate) between: Option<Protocol>,
-    /// The tf.data pipeline the steps read (None: the data variable).
+    /// The tf.data pipeline the steps read (None: the data variable); on a cluster, replica 0's.
     pub pipeline: Option<Pipeline>,
+    /// On a cluster, every replica's pipeline (in-graph: one per worker; between-graph: this
+    /// worker's); alone, the one.
+    pub pipelines: Vec<Pipeline>,
+    /// From pipelines on a cluster: the batch's accuracy (dropout off, before the update); a
+    /// between-graph worker's term of it.
+    accuracy: Option<Output>,
+}
+
+/// What an in-graph cluster's synchronous step on a pipeline batch returns.
+pub struct CutStep {
+    pub loss: f32,
+    /// The batch's accuracy, a fraction.
+    pub accuracy: f32,
+    /// The whole batch's example indices.
+    pub indices: Vec<i32>,
 }
 
 /// What a step on a pipeline batch returns: its mean loss, and its examples' logits (dropout
@@ -73,11 +88,13 @@ impl TrainGraph {
             None => None,
         };
         let replica_steps = replica_steps(&passes, updates.replica_train_ops, &learning_rate, &dropout.rate);
+        let accuracy = passes.accuracy.clone();
+        let pipelines = passes.pipelines.clone();
         let variables = passes.net.variables();
         let mut saved: Vec<(String, Output)> = variables.iter().map(|v| (v.name().to_string(), v.output().clone())).collect();
         saved.extend(updates.slots.iter().map(|v| (v.name().to_string(), v.output().clone())));
         let saver = Saver::build(s, &saved)?;
-        let pipeline = passes.pipeline.clone();
+        let pipeline = passes.pipelines.first().cloned();
         Ok(TrainGraph {
             scope,
             net: passes.net,
@@ -92,7 +109,42 @@ impl TrainGraph {
             saver,
             between,
             pipeline,
+            pipelines,
+            accuracy,
         })
+    }
+
+    /// In-graph on a cluster: one synchronous step, each replica on its part of its pipeline's
+    /// next batch; None when the epoch's batches are done.
+    pub fn cut_step(&self, session: &Session, lr: f32, dropout: f32, seed: [i64; 2]) -> Result<Option<CutStep>> {
+        let n = self.shards.len();
+        let feeds = StepFeeds::for_replicas(lr, dropout, seed, n)?;
+        let parts: Vec<(Tensor<i32>, Tensor<i32>)> = (0..n).map(|i| (Tensor::from(i as i32), Tensor::from(n as i32))).collect();
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
+        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
+        for ((shard, seed), (p, (part, count))) in self.shards.iter().zip(&feeds.seeds).zip(self.pipelines.iter().zip(&parts)) {
+            args.add_feed(&shard.seed.operation, shard.seed.index, seed);
+            let cut = p.cut.as_ref().context("a cluster's pipeline is cut")?;
+            args.add_feed(&cut.part.operation, cut.part.index, part);
+            args.add_feed(&cut.parts.operation, cut.parts.index, count);
+        }
+        args.add_target(&self.train_op);
+        let loss = args.request_fetch(&self.loss.operation, self.loss.index);
+        let accuracy = self.accuracy.as_ref().context("the graph reads no pipeline on a cluster")?;
+        let acc = args.request_fetch(&accuracy.operation, accuracy.index);
+        let batch_indices = &self.pipelines[0].cut.as_ref().context("a cluster's pipeline is cut")?.batch_indices;
+        let idx = args.request_fetch(&batch_indices.operation, batch_indices.index);
+        match session.run(&mut args) {
+            Err(e) if is_end_of_data(&e) => return Ok(None),
+            r => r?,
+        }
+        Ok(Some(CutStep { loss: args.fetch::<f32>(loss)?[0], accuracy: args.fetch::<f32>(acc)?[0], indices: args.fetch::<i32>(idx)?.to_vec() }))
+    }
+
+    /// Whether the steps take parts of their pipelines' batches (a cluster's).
+    pub fn is_cut(&self) -> bool {
+        self.pipeline.as_ref().is_some_and(|p| p.cut.is_some())
     }
 
     /// One momentum-SGD step on the pipeline's next batch; None when the epoch's batches are done.
@@ -258,6 +310,23 @@ impl TrainGraph {
         args.add_feed(&first.seed.operation, first.seed.index, &feeds.seeds[0]);
     }
 
+    /// Feeds a training step of the first replica on its part `part` of `parts` of its
+    /// pipeline's next batch (a between-graph worker's part); no target, no fetch.
+    pub(crate) fn feed_cut_part<'a>(
+        &'a self,
+        args: &mut SessionRunArgs<'a>,
+        (part, parts): (&'a Tensor<i32>, &'a Tensor<i32>),
+        feeds: &'a StepFeeds,
+    ) -> Result<()> {
+        let cut = self.pipeline.as_ref().and_then(|p| p.cut.as_ref()).context("the graph reads no pipeline on a cluster")?;
+        args.add_feed(&cut.part.operation, cut.part.index, part);
+        args.add_feed(&cut.parts.operation, cut.parts.index, parts);
+        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
+        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
+        args.add_feed(&self.shards[0].seed.operation, self.shards[0].seed.index, &feeds.seeds[0]);
+        Ok(())
+    }
+
     /// The learning rate's placeholder.
     pub(crate) fn learning_rate(&self) -> &Output {
         &self.learning_rate
@@ -328,13 +397,15 @@ fn replica_steps(passes: &Passes, train_ops: Vec<Operation>, learning_rate: &Out
         .iter()
         .zip(&passes.shards)
         .zip(train_ops)
-        .map(|(((loss, _), shard), train_op)| ReplicaStep {
+        .enumerate()
+        .map(|(i, (((loss, _), shard), train_op))| ReplicaStep {
             indices: shard.indices.clone(),
             seed: shard.seed.clone(),
             learning_rate: learning_rate.clone(),
             dropout_rate: dropout_rate.clone(),
             loss: loss.clone(),
             train_op,
+            cut: passes.pipelines.get(i).and_then(|p| Some((p.cut.clone()?, p.next[2].clone(), passes.accuracies.get(i)?.clone()))),
         })
         .collect()
 }

@@ -99,7 +99,7 @@ pub fn train_on(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions, deployment
     prepare_run_dir(run_dir, opts)?;
     ensure!(cfg.epochs >= 1, "--epochs must be at least 1");
     model::check_dropout_rate(cfg.dropout)?;
-    let (cfg, mut loaded) = load_data(cfg, run_dir, deployment.pipeline())?;
+    let (cfg, mut loaded) = load_data(cfg, run_dir)?;
     let cfg = &cfg;
     let params = initial_params(cfg)?;
     let placed = place_and_build(cfg, deployment, &loaded.source)?;
@@ -133,15 +133,14 @@ pub(crate) struct Loaded {
 }
 
 /// Scans the run's images (the classes must be the run's), settles the batch, writes the config,
-/// and decodes or checks the images (`pipeline`: the deployment can train from the tf.data
-/// pipeline). Returns the config as written.
-fn load_data(cfg: &TrainConfig, run_dir: &Path, pipeline: bool) -> Result<(TrainConfig, Loaded)> {
+/// and decodes or checks the images. Returns the config as written.
+fn load_data(cfg: &TrainConfig, run_dir: &Path) -> Result<(TrainConfig, Loaded)> {
     let (dataset, split) = split::dataset(&cfg.images, cfg.val_split, cfg.seed, Some(run_dir))?;
     if let Some(split) = &split {
         split::write(run_dir, split)?;
     }
     let mut cfg = cfg.clone();
-    if let Some((batch, line)) = minibatch_default(&cfg, dataset.train.len()).filter(|_| pipeline) {
+    if let Some((batch, line)) = minibatch_default(&cfg, dataset.train.len()) {
         say(line);
         cfg.batch_size = batch;
     }
@@ -161,7 +160,7 @@ fn load_data(cfg: &TrainConfig, run_dir: &Path, pipeline: bool) -> Result<(Train
         say(format!("note: ignoring {} files that are hidden or have no image extension: {}{more}", dataset.ignored.len(), names.join(", ")));
     }
     let t0 = Instant::now();
-    let (dataset, images, source) = if wants_pipeline(&cfg, dataset.train.len(), pipeline) {
+    let (dataset, images, source) = if wants_pipeline(&cfg, dataset.train.len()) {
         let (kept, source) = load_pipeline(&dataset, &cfg, run_dir)?;
         (kept, None, source)
     } else {
@@ -235,7 +234,7 @@ fn initialise(tg: &TrainGraph, session: &Session, images: Option<(Tensor<f32>, V
         // The host copy is dropped right after: the graph holds the data set from here on.
         tg.load_data(session, &images, &labels)?;
     }
-    if let Some(p) = &tg.pipeline {
+    for p in &tg.pipelines {
         p.hold(session)?;
     }
     tg.init_variables(session, params)

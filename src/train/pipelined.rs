@@ -1,7 +1,8 @@
-//! The pipeline loop: each epoch re-makes the iterator for its shuffle and crops, then steps
-//! until the pipeline's batches run out. The epoch's train accuracy comes from the steps' own
-//! outputs (each batch's logits with dropout off, before its update), and the examples the epoch
-//! never saw are the files that failed to decode: named on the terminal and in bad-images.txt.
+//! The pipeline loop: each epoch re-makes the iterator for its shuffle and crops (on a cluster,
+//! every worker's), then steps until the pipeline's batches run out. The epoch's train accuracy
+//! comes from the steps' own outputs (each batch's logits with dropout off, before its update),
+//! and the examples the epoch never saw are the files that failed to decode: named on the
+//! terminal and in bad-images.txt ([`BadFiles`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,17 +12,14 @@ use tensorflow::Session;
 
 use crate::data::pipeline::Pipeline;
 use crate::graph::scoring::argmax;
+use crate::train::deployment::Blame;
 use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats, warn};
 use crate::train::graph::TrainGraph;
 use crate::train::progress::Progress;
 use crate::train::source::append_bad;
 
-/// Runs an epoch's batches from the pipeline in the graph.
-pub struct PipelineLoop<'a> {
-    tg: &'a TrainGraph,
-    session: &'a Session,
-    pipeline: &'a Pipeline,
-    seed: u64,
+/// The files an epoch's batches left out: named once each.
+pub struct BadFiles<'a> {
     /// Train then val, in the run's numbering.
     paths: &'a [PathBuf],
     bad_log: &'a Path,
@@ -31,21 +29,13 @@ pub struct PipelineLoop<'a> {
     reported: BTreeSet<i32>,
 }
 
-impl<'a> PipelineLoop<'a> {
-    pub fn new(
-        tg: &'a TrainGraph,
-        session: &'a Session,
-        pipeline: &'a Pipeline,
-        seed: u64,
-        paths: &'a [PathBuf],
-        bad_log: &'a Path,
-        drop_remainder: bool,
-    ) -> Self {
-        PipelineLoop { tg, session, pipeline, seed, paths, bad_log, drop_remainder, reported: BTreeSet::new() }
+impl<'a> BadFiles<'a> {
+    pub fn new(paths: &'a [PathBuf], bad_log: &'a Path, drop_remainder: bool) -> Self {
+        BadFiles { paths, bad_log, drop_remainder, reported: BTreeSet::new() }
     }
 
     /// Names the training examples that `seen` lacks, once each.
-    fn report_missing(&mut self, seen: &[bool], bar: &Progress) -> Result<()> {
+    pub fn report_missing(&mut self, seen: &[bool], bar: &Progress) -> Result<()> {
         let missing: Vec<i32> = (0..seen.len() as i32).filter(|&i| !seen[i as usize] && !self.reported.contains(&i)).collect();
         if missing.is_empty() || self.drop_remainder {
             return Ok(());
@@ -60,31 +50,74 @@ impl<'a> PipelineLoop<'a> {
     }
 }
 
+/// Points every pipeline of `tg` (a cluster's: one per replica) at epoch `epoch`.
+pub fn start_epoch(tg: &TrainGraph, session: &Session, seed: u64, epoch: usize) -> Result<()> {
+    tg.pipelines.iter().try_for_each(|p| p.start_train(session, seed, epoch))
+}
+
+/// Runs an epoch's batches from the pipeline in the graph (on an in-graph cluster, each
+/// replica's part of every batch from its own pipeline).
+pub struct PipelineLoop<'a> {
+    tg: &'a TrainGraph,
+    session: &'a Session,
+    pipeline: &'a Pipeline,
+    seed: u64,
+    bad: BadFiles<'a>,
+    /// What a failed session run means.
+    blame: &'a dyn Blame,
+}
+
+/// One step's outcome: its batch's mean loss, how many of it were right, its examples' indices.
+struct Stepped {
+    loss: f32,
+    correct: f64,
+    indices: Vec<i32>,
+}
+
+impl<'a> PipelineLoop<'a> {
+    pub fn new(tg: &'a TrainGraph, session: &'a Session, pipeline: &'a Pipeline, seed: u64, bad: BadFiles<'a>, blame: &'a dyn Blame) -> Self {
+        PipelineLoop { tg, session, pipeline, seed, bad, blame }
+    }
+
+    /// The next batch's step; None when the epoch's batches are done.
+    fn step(&self, epoch: &Epoch, step: usize) -> Result<Option<Stepped>> {
+        if self.tg.is_cut() {
+            let seed = epoch.dropout_seed(step, 0, 1);
+            let Some(out) = self.tg.cut_step(self.session, epoch.learning_rate, epoch.dropout, seed)? else { return Ok(None) };
+            let correct = out.accuracy as f64 * out.indices.len() as f64;
+            return Ok(Some(Stepped { loss: out.loss, correct, indices: out.indices }));
+        }
+        let seed = epoch.dropout_seed(step, 0, 1);
+        let Some(out) = self.tg.pipeline_step(self.session, self.pipeline, epoch.learning_rate, epoch.dropout, seed)? else { return Ok(None) };
+        let correct = out.logits.iter().zip(&out.labels).filter(|(l, y)| argmax(l) == **y).count() as f64;
+        Ok(Some(Stepped { loss: out.loss, correct, indices: out.indices }))
+    }
+}
+
 impl EpochDriver for PipelineLoop<'_> {
     fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &Progress) -> Result<EpochStats> {
-        self.pipeline.start_train(self.session, self.seed, epoch.index)?;
-        if self.drop_remainder {
+        start_epoch(self.tg, self.session, self.seed, epoch.index).map_err(|e| self.blame.blame(e))?;
+        if self.bad.drop_remainder {
             bar.set_images(plan.n_train / plan.batch * plan.batch);
         }
         let mut stats = EpochStats::default();
         let mut seen = vec![false; plan.n_train];
-        let mut correct = 0usize;
+        let mut correct = 0.0;
         for b in 0.. {
-            let seed = epoch.dropout_seed(epoch.first_step + b, 0, 1);
-            let Some(out) = self.tg.pipeline_step(self.session, self.pipeline, epoch.learning_rate, epoch.dropout, seed)? else { break };
+            let Some(out) = self.step(epoch, epoch.first_step + b).map_err(|e| self.blame.blame(e))? else { break };
             if !out.loss.is_finite() {
                 stats.diverged = Some((out.loss, b));
                 return Ok(stats);
             }
             stats.add(out.loss, out.indices.len());
-            correct += out.logits.iter().zip(&out.labels).filter(|(l, y)| argmax(l) == **y).count();
+            correct += out.correct;
             for &i in &out.indices {
                 seen[i as usize] = true;
             }
             bar.step(out.indices.len());
         }
-        stats.train_accuracy = Some(100.0 * correct as f64 / stats.examples.max(1) as f64);
-        self.report_missing(&seen, bar)?;
+        stats.train_accuracy = Some(100.0 * correct / stats.examples.max(1) as f64);
+        self.bad.report_missing(&seen, bar)?;
         Ok(stats)
     }
 }

@@ -1,12 +1,13 @@
-//! The replicas of the training graph: each one's data variables, batch gather, forward pass,
-//! loss and gradients ([`build_replica`], or [`import_replica`] to put a replica's backward pass on
+//! The replicas of the training graph: each one's data variables, batch gather (or, from the
+//! tf.data pipeline on a cluster, its worker's own pipeline and its part of each batch, with the
+//! part's accuracy), forward pass, loss and gradients ([`build_replica`], or [`import_replica`] to put a replica's backward pass on
 //! its own worker), how a batch is cut among them ([`split_part`]), and an asynchronous replica's
 //! own step ([`ReplicaStep`]).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
-use crate::data::pipeline::Pipeline;
+use crate::data::pipeline::{Cut, Pipeline, PipelineSpec, is_end_of_data};
 use crate::graph::model::{self, ModelConfig, Network, Precision};
 use crate::graph::scoring::softmax_loss;
 use crate::train::feeds::StepFeeds;
@@ -29,9 +30,43 @@ pub struct ReplicaStep {
     pub(crate) dropout_rate: Output,
     pub(crate) loss: Output,
     pub(crate) train_op: Operation,
+    /// From the pipeline: the replica's cut of each batch, its part's indices and its part's
+    /// accuracy (dropout off, before the update).
+    pub(crate) cut: Option<(Cut, Output, Output)>,
+}
+
+/// What a replica's step on its part of a pipeline batch returns.
+pub struct PartStep {
+    pub loss: f32,
+    pub examples: usize,
+    /// The part's accuracy, a fraction.
+    pub accuracy: f32,
 }
 
 impl ReplicaStep {
+    /// Updates the shared variables with this replica's gradients on part `part` of `parts` of
+    /// its pipeline's next batch; None when the epoch's batches are done.
+    pub fn run_part(&self, session: &Session, (part, parts): (usize, usize), lr: f32, dropout: f32, seed: [i64; 2]) -> Result<Option<PartStep>> {
+        let (cut, indices, accuracy) = self.cut.as_ref().context("the replica reads no pipeline")?;
+        let feeds = StepFeeds::new(lr, dropout, seed)?;
+        let (part, parts) = (Tensor::from(part as i32), Tensor::from(parts as i32));
+        let mut args = SessionRunArgs::new();
+        args.add_feed(&cut.part.operation, cut.part.index, &part);
+        args.add_feed(&cut.parts.operation, cut.parts.index, &parts);
+        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
+        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
+        args.add_feed(&self.seed.operation, self.seed.index, &feeds.seeds[0]);
+        args.add_target(&self.train_op);
+        let loss = args.request_fetch(&self.loss.operation, self.loss.index);
+        let idx = args.request_fetch(&indices.operation, indices.index);
+        let acc = args.request_fetch(&accuracy.operation, accuracy.index);
+        match session.run(&mut args) {
+            Err(e) if is_end_of_data(&e) => return Ok(None),
+            r => r?,
+        }
+        Ok(Some(PartStep { loss: args.fetch::<f32>(loss)?[0], examples: args.fetch::<i32>(idx)?.len(), accuracy: args.fetch::<f32>(acc)?[0] }))
+    }
+
     /// Updates the shared variables with this replica's gradients on the examples at `idx`;
     /// returns their mean loss.
     pub fn run(&self, session: &Session, idx: &[i32], lr: f32, dropout: f32, seed: [i64; 2]) -> Result<f32> {
@@ -69,6 +104,8 @@ pub(crate) struct Replica {
     pub(crate) net: Network,
     pub(crate) loss: Output,
     pub(crate) grads: Vec<Output>,
+    /// From a pipeline on a cluster: the part's accuracy (dropout off, before the update).
+    pub(crate) accuracy: Option<Output>,
 }
 
 /// The replicas' forward and backward passes, before any update.
@@ -85,8 +122,13 @@ pub(crate) struct Passes {
     pub(crate) local_loss: Output,
     /// Asynchronous: each replica's loss and gradients, for its own update (empty otherwise).
     pub(crate) own: Vec<(Output, Vec<Output>)>,
-    /// The tf.data pipeline the replica reads its batches from (None: the data variable).
-    pub(crate) pipeline: Option<Pipeline>,
+    /// The tf.data pipelines the replicas read their batches from, one each (none: the data
+    /// variable).
+    pub(crate) pipelines: Vec<Pipeline>,
+    /// From pipelines on a cluster: each replica's part's accuracy, and their sum weighted by
+    /// the parts' shares (the batch's accuracy; between-graph, this worker's term of it).
+    pub(crate) accuracies: Vec<Output>,
+    pub(crate) accuracy: Option<Output>,
 }
 
 impl Passes {
@@ -95,7 +137,17 @@ impl Passes {
         let pipeline = spec.pipeline.as_ref().map(|p| Pipeline::build(s, p)).transpose()?;
         let input = pipeline.as_ref().map(|p| (p.next[0].clone(), p.next[1].clone()));
         let r = build_replica(s, &spec.model, dropout, spec.precision, None, "", "", input)?;
-        Ok(Passes { net: r.net, loss: r.loss.clone(), grads: r.grads, shards: vec![r.shard], local_loss: r.loss, own: vec![], pipeline })
+        Ok(Passes {
+            net: r.net,
+            loss: r.loss.clone(),
+            grads: r.grads,
+            shards: vec![r.shard],
+            local_loss: r.loss,
+            own: vec![],
+            pipelines: pipeline.into_iter().collect(),
+            accuracies: vec![],
+            accuracy: None,
+        })
     }
 
     /// The shared variables on the ps tasks of `p`, and a replica on each of its workers, each
@@ -104,21 +156,38 @@ impl Passes {
         let (cfg, precision) = (&spec.model, spec.precision);
         let shared = model::create_vars(s, cfg, &|name| p.variable_device(name))?;
         let mut replicas = vec![];
+        let mut pipelines = vec![];
         for (i, dev) in p.workers.iter().enumerate() {
+            // Each worker's own pipeline, on its CPU: every one yields the same batches.
+            let pipeline =
+                spec.pipeline.as_ref().map(|ps| Pipeline::build(&mut s.new_sub_scope(&format!("worker_{i}")), &on_worker(ps, dev, i))).transpose()?;
+            let input = pipeline.as_ref().map(|p| (p.next[0].clone(), p.next[1].clone()));
             let rs = &mut s.new_sub_scope(&format!("replica_{i}")).with_device(dev);
             // Replica 0 is built in place (its unplaced backward ops run on the chief,
             // which is worker 0); the others are imported, to put their backward on
             // their worker too.
             let mut r = if i == 0 {
-                build_replica(rs, cfg, dropout, precision, Some(&shared), &format!("replica_{i}/"), dev, None)?
+                let mut r = build_replica(rs, cfg, dropout, precision, Some(&shared), &format!("replica_{i}/"), dev, input.clone())?;
+                if input.is_some() {
+                    r.accuracy = Some(part_accuracy(rs, &r)?);
+                }
+                r
             } else {
-                import_replica(s, cfg, dropout, precision, &shared, i, dev)?
+                import_replica(s, cfg, dropout, precision, &shared, (i, dev), input)?
             };
-            r.shard.weight =
-                Some(ops::Placeholder::new().dtype(DataType::Float).shape(Shape::from(Some(vec![]))).build(&mut rs.with_op_name("shard_weight"))?.into());
+            r.shard.weight = match &pipeline {
+                // The share of a batch only known when it comes: cut in the graph.
+                Some(pl) => Some(pl.cut.as_ref().context("a cluster's pipeline is cut")?.weight.clone()),
+                None => {
+                    Some(ops::Placeholder::new().dtype(DataType::Float).shape(Shape::from(Some(vec![]))).build(&mut rs.with_op_name("shard_weight"))?.into())
+                }
+            };
+            pipelines.extend(pipeline);
             replicas.push(r);
         }
-        Self::averaged(&mut s.new_sub_scope("average"), replicas, spec.replication.asynchronous())
+        let mut passes = Self::averaged(&mut s.new_sub_scope("average"), replicas, spec.replication.asynchronous())?;
+        passes.pipelines = pipelines;
+        Ok(passes)
     }
 
     /// The weighted sums of the replicas' losses and (synchronous) gradients: the batch's mean
@@ -136,6 +205,8 @@ impl Passes {
             Ok(acc.unwrap())
         };
         let loss = weighted(s, &|r| r.loss.clone())?;
+        let accuracies: Vec<Output> = replicas.iter().filter_map(|r| r.accuracy.clone()).collect();
+        let accuracy = if accuracies.is_empty() { None } else { Some(weighted(s, &|r| r.accuracy.clone().unwrap())?) };
         let mut grads = vec![];
         let mut own = vec![];
         if asynchronous {
@@ -147,7 +218,7 @@ impl Passes {
         }
         let shards = replicas.iter().map(|r| r.shard.clone()).collect();
         let local_loss = replicas[0].loss.clone();
-        Ok(Passes { net: replicas.swap_remove(0).net, loss, grads, shards, local_loss, own, pipeline: None })
+        Ok(Passes { net: replicas.swap_remove(0).net, loss, grads, shards, local_loss, own, pipelines: vec![], accuracies, accuracy })
     }
 }
 
@@ -187,7 +258,27 @@ pub(crate) fn build_replica(
     let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.clone(), cfg.classes)?;
     let grads = crate::graph::gradients::gradients_named(s, &net, loss.clone(), name_prefix)?;
     let seed = dropout.seed.clone();
-    Ok(Replica { shard: Shard { indices, batch_images, batch_labels, weight: None, seed, images_init, labels_init }, net, loss, grads })
+    Ok(Replica { shard: Shard { indices, batch_images, batch_labels, weight: None, seed, images_init, labels_init }, net, loss, grads, accuracy: None })
+}
+
+/// Worker `i`'s copy of the pipeline `spec`, on `device`'s CPU, cut (its cache files, past the
+/// cache limit, apart from the other workers').
+fn on_worker(spec: &PipelineSpec, device: &str, i: usize) -> PipelineSpec {
+    PipelineSpec {
+        device: format!("{device}/device:CPU:0"),
+        cut: true,
+        cache_dir: spec.cache_dir.as_ref().map(|d| d.join(format!("worker-{i}"))),
+        ..spec.clone()
+    }
+}
+
+/// The accuracy of a replica's batch (dropout off, before the update), a fraction.
+fn part_accuracy(s: &mut Scope, r: &Replica) -> Result<Output> {
+    let s = &mut s.new_sub_scope("part_accuracy");
+    let logits = model::inference_head(s, &r.net)?;
+    let predicted = ops::ArgMax::new().output_type(DataType::Int32).build(logits, ops::constant(1i32, s)?, s)?;
+    let right = ops::Cast::new().DstT(DataType::Float).build(ops::equal(predicted, r.shard.batch_labels.clone(), s)?, s)?;
+    Ok(ops::mean(right, ops::constant(0i32, s)?, s)?.into())
 }
 
 /// A replica built in a graph of its own and imported with `dev` as the default device: ops
@@ -200,12 +291,30 @@ pub(crate) fn import_replica(
     dropout: &model::Dropout,
     precision: Precision,
     shared: &[model::LayerVars],
-    i: usize,
-    dev: &str,
+    (i, dev): (usize, &str),
+    input: Option<(Output, Output)>,
 ) -> Result<Replica> {
     let mut own = Scope::new_root_scope();
     let own_dropout = model::dropout_inputs(&mut own)?;
-    let r = build_replica(&mut own, cfg, &own_dropout, precision, None, "", "", None)?;
+    let side = cfg.input_size as i64;
+    // A pipeline's part comes in through placeholders, mapped onto it at import.
+    let own_input = match &input {
+        Some(_) => Some((
+            ops::Placeholder::new()
+                .dtype(DataType::Float)
+                .shape(Shape::from(Some(vec![None, Some(side), Some(side), Some(3)])))
+                .build(&mut own.with_op_name("part_images"))?
+                .into(),
+            ops::Placeholder::new().dtype(DataType::Int32).shape(Shape::from(Some(vec![None]))).build(&mut own.with_op_name("part_labels"))?.into(),
+        )),
+        None => None,
+    };
+    let mut r = build_replica(&mut own, cfg, &own_dropout, precision, None, "", "", own_input.clone())?;
+    let accuracy = match &input {
+        Some(_) => Some(part_accuracy(&mut own, &r)?),
+        None => None,
+    };
+    r.accuracy = accuracy.clone();
     let def = own.graph().graph_def()?;
     let mut opts = tensorflow::ImportGraphDefOptions::new();
     opts.set_prefix(&format!("replica_{i}"))?;
@@ -217,6 +326,10 @@ pub(crate) fn import_replica(
     }
     let rate = &own_dropout.rate;
     opts.add_input_mapping(&rate.operation.name()?, rate.index as usize, &dropout.rate)?;
+    if let (Some((own_images, own_labels)), Some((images, labels))) = (&own_input, &input) {
+        opts.add_input_mapping(&own_images.operation.name()?, 0, images)?;
+        opts.add_input_mapping(&own_labels.operation.name()?, 0, labels)?;
+    }
     let mut wanted: Vec<Output> = vec![
         r.shard.indices.clone(),
         r.loss.clone(),
@@ -228,6 +341,7 @@ pub(crate) fn import_replica(
         r.shard.batch_labels.clone(),
         own_dropout.seed.clone(),
     ];
+    wanted.extend(accuracy.iter().cloned());
     let first_grad = wanted.len();
     wanted.extend(r.grads.iter().cloned());
     for o in &wanted {
@@ -244,7 +358,8 @@ pub(crate) fn import_replica(
         seed: outs[8].clone(),
     };
     // The network handle stays replica 0's: only its forward pass is read (eval, TensorBoard).
-    Ok(Replica { shard, net: r.net, loss: outs[1].clone(), grads: outs[first_grad..].to_vec() })
+    let accuracy = accuracy.map(|_| outs[9].clone());
+    Ok(Replica { shard, net: r.net, loss: outs[1].clone(), grads: outs[first_grad..].to_vec(), accuracy })
 }
 
 /// A variable of unknown leading size, initialised by feeding its placeholder.

@@ -124,13 +124,29 @@ pub const FULL_BATCH_ALWAYS: usize = 128;
 /// The batch a large folder gets when none is given.
 pub const DEFAULT_MINIBATCH: usize = 64;
 
-/// Whether the run trains from the tf.data pipeline: minibatches or augmentation, where the
-/// deployment allows it (one process). A full batch (the Swift recipe) keeps the decoded variable
-/// and its numbers (over the cache limit: batches decoded from disk, as before); a folder too
-/// large for a full batch gets minibatches by default ([`minibatch_default`]), so the pipeline.
-pub fn wants_pipeline(cfg: &TrainConfig, n_train: usize, allowed: bool) -> bool {
+/// Whether the run trains from the tf.data pipeline: minibatches or augmentation (alone or on a
+/// cluster). A full batch (the Swift recipe) keeps the decoded variable and its numbers (over the
+/// cache limit: batches decoded from disk, as before); a folder too large for a full batch gets
+/// minibatches by default ([`minibatch_default`]), so the pipeline.
+pub fn wants_pipeline(cfg: &TrainConfig, n_train: usize) -> bool {
     let minibatch = cfg.batch_size > 0 && cfg.batch_size < n_train;
-    allowed && !cfg.no_pipeline && (cfg.augment != Augment::None || minibatch)
+    cfg.augment != Augment::None || minibatch
+}
+
+/// On a cluster of `workers` training from the pipeline: refuses a batch size that leaves a
+/// worker an empty part (the last partial batch included), which the decoded variable's steps
+/// refuse when they meet it.
+pub fn check_parts(cfg: &TrainConfig, n_train: usize, workers: usize) -> Result<()> {
+    let batch = if cfg.batch_size == 0 { n_train } else { cfg.batch_size.min(n_train) };
+    let last = if cfg.drop_remainder { batch } else { n_train % batch };
+    for size in [batch, last] {
+        anyhow::ensure!(
+            size == 0 || size >= workers,
+            "a batch of {size} examples cannot be split across {workers} workers: use a larger --batch-size{}",
+            if size == batch { "" } else { " (or --drop-remainder: this is each epoch's last batch)" }
+        );
+    }
+    Ok(())
 }
 
 /// The pipeline source: every file's header and end checked (or, `--strict-images`, decoded),
@@ -175,6 +191,8 @@ pub fn load_pipeline(dataset: &Dataset, cfg: &TrainConfig, run_dir: &Path) -> Re
         cache_dir,
         parallel_calls: AUTOTUNE,
         jpeg_only,
+        device: String::new(),
+        cut: false,
     };
     let paths = kept.train.iter().chain(&kept.val).map(|e| e.path.clone()).collect();
     let labels = kept.train.iter().chain(&kept.val).map(|e| e.label as i32).collect();
@@ -237,5 +255,16 @@ mod tests {
         assert_eq!(batch, DEFAULT_MINIBATCH);
         assert!(line.contains("1000000 training images are too many for one full batch"), "{line}");
         assert!(minibatch_default(&TrainConfig { batch_size: 32, ..cfg }, 1_000_000).is_none(), "a batch given is kept");
+    }
+
+    #[test]
+    fn cluster_parts_are_never_empty() {
+        let cfg = TrainConfig { batch_size: 12, ..TrainConfig::swift_recipe("images".into(), None, vec!["cat".into(), "dog".into()]) };
+        assert!(check_parts(&cfg, 24, 2).is_ok());
+        let e = check_parts(&cfg, 25, 2).unwrap_err().to_string();
+        assert!(e.contains("a batch of 1 examples cannot be split across 2 workers") && e.contains("--drop-remainder"), "{e}");
+        assert!(check_parts(&TrainConfig { drop_remainder: true, ..cfg.clone() }, 25, 2).is_ok());
+        let e = check_parts(&cfg, 24, 13).unwrap_err().to_string();
+        assert!(e.contains("a batch of 12 examples cannot be split across 13 workers: use a larger --batch-size"), "{e}");
     }
 }

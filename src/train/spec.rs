@@ -17,7 +17,8 @@ pub struct TrainSpec {
     pub weight_decay: f32,
     pub precision: Precision,
     pub replication: Replication,
-    /// Batches from the tf.data pipeline in the graph (one replica only); None: the data variable.
+    /// Batches from the tf.data pipeline in the graph (on a cluster, a copy on each worker's CPU,
+    /// each replica taking its part of every batch); None: the data variable.
     pub pipeline: Option<PipelineSpec>,
 }
 

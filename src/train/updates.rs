@@ -53,6 +53,7 @@ impl Updates {
                 &passes.grads,
                 passes.loss.clone(),
                 passes.local_loss.clone(),
+                passes.accuracy.clone(),
                 n,
                 &|name| p.variable_device(name),
             )?),

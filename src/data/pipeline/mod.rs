@@ -18,8 +18,12 @@
 //!
 //! Each element carries its example's index: a file that fails to decode is dropped by
 //! IgnoreErrorsDataset, and the indices missing from an epoch name it.
+//!
+//! On a cluster every worker builds the same pipeline on its own CPU and its steps take their
+//! part of each batch ([`cut`]).
 
 pub mod check;
+pub mod cut;
 pub mod functions;
 pub mod raw;
 pub mod resized_crop;
@@ -30,7 +34,8 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
-use self::raw::{In, Signature, dataset_op, raw_op};
+pub use self::cut::Cut;
+use self::raw::{In, Signature, dataset_op, raw_op_on};
 use crate::data::images::Preprocess;
 
 /// tf.data's AUTOTUNE: parallelism and buffer sizes tuned at run time.
@@ -90,13 +95,21 @@ pub struct PipelineSpec {
     /// Every training file is a JPEG ([`check::all_jpeg`]): random-resized-crop decodes only its
     /// window; otherwise each image is decoded whole and the window sliced out.
     pub jpeg_only: bool,
+    /// Where the pipeline's ops run ("": wherever TensorFlow places them; on a cluster, a
+    /// worker's CPU).
+    pub device: String,
+    /// On a cluster: the steps take a part of every batch (see [`Cut`]).
+    pub cut: bool,
 }
 
 /// The pipeline's handles in the training graph.
 #[derive(Clone)]
 pub struct Pipeline {
-    /// Images [N, S, S, 3] float, labels [N], indices [N] of the next batch.
+    /// Images [N, S, S, 3] float, labels [N], indices [N] of the next batch (on a cluster, of
+    /// the part [`Cut`] takes of it).
     pub next: Vec<Output>,
+    /// On a cluster: which part of each batch `next` holds.
+    pub cut: Option<Cut>,
     make_train: Operation,
     make_val: Operation,
     run_seed: Output,
@@ -107,7 +120,8 @@ pub struct Pipeline {
 impl Pipeline {
     /// Adds the pipeline to the graph of `scope`.
     pub fn build(scope: &mut Scope, spec: &PipelineSpec) -> Result<Pipeline> {
-        let s = &mut scope.new_sub_scope("input");
+        let device = spec.device.as_str();
+        let s = &mut scope.new_sub_scope("input").with_device(device);
         let run_seed: Output = ops::Placeholder::new().dtype(DataType::Int64).shape(Shape::from(Some(vec![]))).build(&mut s.with_op_name("run_seed"))?.into();
         let epoch: Output = ops::Placeholder::new().dtype(DataType::Int64).shape(Shape::from(Some(vec![]))).build(&mut s.with_op_name("epoch"))?.into();
         let (train_held, hold_train) = cached(&mut s.new_sub_scope("train_cache"), spec, &spec.train, true)?;
@@ -115,7 +129,7 @@ impl Pipeline {
         let train = per_epoch(&mut s.new_sub_scope("train"), spec, train_held, &run_seed, &epoch, true)?;
         let val = per_epoch(&mut s.new_sub_scope("val"), spec, val_held, &run_seed, &epoch, false)?;
         let sig = signature_of_batches(spec);
-        let iterator = raw_op(s, "IteratorV2", vec![], |nd| {
+        let iterator = raw_op_on(s, device, "IteratorV2", vec![], |nd| {
             nd.set_attr_string("shared_name", "")?;
             nd.set_attr_string("container", "")?;
             nd.set_attr_type_list("output_types", &sig.types)?;
@@ -123,16 +137,23 @@ impl Pipeline {
             Ok(())
         })?
         .output(0);
-        let make = |s: &mut Scope, ds: Output| raw_op(s, "MakeIterator", vec![In::One(ds), In::One(iterator.clone())], |_| Ok(()));
+        let make = |s: &mut Scope, ds: Output| raw_op_on(s, device, "MakeIterator", vec![In::One(ds), In::One(iterator.clone())], |_| Ok(()));
         let make_train = make(s, train)?;
         let make_val = make(s, val)?;
-        let get_next = raw_op(&mut s.with_op_name("next"), "IteratorGetNext", vec![In::One(iterator.clone())], |nd| {
+        let get_next = raw_op_on(&mut s.with_op_name("next"), device, "IteratorGetNext", vec![In::One(iterator.clone())], |nd| {
             nd.set_attr_type_list("output_types", &sig.types)?;
             nd.set_attr_shape_list("output_shapes", &sig.shapes)?;
             Ok(())
         })?;
-        let next = (0..3).map(|i| get_next.output(i)).collect();
-        Ok(Pipeline { next, make_train, make_val, run_seed, epoch, hold: vec![hold_train, hold_val] })
+        let mut next: Vec<Output> = (0..3).map(|i| get_next.output(i)).collect();
+        let cut = if spec.cut {
+            let (part, cut) = Cut::build(&mut s.new_sub_scope("part"), device, &next)?;
+            next = part;
+            Some(cut)
+        } else {
+            None
+        };
+        Ok(Pipeline { next, cut, make_train, make_val, run_seed, epoch, hold: vec![hold_train, hold_val] })
     }
 
     /// Once per session: creates the cached datasets (empty until the first epoch reads them).
@@ -147,6 +168,17 @@ impl Pipeline {
     /// Points the iterator at epoch `epoch` of the training split (its shuffle and crops).
     pub fn start_train(&self, session: &Session, run_seed: u64, epoch: usize) -> Result<()> {
         self.start(session, &self.make_train, run_seed, epoch)
+    }
+
+    /// Pulls the next batch and drops it (a resumed worker catching up with the run's step);
+    /// false when the split's batches are done.
+    pub fn skip(&self, session: &Session) -> Result<bool> {
+        let mut args = SessionRunArgs::new();
+        args.request_fetch(&self.next[2].operation, self.next[2].index);
+        match session.run(&mut args) {
+            Err(e) if is_end_of_data(&e) => Ok(false),
+            r => r.map(|_| true).context("cannot read the input pipeline"),
+        }
     }
 
     /// Points the iterator at the validation split.
@@ -192,7 +224,8 @@ fn cached(s: &mut Scope, spec: &PipelineSpec, examples: &Examples, train: bool) 
     let index = ops::constant(Tensor::<i32>::new(&[n as u64]).with_values(&index)?, s)?;
     let sig = Signature::string_label_index();
     // TensorSliceDataset names its types Toutput_types.
-    let slices = raw_op(s, "TensorSliceDataset", vec![In::List(vec![paths.into(), labels.into(), index.into()])], |nd| {
+    let d = spec.device.as_str();
+    let slices = raw_op_on(s, d, "TensorSliceDataset", vec![In::List(vec![paths.into(), labels.into(), index.into()])], |nd| {
         nd.set_attr_type_list("Toutput_types", &sig.types)?;
         nd.set_attr_shape_list("output_shapes", &sig.shapes)?;
         Ok(())
@@ -203,8 +236,8 @@ fn cached(s: &mut Scope, spec: &PipelineSpec, examples: &Examples, train: bool) 
     } else {
         functions::decode(&mut s.graph_mut(), &format!("alexnet_decode_{split}"), &spec.preprocess, spec.augment)?
     };
-    let decoded = parallel_map(s, slices, &decode, vec![], spec.parallel_calls)?;
-    let good = dataset_op(s, "IgnoreErrorsDataset", vec![In::One(decoded)], &decode.output, |_| Ok(()))?;
+    let decoded = parallel_map(s, d, slices, &decode, vec![], spec.parallel_calls)?;
+    let good = dataset_op(s, d, "IgnoreErrorsDataset", vec![In::One(decoded)], &decode.output, |_| Ok(()))?;
     let file = match &spec.cache_dir {
         None => String::new(),
         Some(dir) => dir.join(split).to_str().context("the cache folder's path is not valid UTF-8")?.to_string(),
@@ -214,8 +247,8 @@ fn cached(s: &mut Scope, spec: &PipelineSpec, examples: &Examples, train: bool) 
     // CacheDataset (v1) would come back with a new, empty memory cache every epoch. CacheDatasetV2
     // finds its cache by the handle, in the session's resources, which live as long as the
     // AnonymousMemoryCache's deleter: that is held in a variable beside the dataset.
-    let memory = raw_op(s, "AnonymousMemoryCache", vec![], |_| Ok(()))?;
-    let cache = dataset_op(s, "CacheDatasetV2", vec![In::One(good), In::One(file.into()), In::One(memory.output(0))], &decode.output, |_| Ok(()))?;
+    let memory = raw_op_on(s, d, "AnonymousMemoryCache", vec![], |_| Ok(()))?;
+    let cache = dataset_op(s, d, "CacheDatasetV2", vec![In::One(good), In::One(file.into()), In::One(memory.output(0))], &decode.output, |_| Ok(()))?;
     let keep = variant_variable(s, &format!("alexnet_{split}_cache"))?;
     let keep_cache = ops::AssignVariableOp::new().dtype(DataType::Variant).build(keep, memory.output(1), s)?;
     let var = variant_variable(s, &format!("alexnet_{split}_dataset"))?;
@@ -234,6 +267,7 @@ fn per_epoch(s: &mut Scope, spec: &PipelineSpec, held: Output, run_seed: &Output
     let split = if train { "train" } else { "val" };
     let encoded = train && spec.augment.caches_encoded();
     let cached_sig = if encoded { Signature::string_label_index() } else { functions::decode_signature(spec.augment, spec.preprocess.size as i64) };
+    let d = spec.device.as_str();
     let mut ds = held;
     if train {
         // The first epoch reads the cache as it fills, in the files' own (seeded) order: a
@@ -244,10 +278,17 @@ fn per_epoch(s: &mut Scope, spec: &PipelineSpec, held: Output, run_seed: &Output
         let buffer = ops::maximum(ops::mul(full, after_first, s)?, ops::constant(1i64, s)?, s)?;
         // seed2 is never 0: a (0, 0) pair would make ShuffleDataset draw a random seed.
         let seed2 = ops::add(epoch.clone(), ops::constant(1_000_000i64, s)?, s)?;
-        ds = dataset_op(s, "ShuffleDataset", vec![In::One(ds), In::One(buffer.into()), In::One(run_seed.clone()), In::One(seed2.into())], &cached_sig, |nd| {
-            nd.set_attr_bool("reshuffle_each_iteration", false)?;
-            Ok(())
-        })?;
+        ds = dataset_op(
+            s,
+            d,
+            "ShuffleDataset",
+            vec![In::One(ds), In::One(buffer.into()), In::One(run_seed.clone()), In::One(seed2.into())],
+            &cached_sig,
+            |nd| {
+                nd.set_attr_bool("reshuffle_each_iteration", false)?;
+                Ok(())
+            },
+        )?;
     }
     let name = format!("alexnet_finish_{split}");
     let finish = if encoded {
@@ -255,31 +296,31 @@ fn per_epoch(s: &mut Scope, spec: &PipelineSpec, held: Output, run_seed: &Output
     } else {
         functions::finish(&mut s.graph_mut(), &name, &spec.preprocess, spec.augment, train)?
     };
-    ds = parallel_map(s, ds, &finish, vec![run_seed.clone(), epoch.clone()], spec.parallel_calls)?;
+    ds = parallel_map(s, d, ds, &finish, vec![run_seed.clone(), epoch.clone()], spec.parallel_calls)?;
     if encoded {
         // Decoding happens here, every epoch: a file that fails is dropped, and named by the
         // driver from the indices missing.
-        ds = dataset_op(s, "IgnoreErrorsDataset", vec![In::One(ds)], &finish.output, |_| Ok(()))?;
+        ds = dataset_op(s, d, "IgnoreErrorsDataset", vec![In::One(ds)], &finish.output, |_| Ok(()))?;
     }
     let batch = ops::constant(if train { spec.batch } else { spec.eval_batch } as i64, s)?;
     let drop = ops::constant(train && spec.drop_remainder, s)?;
     let sig = finish.output.batched();
-    ds = dataset_op(s, "BatchDatasetV2", vec![In::One(ds), In::One(batch.into()), In::One(drop.into())], &sig, |nd| {
+    ds = dataset_op(s, d, "BatchDatasetV2", vec![In::One(ds), In::One(batch.into()), In::One(drop.into())], &sig, |nd| {
         nd.set_attr_bool("parallel_copy", false)?;
         Ok(())
     })?;
     let prefetch = ops::constant(AUTOTUNE, s)?;
-    ds = dataset_op(s, "PrefetchDataset", vec![In::One(ds), In::One(prefetch.into())], &sig, |_| Ok(()))?;
+    ds = dataset_op(s, d, "PrefetchDataset", vec![In::One(ds), In::One(prefetch.into())], &sig, |_| Ok(()))?;
     // What tf.data's Python front end adds when iterating: the autotuner's model.
-    dataset_op(s, "ModelDataset", vec![In::One(ds)], &sig, |_| Ok(()))
+    dataset_op(s, d, "ModelDataset", vec![In::One(ds)], &sig, |_| Ok(()))
 }
 
 /// ParallelMapDatasetV2 of `f` over `input`, with `captured` as its extra arguments; outputs
 /// in input order (deterministic), parallelism `calls`.
-fn parallel_map(s: &mut Scope, input: Output, f: &functions::MapFn, captured: Vec<Output>, calls: i64) -> Result<Output> {
+fn parallel_map(s: &mut Scope, device: &str, input: Output, f: &functions::MapFn, captured: Vec<Output>, calls: i64) -> Result<Output> {
     let calls = ops::constant(calls, s)?;
     let captured_types: Vec<DataType> = captured.iter().map(|_| DataType::Int64).collect();
-    dataset_op(s, "ParallelMapDatasetV2", vec![In::One(input), In::List(captured), In::One(calls.into())], &f.output, |nd| {
+    dataset_op(s, device, "ParallelMapDatasetV2", vec![In::One(input), In::List(captured), In::One(calls.into())], &f.output, |nd| {
         nd.set_attr_func_name("f", &f.name)?;
         nd.set_attr_type_list("Targuments", &captured_types)?;
         nd.set_attr_bool("use_inter_op_parallelism", true)?;

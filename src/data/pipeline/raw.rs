@@ -43,16 +43,18 @@ impl Signature {
     }
 }
 
-/// A dataset op `op_type` with `inputs`, the element signature `sig` (as `output_types` and
-/// `output_shapes`), and any further attributes set by `attrs`; returns its variant output.
+/// A dataset op `op_type` on `device` ("": unplaced) with `inputs`, the element signature `sig`
+/// (as `output_types` and `output_shapes`), and any further attributes set by `attrs`; returns its
+/// variant output.
 pub fn dataset_op(
     scope: &mut Scope,
+    device: &str,
     op_type: &str,
     inputs: Vec<In>,
     sig: &Signature,
     attrs: impl FnOnce(&mut OperationDescription) -> Result<()>,
 ) -> Result<Output> {
-    let op = raw_op(scope, op_type, inputs, |nd| {
+    let op = raw_op_on(scope, device, op_type, inputs, |nd| {
         nd.set_attr_type_list("output_types", &sig.types)?;
         nd.set_attr_shape_list("output_shapes", &sig.shapes)?;
         attrs(nd)
@@ -62,9 +64,22 @@ pub fn dataset_op(
 
 /// Any op built from its type name, inputs and attributes.
 pub fn raw_op(scope: &mut Scope, op_type: &str, inputs: Vec<In>, attrs: impl FnOnce(&mut OperationDescription) -> Result<()>) -> Result<Operation> {
+    raw_op_on(scope, "", op_type, inputs, attrs)
+}
+
+/// [`raw_op`] on `device` (the crate's Scope keeps its device to itself: a cluster's pipeline
+/// names it here).
+pub fn raw_op_on(
+    scope: &mut Scope,
+    device: &str,
+    op_type: &str,
+    inputs: Vec<In>,
+    attrs: impl FnOnce(&mut OperationDescription) -> Result<()>,
+) -> Result<Operation> {
     let name = scope.get_unique_name_for_op(op_type);
     let mut graph = scope.graph_mut();
     let mut nd = graph.new_operation(op_type, &name)?;
+    nd.set_device(device)?;
     for input in inputs {
         match input {
             In::One(o) => nd.add_input(o),

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use tensorflow::{Session, SessionRunArgs, Tensor};
 
-use super::protocol::{END, HOLD, WAIT, pause, push, recipe_json, set_acc_step, token};
+use super::protocol::{END, HOLD, WAIT, pause, push, push_part, recipe_json, set_acc_step, token};
 use crate::distributed::cluster::ClusterConfig;
 use crate::train::between_ops::{Protocol, SyncOps};
 use crate::train::deployment::Blame;
 use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats, warn};
+use crate::train::pipelined::{BadFiles, start_epoch};
 use crate::train::progress::Progress;
 use crate::train::{StepFeeds, TrainGraph, split_part};
 
@@ -24,6 +25,9 @@ pub struct Chief<'a> {
     asynchronous: bool,
     /// Workers found lost (asynchronous: warned about once).
     lost: std::cell::RefCell<Vec<usize>>,
+    /// The step the token names next (from the pipeline, an epoch may end before its last
+    /// numbered step: the next one then jumps).
+    next_step: std::cell::Cell<usize>,
 }
 
 impl<'a> Chief<'a> {
@@ -55,12 +59,13 @@ impl<'a> Chief<'a> {
                 session.run(&mut args2)?;
             }
         }
-        Ok(Chief { protocol, cluster, generation, asynchronous, lost: Default::default() })
+        Ok(Chief { protocol, cluster, generation, asynchronous, lost: Default::default(), next_step: Default::default() })
     }
 
     /// The variables hold their initial or restored values: the workers start at `step` (or stop,
     /// when `step` is `total`, the run's number of steps).
     pub fn release(&self, session: &Session, step: usize, total: usize) -> Result<()> {
+        self.next_step.set(step);
         if let Some(sync) = &self.protocol.sync {
             set_acc_step(session, sync, token(self.generation, false, step as i64))?;
         }
@@ -123,6 +128,64 @@ impl<'a> Chief<'a> {
         Ok(e)
     }
 
+    /// One epoch of `plan` from the pipeline (its iterator already at the epoch): the chief's
+    /// part of each batch, until its batches are done; synchronous: the global batches' losses
+    /// and accuracy, and `seen` marks their examples; asynchronous: those of the chief's parts.
+    pub fn pipeline_epoch(
+        &self,
+        session: &Session,
+        tg: &TrainGraph,
+        (plan, epoch): (&EpochPlan, &Epoch),
+        (bar, seen): (&Progress, &mut [bool]),
+        blame: &dyn Fn(anyhow::Error) -> anyhow::Error,
+    ) -> Result<EpochStats> {
+        let n = self.protocol.workers;
+        let total = plan.total_steps();
+        let (lr, dropout) = (epoch.learning_rate, epoch.dropout);
+        let mut e = EpochStats::default();
+        let mut correct = 0.0;
+        for b in 0.. {
+            let step = epoch.first_step + b;
+            let seed = epoch.dropout_seed(step, 0, n);
+            let feeds = StepFeeds::new(lr, dropout, seed)?;
+            let (loss, examples) = match &self.protocol.sync {
+                Some(sync) => {
+                    if self.next_step.get() != step {
+                        // The last epoch ended early: the workers wait on a step that never came.
+                        set_acc_step(session, sync, token(self.generation, false, step as i64)).map_err(blame)?;
+                        self.protocol.token.write(session, self.token_for(step, total)).map_err(blame)?;
+                    }
+                    let tag = token(self.generation, false, step as i64);
+                    let Some((_, indices)) = push_part(session, tg, sync, (0, n), &feeds, tag).map_err(blame)? else { break };
+                    self.wait_for_gradients(session, sync, step, blame)?;
+                    let (loss, accuracy) = self.update_with_accuracy(session, tg, sync, lr, self.token_for(step + 1, total)).map_err(blame)?;
+                    self.next_step.set(step + 1);
+                    for &i in &indices {
+                        seen[i as usize] = true;
+                    }
+                    correct += accuracy as f64 * indices.len() as f64;
+                    (loss, indices.len())
+                }
+                None => {
+                    let Some(p) = tg.replica_steps()[0].run_part(session, (0, n), lr, dropout, seed).map_err(blame)? else { break };
+                    correct += p.accuracy as f64 * p.examples as f64;
+                    (p.loss, p.examples)
+                }
+            };
+            if !loss.is_finite() {
+                e.diverged = Some((loss, b));
+                return Ok(e);
+            }
+            e.add(loss, examples);
+            bar.step(examples);
+        }
+        e.train_accuracy = Some(100.0 * correct / e.examples.max(1) as f64);
+        if self.asynchronous {
+            self.warn_lost(bar);
+        }
+        Ok(e)
+    }
+
     /// Polls until all n workers' gradients of `step` are in; names a worker that stops
     /// accepting connections meanwhile.
     fn wait_for_gradients(&self, session: &Session, sync: &SyncOps, step: usize, blame: &dyn Fn(anyhow::Error) -> anyhow::Error) -> Result<()> {
@@ -163,6 +226,11 @@ impl<'a> Chief<'a> {
     /// Takes the sums, updates the variables and names the next step for the workers; returns
     /// the global batch's mean loss.
     fn update(&self, session: &Session, tg: &TrainGraph, sync: &SyncOps, lr: f32, next: i64) -> Result<f32> {
+        Ok(self.update_with_accuracy(session, tg, sync, lr, next)?.0)
+    }
+
+    /// [`Self::update`], also taking the global batch's accuracy (0 without the pipeline's).
+    fn update_with_accuracy(&self, session: &Session, tg: &TrainGraph, sync: &SyncOps, lr: f32, next: i64) -> Result<(f32, f32)> {
         let next = Tensor::from(next);
         let lr = Tensor::from(lr);
         let mut args = SessionRunArgs::new();
@@ -173,8 +241,13 @@ impl<'a> Chief<'a> {
         args.add_target(tg.train_op());
         args.add_target(&self.protocol.token_after_update);
         let loss = args.request_fetch(&sync.loss_sum.operation, sync.loss_sum.index);
+        let accuracy = sync.accuracy_sum.as_ref().map(|a| args.request_fetch(&a.operation, a.index));
         session.run(&mut args)?;
-        Ok(args.fetch::<f32>(loss)?[0])
+        let accuracy = match accuracy {
+            Some(a) => args.fetch::<f32>(a)?[0],
+            None => 0.0,
+        };
+        Ok((args.fetch::<f32>(loss)?[0], accuracy))
     }
 
     /// Asynchronous: a warning for each worker newly found not accepting connections (the
@@ -196,6 +269,10 @@ pub struct ChiefDriver<'a> {
     pub tg: &'a TrainGraph,
     pub session: &'a Session,
     pub blame: &'a dyn Blame,
+    /// The run's seed (the pipeline's shuffles).
+    pub seed: u64,
+    /// From the pipeline: the files its epochs leave out.
+    pub bad: Option<BadFiles<'a>>,
 }
 
 impl EpochDriver for ChiefDriver<'_> {
@@ -204,7 +281,17 @@ impl EpochDriver for ChiefDriver<'_> {
     }
 
     fn run_epoch(&mut self, plan: &EpochPlan, epoch: &Epoch, bar: &Progress) -> Result<EpochStats> {
-        self.chief.epoch(self.session, self.tg, (plan, epoch), bar, &|e| self.blame.blame(e))
+        let blame = |e| self.blame.blame(e);
+        if !self.tg.is_cut() {
+            return self.chief.epoch(self.session, self.tg, (plan, epoch), bar, &blame);
+        }
+        start_epoch(self.tg, self.session, self.seed, epoch.index).map_err(blame)?;
+        let mut seen = vec![false; plan.n_train];
+        let stats = self.chief.pipeline_epoch(self.session, self.tg, (plan, epoch), (bar, &mut seen), &blame)?;
+        if let Some(bad) = self.bad.as_mut().filter(|_| self.chief.protocol.sync.is_some() && stats.diverged.is_none()) {
+            bad.report_missing(&seen, bar)?;
+        }
+        Ok(stats)
     }
 
     fn finish(&mut self) -> Result<()> {

@@ -1,10 +1,12 @@
 //! Between-graph replication (`alexnet train --between-graph` on every worker task): each worker
 //! is a client of its own. All build the same graph: the network's variables and momentum slots
 //! on the ps tasks under the same names (a VariableV2 lives in its ps' resource manager, shared
-//! by name by every client of the cluster), and one replica (data variable, forward, loss,
-//! gradients) on the worker's own device. A worker's session reaches only the ps tasks and
-//! itself. Worker i of n takes part i of every global batch (`split_part`), from the same
-//! shuffled order as one process.
+//! by name by every client of the cluster), and one replica (data variable or its own copy of the
+//! tf.data pipeline, forward, loss, gradients) on the worker's own device. A worker's session
+//! reaches only the ps tasks and itself. Worker i of n takes part i of every global batch
+//! (`split_part`), from the same shuffled order as one process (from the pipeline: cut in the
+//! graph from its pipeline's batch, which is the one process's; an epoch's steps end where its
+//! batches do).
 //!
 //! Synchronous updates follow TF1's SyncReplicasOptimizer, cut down to one exact update per batch:
 //! - per variable a ConditionalAccumulator on that variable's ps, with SUM reduction: each worker

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use tensorflow::{Session, SessionRunArgs, Tensor};
 
 use crate::data::images as data;
+use crate::data::pipeline::is_end_of_data;
 use crate::graph::runtime::CLUSTER_STEP_TIMEOUT_MS;
 use crate::run::config::TrainConfig;
 use crate::train::between_ops::SyncOps;
@@ -52,6 +53,8 @@ pub fn recipe(cfg: &TrainConfig, dataset: &data::Dataset) -> Vec<(&'static str, 
         ("--dropout", cfg.dropout.to_string()),
         ("--precision", cfg.precision.name().to_string()),
         ("--async", cfg.async_updates.to_string()),
+        ("--augment", cfg.augment.name()),
+        ("--drop-remainder", cfg.drop_remainder.to_string()),
         ("--fc-width", cfg.model.fc_width.to_string()),
         ("--lrn", format!("{:?}", cfg.model.lrn)),
         ("input size", cfg.model.input_size.to_string()),
@@ -106,6 +109,33 @@ pub(super) fn push(session: &Session, tg: &TrainGraph, sync: &SyncOps, part: &[i
     let loss = args.request_fetch(&sync.local_loss.operation, sync.local_loss.index);
     session.run(&mut args)?;
     Ok(args.fetch::<f32>(loss)?[0])
+}
+
+/// From the pipeline: pushes this worker's gradients (and loss, and accuracy) for its part
+/// `part` of `parts` of its pipeline's next batch, tagged with `tag`; returns its part's own mean
+/// loss and the whole batch's example indices, or None when the epoch's batches are done.
+pub(super) fn push_part(
+    session: &Session,
+    tg: &TrainGraph,
+    sync: &SyncOps,
+    part: (usize, usize),
+    feeds: &StepFeeds,
+    tag: i64,
+) -> Result<Option<(f32, Vec<i32>)>> {
+    let (p, n) = (Tensor::from(part.0 as i32), Tensor::from(part.1 as i32));
+    let tag = Tensor::from(tag);
+    let mut args = SessionRunArgs::new();
+    tg.feed_cut_part(&mut args, (&p, &n), feeds)?;
+    args.add_feed(&sync.local_step.operation, sync.local_step.index, &tag);
+    args.add_target(&sync.push);
+    let loss = args.request_fetch(&sync.local_loss.operation, sync.local_loss.index);
+    let batch = &tg.pipeline.as_ref().and_then(|p| p.cut.as_ref()).context("the graph reads no pipeline on a cluster")?.batch_indices;
+    let idx = args.request_fetch(&batch.operation, batch.index);
+    match session.run(&mut args) {
+        Err(e) if is_end_of_data(&e) => return Ok(None),
+        r => r?,
+    }
+    Ok(Some((args.fetch::<f32>(loss)?[0], args.fetch::<i32>(idx)?.to_vec())))
 }
 
 /// Between polls: short at first (a step's wait is usually short), longer for long waits.

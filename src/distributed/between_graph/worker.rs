@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use tensorflow::Session;
 
-use super::protocol::{ASYNC_BIT, END, HOLD, WAIT, pause, push, recipe, recipe_differences, recipe_generation, token_generation, token_step};
+use super::protocol::{ASYNC_BIT, END, HOLD, WAIT, pause, push, push_part, recipe, recipe_differences, recipe_generation, token_generation, token_step};
 use crate::data::split;
 use crate::distributed::cluster::{ClusterConfig, Server};
 use crate::graph::model;
 use crate::run::config::TrainConfig;
 use crate::train::between_ops::Protocol;
 use crate::train::epoch::{Epoch, EpochPlan};
+use crate::train::pipelined::start_epoch;
+use crate::train::source::{check_parts, load_pipeline, minibatch_default, wants_pipeline};
 use crate::train::spec::{Replication, TrainSpec};
 use crate::train::{self, Source, StepFeeds, TrainGraph, split_part};
 
@@ -31,29 +33,61 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
 
     // The chief's split: the same folder, fraction and seed give the same one.
     let (dataset, _) = split::dataset(&cfg.images, cfg.val_split, cfg.seed, None)?;
+    let mut cfg = cfg.clone();
+    if let Some((batch, line)) = minibatch_default(&cfg, dataset.train.len()) {
+        eprintln!("{name}: {line}");
+        cfg.batch_size = batch;
+    }
+    let cfg = &cfg;
+    // The pipeline's cache files and bad-images.txt: this worker writes no run directory.
+    let scratch = tempfile::TempDir::new().context("cannot create a temporary folder for the input pipeline")?;
     let t0 = Instant::now();
-    let (dataset, images, source) = train::load_source(&dataset, &cfg.preprocess, cfg.skip_bad_images, cfg.cache_limit)?;
+    let (dataset, images, source) = if wants_pipeline(cfg, dataset.train.len()) {
+        let (kept, source) = load_pipeline(&dataset, cfg, scratch.path())?;
+        check_parts(cfg, kept.train.len(), cluster.workers().len())?;
+        (kept, None, source)
+    } else {
+        train::load_source(&dataset, &cfg.preprocess, cfg.skip_bad_images, cfg.cache_limit)?
+    };
     ensure!(
-        matches!(source, Source::InGraph),
-        "the data set is over the {} MiB --cache-limit: on a cluster every worker holds it decoded; raise --cache-limit",
+        !matches!(source, Source::Streamed { .. }),
+        "the data set is over the {} MiB --cache-limit: on a cluster every worker holds it decoded; raise --cache-limit (or train in minibatches, from the pipeline)",
         cfg.cache_limit >> 20
     );
-    let (images, labels) = images.context("the decoded data set")?;
-    eprintln!("{name}: {} train images decoded in {:.2} s", dataset.train.len(), t0.elapsed().as_secs_f64());
+    let how = if images.is_some() { "decoded" } else { "checked (the tf.data pipeline decodes them in the first epoch)" };
+    eprintln!("{name}: {} train images {how} in {:.2} s", dataset.train.len(), t0.elapsed().as_secs_f64());
 
     let specs = model::param_specs(&cfg.model);
     let placement = cluster.own_placement(&specs)?;
     let replication = Replication::BetweenGraph { placement, asynchronous: cfg.async_updates, workers: cluster.workers().len() };
-    let tg = TrainGraph::build(&TrainSpec::of_run(cfg, replication))?;
+    let tg = TrainGraph::build(&TrainSpec { pipeline: source.pipeline_spec().cloned(), ..TrainSpec::of_run(cfg, replication) })?;
     cluster.wait_for_ps(Duration::from_secs(60))?;
     let own = format!("/job:worker/task:{me}");
     let (session, device) = cfg.runtime.cluster_session_with(&tg.scope.graph(), &server.target(), &["/job:ps", &own])?;
     eprintln!("{name}: {device}");
     let protocol = tg.between.as_ref().context("the graph was not built for between-graph replication")?;
     let plan = EpochPlan::new(cfg, dataset.train.len());
-    let mut worker = Worker { cfg, cluster, name: &name, quiet, tg: &tg, session: &session, protocol, plan, epoch: None, loss_sum: 0.0, examples: 0, steps: 0 };
-    tg.load_data(&session, &images, &labels).map_err(|e| worker.blame(e))?;
-    drop(images);
+    let mut worker = Worker {
+        cfg,
+        cluster,
+        name: &name,
+        quiet,
+        tg: &tg,
+        session: &session,
+        protocol,
+        plan,
+        epoch: None,
+        loss_sum: 0.0,
+        examples: 0,
+        steps: 0,
+        cursor: None,
+    };
+    if let Some((images, labels)) = images {
+        tg.load_data(&session, &images, &labels).map_err(|e| worker.blame(e))?;
+    }
+    for p in &tg.pipelines {
+        p.hold(&session).map_err(|e| worker.blame(e))?;
+    }
     worker.follow(&recipe(cfg, &dataset))?;
     eprintln!("{name}: done after {} steps", worker.steps);
     // See Server's Drop: the process exit ends the gRPC server.
@@ -78,6 +112,9 @@ struct Worker<'a> {
     loss_sum: f64,
     examples: usize,
     steps: usize,
+    /// From the pipeline: the epoch and batch its iterator yields next (batch None: the epoch's
+    /// batches are done).
+    cursor: Option<(usize, Option<usize>)>,
 }
 
 impl Worker<'_> {
@@ -116,12 +153,16 @@ impl Worker<'_> {
 
     /// This worker's part of the run's `step` (synchronous: pushed with the token `t`).
     fn step(&mut self, step: usize, t: i64) -> Result<()> {
-        let (me, n) = (self.cluster.task.index, self.cluster.workers().len());
         let plan = &self.plan;
         let (index, b) = plan.step_position(step);
         if self.epoch.as_ref().is_none_or(|e| e.index != index) {
             self.epoch = Some(plan.epoch(index));
         }
+        if self.tg.is_cut() {
+            return self.part_step(step, t);
+        }
+        let (me, n) = (self.cluster.task.index, self.cluster.workers().len());
+        let plan = &self.plan;
         let epoch = self.epoch.as_ref().unwrap();
         let steps_per_epoch = plan.steps_per_epoch;
         let global = epoch.order.chunks(plan.batch).nth(b).with_context(|| {
@@ -139,15 +180,56 @@ impl Worker<'_> {
             None => self.tg.replica_steps()[0].run(self.session, part, lr, dropout, seed).map_err(|e| self.blame(e))?,
         };
         ensure!(loss.is_finite(), "{}: loss became {loss} at step {step}: training diverged", self.name);
-        self.loss_sum += loss as f64 * part.len() as f64;
-        self.examples += part.len();
+        self.counted(loss, part.len(), index, b + 1 == steps_per_epoch);
+        Ok(())
+    }
+
+    /// Counts a step of `examples` with mean `loss`; at the end of epoch `index`, says so.
+    fn counted(&mut self, loss: f32, examples: usize, index: usize, last: bool) {
+        self.loss_sum += loss as f64 * examples as f64;
+        self.examples += examples;
         self.steps += 1;
-        if b + 1 == steps_per_epoch {
+        if last {
             if !self.quiet && self.examples > 0 {
                 eprintln!("{}: epoch {index}: mean loss of its parts {:.6}", self.name, self.loss_sum / self.examples as f64);
             }
             (self.loss_sum, self.examples) = (0.0, 0);
         }
+    }
+
+    /// From the pipeline: this worker's part of the run's `step`, from its own pipeline's batch
+    /// of that step (after a restart, the iterator is re-made for the step's epoch and catches up
+    /// with it). An epoch whose batches end before its last numbered step (--drop-remainder, a
+    /// file that failed) leaves the rest of its steps empty, as the chief's does.
+    fn part_step(&mut self, step: usize, t: i64) -> Result<()> {
+        let (me, n) = (self.cluster.task.index, self.cluster.workers().len());
+        let (index, b) = self.plan.step_position(step);
+        if self.cursor.is_some_and(|(e, next)| e == index && next.is_none()) {
+            return Ok(());
+        }
+        if self.cursor != Some((index, Some(b))) {
+            start_epoch(self.tg, self.session, self.cfg.seed, index).map_err(|e| self.blame(e))?;
+            let pipeline = self.tg.pipeline.as_ref().context("the graph reads no pipeline")?;
+            for _ in 0..b {
+                ensure!(pipeline.skip(self.session).map_err(|e| self.blame(e))?, "{}: step {step} is past the pipeline's batches of epoch {index}", self.name);
+            }
+        }
+        let epoch = self.epoch.as_ref().context("the step's epoch")?;
+        let (lr, dropout, seed) = (epoch.learning_rate, epoch.dropout, epoch.dropout_seed(step, me, n));
+        let feeds = StepFeeds::new(lr, dropout, seed)?;
+        let done = match &self.protocol.sync {
+            Some(sync) => push_part(self.session, self.tg, sync, (me, n), &feeds, t)
+                .map_err(|e| self.blame(e))?
+                .map(|(loss, batch)| (loss, split_part(&batch, me, n).len())),
+            None => self.tg.replica_steps()[0].run_part(self.session, (me, n), lr, dropout, seed).map_err(|e| self.blame(e))?.map(|p| (p.loss, p.examples)),
+        };
+        let Some((loss, examples)) = done else {
+            self.cursor = Some((index, None));
+            return Ok(());
+        };
+        self.cursor = Some((index, Some(b + 1)));
+        ensure!(loss.is_finite(), "{}: loss became {loss} at step {step}: training diverged", self.name);
+        self.counted(loss, examples, index, b + 1 == self.plan.steps_per_epoch);
         Ok(())
     }
 }
