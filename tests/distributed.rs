@@ -1,9 +1,10 @@
 //! Training on a loopback cluster (1 ps + 2 workers): the same losses as one process with the
 //! same global batch, also after a chief restart with --resume, and a killed worker named by the
 //! chief; with --async, training that carries on without a killed worker. The same with
-//! --between-graph (every worker its own `alexnet train`), --async included, where a worker given
-//! another recipe than the chief's is also refused. Every process is killed at the end, pass or
-//! fail.
+//! --between-graph (every worker its own `alexnet train`, here with --augment crop-flip), --async
+//! included, where a worker given another recipe than the chief's is also refused. In both async
+//! runs a file that fails to decode mid-epoch is named by the chief. Every process is killed at
+//! the end, pass or fail.
 
 mod common;
 
@@ -78,6 +79,40 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
 }
 
 /// Rows in `run`'s metrics.csv so far (0 before it exists).
+/// A copy of `images` with one training photo swapped for a file that fails to decode mid-epoch
+/// (24 files listed, 23 decoded: batches of 12 and 11, parts of 6/6 and 6/5).
+fn with_corrupt_file(images: &Path, copy: &Path) -> PathBuf {
+    for entry in walkdir(images) {
+        let to = copy.join(entry.strip_prefix(images).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, to).unwrap();
+    }
+    let dogs = copy.join("train/dog");
+    let mut files: Vec<_> = std::fs::read_dir(&dogs).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    std::fs::remove_file(&files[0]).unwrap();
+    common::write_corrupt_jpeg(&dogs.join("corrupt.jpg"));
+    copy.to_path_buf()
+}
+
+/// The files under `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flat_map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() { walkdir(&p) } else { vec![p] }
+        })
+        .collect()
+}
+
+/// The chief named the file that failed to decode, on its terminal and once in bad-images.txt.
+fn assert_corrupt_named(run: &Path, err: &str) {
+    assert!(err.contains("corrupt.jpg: failed to decode during training (skipped)"), "{err}");
+    let bad = std::fs::read_to_string(run.join("bad-images.txt")).unwrap_or_default();
+    assert_eq!(bad.matches("corrupt.jpg: failed to decode").count(), 1, "named once in bad-images.txt: {bad}");
+}
+
 fn epochs_written(run: &Path) -> usize {
     metrics::read(&run.join("metrics.csv")).map(|r| r.len()).unwrap_or(0)
 }
@@ -185,7 +220,9 @@ fn async_cluster_trains_and_survives_a_lost_worker() {
     assert!(rows.iter().all(|r| r.loss.is_finite() && r.val_accuracy.is_some()), "{rows:?}");
     assert!(rows[2].loss < rows[0].loss, "no progress: {rows:?}");
 
-    // Worker 1 killed after the first epoch: the chief names it, carries on alone and finishes.
+    // Worker 1 killed after the first epoch: the chief names it, carries on alone and finishes;
+    // and names the file that failed to decode (each replica skipped it in its pipeline).
+    let images = with_corrupt_file(&images, &tmp.path().join("with-corrupt"));
     let lost = tmp.path().join("async-lost");
     let chief = spawn_chief(&images, &lost, &cluster, &["--async", "--epochs", "6"], limit);
     // No timeout of its own: run_bounded's limit ends the chief.
@@ -199,6 +236,7 @@ fn async_cluster_trains_and_survives_a_lost_worker() {
     let rows = metrics::read(&lost.join("metrics.csv")).unwrap();
     assert_eq!(rows.len(), 6, "{err}");
     assert!(rows.iter().all(|r| r.loss.is_finite()), "{rows:?}");
+    assert_corrupt_named(&lost, &err);
 }
 
 /// `alexnet train --between-graph` as worker `task` of `cluster`, in the background; its stderr
@@ -226,6 +264,12 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::Exit
     status
 }
 
+/// `extra` with --augment crop-flip: every worker crops and flips the whole batch as one
+/// process would, then takes its part.
+fn crop_flip<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    [&["--augment", "crop-flip"][..], extra].concat()
+}
+
 #[test]
 fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     let tmp = common::temp_dir("distributed-between");
@@ -237,7 +281,7 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
 
     let single = tmp.path().join("single");
-    let out = run_bounded(train_cmd(&images, &single, &["--epochs", "3"]), limit);
+    let out = run_bounded(train_cmd(&images, &single, &crop_flip(&["--epochs", "3"])), limit);
     assert!(out.status.success(), "single process failed:\n{}", String::from_utf8_lossy(&out.stderr));
 
     // Only the ps runs `alexnet server`; each worker is a client of its own.
@@ -251,9 +295,9 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
             .spawn()
             .unwrap(),
     );
-    procs.0.push(spawn_between_worker(&images, &cluster, 1, &["--epochs", "3"], &log("w1-a")));
+    procs.0.push(spawn_between_worker(&images, &cluster, 1, &crop_flip(&["--epochs", "3"]), &log("w1-a")));
     let dist = tmp.path().join("dist");
-    let out = spawn_between_chief(&images, &dist, &cluster, &["--epochs", "3"], limit).join().unwrap();
+    let out = spawn_between_chief(&images, &dist, &cluster, &crop_flip(&["--epochs", "3"]), limit).join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "chief failed:\n{err}\nworker 1:\n{}", read(&log("w1-a")));
     let status = wait_bounded(&mut procs.0[1], Duration::from_secs(30));
@@ -272,10 +316,11 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
 
     // The chief killed mid-epoch and restarted with --resume continues from its last checkpoint;
     // worker 1, not restarted, waits for it and follows.
-    let out = run_bounded(train_cmd(&images, &single, &["--epochs", "5", "--resume"]), limit);
+    let out = run_bounded(train_cmd(&images, &single, &crop_flip(&["--epochs", "5", "--resume"])), limit);
     assert!(out.status.success(), "single process resume failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    procs.0.push(spawn_between_worker(&images, &cluster, 1, &["--epochs", "5"], &log("w1-b")));
-    let mut cmd = train_cmd(&images, &dist, &["--epochs", "5", "--resume", "--checkpoint-every", "1", "--between-graph", "--job", "worker", "--task", "0"]);
+    procs.0.push(spawn_between_worker(&images, &cluster, 1, &crop_flip(&["--epochs", "5"]), &log("w1-b")));
+    let mut cmd =
+        train_cmd(&images, &dist, &crop_flip(&["--epochs", "5", "--resume", "--checkpoint-every", "1", "--between-graph", "--job", "worker", "--task", "0"]));
     cmd.arg("--cluster").arg(&cluster);
     procs.0.push(cmd.stdout(Stdio::null()).stderr(std::fs::File::create(log("chief-b")).unwrap()).spawn().unwrap());
     let wrote = common::poll_until(Duration::from_secs(120), Duration::from_millis(50), || {
@@ -287,7 +332,7 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     assert!(wrote, "the chief wrote no fourth epoch:\n{}", read(&log("chief-b")));
     procs.0[3].kill().unwrap();
     procs.0[3].wait().unwrap();
-    let out = spawn_between_chief(&images, &dist, &cluster, &["--epochs", "5", "--resume"], limit).join().unwrap();
+    let out = spawn_between_chief(&images, &dist, &cluster, &crop_flip(&["--epochs", "5", "--resume"]), limit).join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success() && err.contains("resumed from"), "chief resume failed:\n{err}\nworker 1:\n{}", read(&log("w1-b")));
     assert!(wait_bounded(&mut procs.0[2], Duration::from_secs(30)).is_some_and(|s| s.success()), "{}", read(&log("w1-b")));
@@ -372,15 +417,18 @@ fn between_graph_async_survives_a_lost_worker_and_refuses_another_recipe() {
             .unwrap(),
     );
 
-    // Both workers to the end.
-    procs.0.push(spawn_between_worker(&images, &cluster, 1, &["--async", "--epochs", "3"], &log("w1-a")));
+    // Both workers to the end, each skipping a file that fails to decode (in its own copy of the
+    // folder, the same one here): the chief names it.
+    let corrupt = with_corrupt_file(&images, &tmp.path().join("with-corrupt"));
+    procs.0.push(spawn_between_worker(&corrupt, &cluster, 1, &["--async", "--epochs", "3"], &log("w1-a")));
     let run = tmp.path().join("async");
-    let out = spawn_between_chief(&images, &run, &cluster, &["--async", "--epochs", "3"], limit).join().unwrap();
+    let out = spawn_between_chief(&corrupt, &run, &cluster, &["--async", "--epochs", "3"], limit).join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "async chief failed:\n{err}\nworker 1:\n{}", read(&log("w1-a")));
     let rows = metrics::read(&run.join("metrics.csv")).unwrap();
     assert_eq!(rows.len(), 3, "{err}");
     assert!(rows.iter().all(|r| r.loss.is_finite()), "{rows:?}");
+    assert_corrupt_named(&run, &err);
     let status = wait_bounded(&mut procs.0[1], Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()), "worker 1 did not finish with the chief:\n{}", read(&log("w1-a")));
 

@@ -217,11 +217,7 @@ fn train(images: &Path, run: &Path, extra: &[&str]) -> String {
 fn photos_with_bad_files(tmp: &Path) -> std::path::PathBuf {
     let images = tmp.join("photos");
     make_dataset(&[common::images().to_str().unwrap(), images.to_str().unwrap(), "40", "--bad", "1", "--seed", "2"]);
-    // Passes the header and end check, fails in DecodeJpeg.
-    let mut corrupt = vec![0xFF, 0xD8, 0xFF, 0xE0];
-    corrupt.extend((0..2000u32).map(|i| (i * 7919 % 251) as u8));
-    corrupt.extend([0xFF, 0xD9]);
-    std::fs::write(images.join("train/dog/corrupt.jpg"), &corrupt).unwrap();
+    common::write_corrupt_jpeg(&images.join("train/dog/corrupt.jpg"));
     images
 }
 

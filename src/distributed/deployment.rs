@@ -130,22 +130,22 @@ impl Deployment for ClusterChief<'_> {
 
     fn driver<'a>(&'a self, run: Run<'a>) -> Result<Box<dyn EpochDriver + 'a>> {
         let Run { cfg, tg, session, source, dataset } = run;
+        // From the pipeline: the files its epochs leave out, named.
+        let bad = match source {
+            Source::Pipeline { paths, bad_log, .. } => Some(BadFiles::new(paths, bad_log, cfg.drop_remainder)),
+            _ => None,
+        };
         if self.between {
             // The workers hold until the variables are ready (see `ChiefDriver::start`).
             let recipe = between_graph::recipe(cfg, dataset);
             let chief = Chief::begin(tg, session, self.cluster, cfg.async_updates, &recipe).map_err(|e| self.blame(e))?;
             self.cluster.wait_for_tasks(Duration::from_secs(60))?;
-            let bad = match source {
-                Source::Pipeline { paths, bad_log, .. } => Some(BadFiles::new(paths, bad_log, cfg.drop_remainder)),
-                _ => None,
-            };
             return Ok(Box::new(ChiefDriver { chief, tg, session, blame: self, seed: cfg.seed, bad }));
         }
         if cfg.async_updates {
-            return Ok(Box::new(AsyncReplicas::new(tg, cfg.seed, session, &self.workers, self)));
+            return Ok(Box::new(AsyncReplicas::new(tg, cfg.seed, session, &self.workers, self, bad)));
         }
-        if let (Source::Pipeline { paths, bad_log, .. }, Some(pipeline)) = (source, tg.pipeline.as_ref()) {
-            let bad = BadFiles::new(paths, bad_log, cfg.drop_remainder);
+        if let (Some(bad), Some(pipeline)) = (bad, tg.pipeline()) {
             return Ok(Box::new(PipelineLoop::new(tg, session, pipeline, cfg.seed, bad, self)));
         }
         Ok(Box::new(LocalLoop { tg, session, source, logits: false, blame: self }))

@@ -11,6 +11,7 @@ use crate::data::pipeline::Pipeline;
 use crate::train::deployment::Blame;
 use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats, warn};
 use crate::train::graph::TrainGraph;
+use crate::train::pipelined::BadFiles;
 use crate::train::progress::Progress;
 use crate::train::replicas::{PartStep, ReplicaStep, split_part};
 
@@ -33,12 +34,14 @@ pub struct AsyncReplicas<'a> {
     live: Vec<usize>,
     workers: &'a dyn Workers,
     blame: &'a dyn Blame,
+    /// From the pipelines: the files their epochs leave out.
+    bad: Option<BadFiles<'a>>,
 }
 
 impl<'a> AsyncReplicas<'a> {
-    pub fn new(tg: &'a TrainGraph, seed: u64, session: &'a Session, workers: &'a dyn Workers, blame: &'a dyn Blame) -> Self {
+    pub fn new(tg: &'a TrainGraph, seed: u64, session: &'a Session, workers: &'a dyn Workers, blame: &'a dyn Blame, bad: Option<BadFiles<'a>>) -> Self {
         let replicas = tg.replica_steps();
-        AsyncReplicas { tg, seed, session, replicas, live: (0..replicas.len()).collect(), workers, blame }
+        AsyncReplicas { tg, seed, session, replicas, live: (0..replicas.len()).collect(), workers, blame, bad }
     }
 }
 
@@ -47,7 +50,16 @@ impl EpochDriver for AsyncReplicas<'_> {
         // From the pipelines, the batches come from the graph: none are listed here.
         let cut = self.tg.is_cut().then_some((&self.tg.pipelines[..], self.seed));
         let batches = if cut.is_some() { vec![] } else { epoch.batches(plan.batch) };
-        async_epoch(self.session, self.replicas, &mut self.live, (&batches, cut), epoch, self.workers, bar).map_err(|e| self.blame.blame(e))
+        let (stats, seen) =
+            async_epoch(self.session, self.replicas, &mut self.live, (&batches, cut), epoch, self.workers, bar).map_err(|e| self.blame.blame(e))?;
+        if let Some(bad) = self.bad.as_mut().filter(|_| cut.is_some() && stats.diverged.is_none()) {
+            let mut marked = vec![false; plan.n_train];
+            for i in seen {
+                marked[i as usize] = true;
+            }
+            bad.report_missing(&marked, bar)?;
+        }
+        Ok(stats)
     }
 }
 
@@ -60,7 +72,8 @@ type FromPipelines<'a> = (&'a [Pipeline], u64);
 /// masks from [seed, step * n + r]. A replica whose worker stops answering is dropped with a
 /// warning: its parts of the epoch's remaining batches are skipped, and later epochs split every
 /// batch among the replicas left. The chief's own replica failing, or any other failure, is an
-/// error (the other threads stop at their next step).
+/// error (the other threads stop at their next step). Also returns, from the pipelines, the
+/// examples of every batch the replicas saw.
 fn async_epoch(
     session: &Session,
     replicas: &[ReplicaStep],
@@ -69,7 +82,7 @@ fn async_epoch(
     epoch: &Epoch,
     workers: &dyn Workers,
     bar: &Progress,
-) -> Result<EpochStats> {
+) -> Result<(EpochStats, Vec<i32>)> {
     let shared =
         Shared { session, replicas, batches, cut, epoch, workers, bar, parts: live.len(), abort: AtomicBool::new(false), left: AtomicUsize::new(live.len()) };
     let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
@@ -86,6 +99,7 @@ fn async_epoch(
     let mut stats = EpochStats::default();
     let mut correct = 0.0;
     let mut kept = vec![];
+    let mut seen = vec![];
     for (&r, outcome) in live.iter().zip(outcomes) {
         if let Some(e) = outcome.error {
             return Err(e);
@@ -93,6 +107,7 @@ fn async_epoch(
         stats.loss_sum += outcome.stats.loss_sum;
         stats.examples += outcome.stats.examples;
         correct += outcome.correct;
+        seen.extend(outcome.seen);
         stats.diverged = stats.diverged.or(outcome.stats.diverged);
         if !outcome.lost {
             kept.push(r);
@@ -102,7 +117,7 @@ fn async_epoch(
     if cut.is_some() {
         stats.train_accuracy = Some(100.0 * correct / stats.examples.max(1) as f64);
     }
-    Ok(stats)
+    Ok((stats, seen))
 }
 
 /// What the replicas' threads of one epoch share.
@@ -128,6 +143,8 @@ struct Outcome {
     stats: EpochStats,
     /// From the pipeline: the examples its steps got right (dropout off, before each update).
     correct: f64,
+    /// From the pipeline: the examples of the batches its steps took parts of.
+    seen: Vec<i32>,
     lost: bool,
     error: Option<anyhow::Error>,
 }
@@ -136,7 +153,7 @@ impl Shared<'_> {
     /// Replica `r`'s part `k` of every batch, until the end, a divergence, an abort, or its
     /// worker lost.
     fn replica(&self, k: usize, r: usize) -> Outcome {
-        let mut out = Outcome { stats: EpochStats::default(), correct: 0.0, lost: false, error: None };
+        let mut out = Outcome { stats: EpochStats::default(), correct: 0.0, seen: vec![], lost: false, error: None };
         for b in 0.. {
             if self.abort.load(Ordering::SeqCst) {
                 break;
@@ -152,6 +169,7 @@ impl Shared<'_> {
                 Ok(Some(p)) => {
                     out.stats.add(p.loss, p.examples);
                     out.correct += p.accuracy as f64 * p.examples as f64;
+                    out.seen.extend(&p.batch);
                     if r == 0 {
                         self.bar.step(p.examples * self.parts);
                     }
@@ -197,6 +215,8 @@ impl Shared<'_> {
         if part.is_empty() {
             return Some(Ok(None));
         }
-        Some(self.replicas[r].run(self.session, part, lr, dropout, seed).map(|loss| Some(PartStep { loss, examples: part.len(), accuracy: 0.0 })))
+        Some(
+            self.replicas[r].run(self.session, part, lr, dropout, seed).map(|loss| Some(PartStep { loss, examples: part.len(), accuracy: 0.0, batch: vec![] })),
+        )
     }
 }

@@ -2,7 +2,7 @@
 //! and dropout seeds ([`StepFeeds`]), and its loss and logits ([`StepOutput`]).
 
 use anyhow::Result;
-use tensorflow::Tensor;
+use tensorflow::{Output, SessionRunArgs, Tensor};
 
 /// A step's examples.
 pub enum Batch {
@@ -41,6 +41,16 @@ impl StepFeeds {
     pub fn for_replicas(lr: f32, dropout: f32, [seed, step]: [i64; 2], n: usize) -> Result<Self> {
         let seeds = (0..n as i64).map(|i| Tensor::<i64>::new(&[2]).with_values(&[seed, step * n as i64 + i])).collect::<Result<_, _>>()?;
         Ok(StepFeeds { lr: Tensor::from(lr), dropout: Tensor::from(dropout), seeds })
+    }
+
+    /// Feeds the learning rate and drop rate into their placeholders `rates`, and replica i's
+    /// seed into the i-th of `seeds` (as many as both have).
+    pub(crate) fn feed<'a, 'o>(&'a self, args: &mut SessionRunArgs<'a>, (lr, dropout): (&Output, &Output), seeds: impl IntoIterator<Item = &'o Output>) {
+        args.add_feed(&lr.operation, lr.index, &self.lr);
+        args.add_feed(&dropout.operation, dropout.index, &self.dropout);
+        for (at, seed) in seeds.into_iter().zip(&self.seeds) {
+            args.add_feed(&at.operation, at.index, seed);
+        }
     }
 }
 

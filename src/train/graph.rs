@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, ensure};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
+use crate::data::pipeline::cut::Part;
 use crate::data::pipeline::{Pipeline, is_end_of_data};
 use crate::graph::model::{self, Network};
 use crate::graph::params::LayerParams;
@@ -35,10 +36,8 @@ pub struct TrainGraph {
     pub saver: Saver,
     /// Between-graph replication: the ops of the protocol between the workers.
     pub(crate) between: Option<Protocol>,
-    /// The tf.data pipeline the steps read (None: the data variable); on a cluster, replica 0's.
-    pub pipeline: Option<Pipeline>,
-    /// On a cluster, every replica's pipeline (in-graph: one per worker; between-graph: this
-    /// worker's); alone, the one.
+    /// The tf.data pipelines the steps read (none: the data variable): alone, the one; on a
+    /// cluster, every replica's (in-graph: one per worker; between-graph: this worker's).
     pub pipelines: Vec<Pipeline>,
     /// From pipelines on a cluster: the batch's accuracy (dropout off, before the update); a
     /// between-graph worker's term of it.
@@ -94,7 +93,6 @@ impl TrainGraph {
         let mut saved: Vec<(String, Output)> = variables.iter().map(|v| (v.name().to_string(), v.output().clone())).collect();
         saved.extend(updates.slots.iter().map(|v| (v.name().to_string(), v.output().clone())));
         let saver = Saver::build(s, &saved)?;
-        let pipeline = passes.pipelines.first().cloned();
         Ok(TrainGraph {
             scope,
             net: passes.net,
@@ -108,7 +106,6 @@ impl TrainGraph {
             slots_init: updates.slots_init,
             saver,
             between,
-            pipeline,
             pipelines,
             accuracy,
         })
@@ -119,15 +116,11 @@ impl TrainGraph {
     pub fn cut_step(&self, session: &Session, lr: f32, dropout: f32, seed: [i64; 2]) -> Result<Option<CutStep>> {
         let n = self.shards.len();
         let feeds = StepFeeds::for_replicas(lr, dropout, seed, n)?;
-        let parts: Vec<(Tensor<i32>, Tensor<i32>)> = (0..n).map(|i| (Tensor::from(i as i32), Tensor::from(n as i32))).collect();
+        let parts: Vec<Part> = (0..n).map(|i| Part::new(i, n)).collect();
         let mut args = SessionRunArgs::new();
-        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
-        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
-        for ((shard, seed), (p, (part, count))) in self.shards.iter().zip(&feeds.seeds).zip(self.pipelines.iter().zip(&parts)) {
-            args.add_feed(&shard.seed.operation, shard.seed.index, seed);
-            let cut = p.cut.as_ref().context("a cluster's pipeline is cut")?;
-            args.add_feed(&cut.part.operation, cut.part.index, part);
-            args.add_feed(&cut.parts.operation, cut.parts.index, count);
+        feeds.feed(&mut args, self.rates(), self.shards.iter().map(|s| &s.seed));
+        for (p, part) in self.pipelines.iter().zip(&parts) {
+            p.cut.as_ref().context("a cluster's pipeline is cut")?.feed(&mut args, part);
         }
         args.add_target(&self.train_op);
         let loss = args.request_fetch(&self.loss.operation, self.loss.index);
@@ -144,7 +137,17 @@ impl TrainGraph {
 
     /// Whether the steps take parts of their pipelines' batches (a cluster's).
     pub fn is_cut(&self) -> bool {
-        self.pipeline.as_ref().is_some_and(|p| p.cut.is_some())
+        self.pipeline().is_some_and(|p| p.cut.is_some())
+    }
+
+    /// The tf.data pipeline the steps read (None: the data variable); on a cluster, replica 0's.
+    pub fn pipeline(&self) -> Option<&Pipeline> {
+        self.pipelines.first()
+    }
+
+    /// The learning rate's and the drop rate's placeholders.
+    fn rates(&self) -> (&Output, &Output) {
+        (&self.learning_rate, &self.dropout_rate)
     }
 
     /// One momentum-SGD step on the pipeline's next batch; None when the epoch's batches are done.
@@ -184,9 +187,7 @@ impl TrainGraph {
     }
 
     fn feed_pipeline_step<'l>(&'l self, args: &mut SessionRunArgs<'l>, feeds: &'l StepFeeds) {
-        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
-        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
-        args.add_feed(&self.shards[0].seed.operation, self.shards[0].seed.index, &feeds.seeds[0]);
+        feeds.feed(args, self.rates(), [&self.shards[0].seed]);
         args.add_target(&self.train_op);
     }
 
@@ -289,11 +290,7 @@ impl TrainGraph {
     /// A training step's feeds and target (no fetches).
     pub fn feed_step<'a>(&'a self, args: &mut SessionRunArgs<'a>, batch: &'a Batch, feeds: &'a StepFeeds) {
         self.feed_batch(args, batch);
-        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
-        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
-        for (shard, seed) in self.shards.iter().zip(&feeds.seeds) {
-            args.add_feed(&shard.seed.operation, shard.seed.index, seed);
-        }
+        feeds.feed(args, self.rates(), self.shards.iter().map(|s| &s.seed));
         args.add_target(&self.train_op);
     }
 
@@ -305,25 +302,15 @@ impl TrainGraph {
         if let Some(w) = &first.weight {
             args.add_feed(&w.operation, w.index, weight);
         }
-        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
-        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
-        args.add_feed(&first.seed.operation, first.seed.index, &feeds.seeds[0]);
+        feeds.feed(args, self.rates(), [&first.seed]);
     }
 
     /// Feeds a training step of the first replica on its part `part` of `parts` of its
     /// pipeline's next batch (a between-graph worker's part); no target, no fetch.
-    pub(crate) fn feed_cut_part<'a>(
-        &'a self,
-        args: &mut SessionRunArgs<'a>,
-        (part, parts): (&'a Tensor<i32>, &'a Tensor<i32>),
-        feeds: &'a StepFeeds,
-    ) -> Result<()> {
-        let cut = self.pipeline.as_ref().and_then(|p| p.cut.as_ref()).context("the graph reads no pipeline on a cluster")?;
-        args.add_feed(&cut.part.operation, cut.part.index, part);
-        args.add_feed(&cut.parts.operation, cut.parts.index, parts);
-        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
-        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
-        args.add_feed(&self.shards[0].seed.operation, self.shards[0].seed.index, &feeds.seeds[0]);
+    pub(crate) fn feed_cut_part<'a>(&'a self, args: &mut SessionRunArgs<'a>, part: &'a Part, feeds: &'a StepFeeds) -> Result<()> {
+        let cut = self.pipeline().and_then(|p| p.cut.as_ref()).context("the graph reads no pipeline on a cluster")?;
+        cut.feed(args, part);
+        feeds.feed(args, self.rates(), [&self.shards[0].seed]);
         Ok(())
     }
 

@@ -57,10 +57,15 @@ impl Progress {
     }
 }
 
+/// Whether indicatif has a rate yet (it has none before the first step after a reset).
+fn estimated(per_sec: f64) -> bool {
+    per_sec > 0.0 && per_sec.is_finite()
+}
+
 /// "153", "4.2", or "-" before the first estimate.
 fn rate(per_sec: f64) -> String {
     match per_sec {
-        r if r <= 0.0 || !r.is_finite() => "-".into(),
+        r if !estimated(r) => "-".into(),
         r if r < 10.0 => format!("{r:.1}"),
         r => format!("{r:.0}"),
     }
@@ -68,7 +73,7 @@ fn rate(per_sec: f64) -> String {
 
 /// The epoch's time left as m:ss (h:mm:ss from an hour), or "-" before the first estimate.
 fn time_left(s: &ProgressState) -> String {
-    if s.per_sec() <= 0.0 || !s.per_sec().is_finite() {
+    if !estimated(s.per_sec()) {
         return "-".into();
     }
     let secs = s.eta().as_secs_f64().round() as u64;

@@ -7,6 +7,7 @@
 use anyhow::{Context, Result};
 use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Shape, Tensor, ops};
 
+use crate::data::pipeline::cut::Part;
 use crate::data::pipeline::{Cut, Pipeline, PipelineSpec, is_end_of_data};
 use crate::graph::model::{self, ModelConfig, Network, Precision};
 use crate::graph::scoring::softmax_loss;
@@ -41,6 +42,9 @@ pub struct PartStep {
     pub examples: usize,
     /// The part's accuracy, a fraction.
     pub accuracy: f32,
+    /// The whole batch's example indices (every part's: those missing from an epoch name the
+    /// files that failed to decode).
+    pub batch: Vec<i32>,
 }
 
 impl ReplicaStep {
@@ -49,22 +53,25 @@ impl ReplicaStep {
     pub fn run_part(&self, session: &Session, (part, parts): (usize, usize), lr: f32, dropout: f32, seed: [i64; 2]) -> Result<Option<PartStep>> {
         let (cut, indices, accuracy) = self.cut.as_ref().context("the replica reads no pipeline")?;
         let feeds = StepFeeds::new(lr, dropout, seed)?;
-        let (part, parts) = (Tensor::from(part as i32), Tensor::from(parts as i32));
+        let part = Part::new(part, parts);
         let mut args = SessionRunArgs::new();
-        args.add_feed(&cut.part.operation, cut.part.index, &part);
-        args.add_feed(&cut.parts.operation, cut.parts.index, &parts);
-        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
-        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
-        args.add_feed(&self.seed.operation, self.seed.index, &feeds.seeds[0]);
+        cut.feed(&mut args, &part);
+        feeds.feed(&mut args, (&self.learning_rate, &self.dropout_rate), [&self.seed]);
         args.add_target(&self.train_op);
         let loss = args.request_fetch(&self.loss.operation, self.loss.index);
         let idx = args.request_fetch(&indices.operation, indices.index);
         let acc = args.request_fetch(&accuracy.operation, accuracy.index);
+        let batch = args.request_fetch(&cut.batch_indices.operation, cut.batch_indices.index);
         match session.run(&mut args) {
             Err(e) if is_end_of_data(&e) => return Ok(None),
             r => r?,
         }
-        Ok(Some(PartStep { loss: args.fetch::<f32>(loss)?[0], examples: args.fetch::<i32>(idx)?.len(), accuracy: args.fetch::<f32>(acc)?[0] }))
+        Ok(Some(PartStep {
+            loss: args.fetch::<f32>(loss)?[0],
+            examples: args.fetch::<i32>(idx)?.len(),
+            accuracy: args.fetch::<f32>(acc)?[0],
+            batch: args.fetch::<i32>(batch)?.to_vec(),
+        }))
     }
 
     /// Updates the shared variables with this replica's gradients on the examples at `idx`;
@@ -74,9 +81,7 @@ impl ReplicaStep {
         let feeds = StepFeeds::new(lr, dropout, seed)?;
         let mut args = SessionRunArgs::new();
         args.add_feed(&self.indices.operation, self.indices.index, &idx);
-        args.add_feed(&self.learning_rate.operation, self.learning_rate.index, &feeds.lr);
-        args.add_feed(&self.dropout_rate.operation, self.dropout_rate.index, &feeds.dropout);
-        args.add_feed(&self.seed.operation, self.seed.index, &feeds.seeds[0]);
+        feeds.feed(&mut args, (&self.learning_rate, &self.dropout_rate), [&self.seed]);
         args.add_target(&self.train_op);
         let loss = args.request_fetch(&self.loss.operation, self.loss.index);
         session.run(&mut args)?;

@@ -55,7 +55,7 @@ impl Source {
     /// Logits and labels of the validation examples `val_idx` (labelled `val_labels`): through
     /// the pipeline's val split when there is one (without the files that failed to decode).
     pub fn val_scores(&self, tg: &TrainGraph, session: &Session, val_idx: &[i32], val_labels: &[usize], chunk: usize) -> Result<(Vec<Vec<f32>>, Vec<usize>)> {
-        match (self, tg.pipeline.as_ref()) {
+        match (self, tg.pipeline()) {
             (Source::Pipeline { .. }, Some(p)) => tg.pipeline_logits(session, p),
             _ => Ok((self.logits(tg, session, val_idx, chunk)?, val_labels.to_vec())),
         }

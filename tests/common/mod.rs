@@ -42,6 +42,15 @@ pub fn small_dataset(root: &Path, n: usize) -> PathBuf {
     copy
 }
 
+/// Writes at `path` a file that passes the up-front check (a JPEG's start and end markers) but
+/// fails in DecodeJpeg: it is skipped mid-epoch.
+pub fn write_corrupt_jpeg(path: &Path) {
+    let mut corrupt = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    corrupt.extend((0..2000u32).map(|i| (i * 7919 % 251) as u8));
+    corrupt.extend([0xFF, 0xD9]);
+    std::fs::write(path, &corrupt).unwrap();
+}
+
 /// A scratch folder, removed on drop: `alexnet-test-<tag>-<random>` in the system's temp dir.
 pub fn temp_dir(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("alexnet-test-{tag}-")).tempdir().unwrap()

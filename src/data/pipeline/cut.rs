@@ -6,7 +6,7 @@
 //! weights its loss and gradients.
 
 use anyhow::Result;
-use tensorflow::{DataType, Output, Scope, Shape, ops};
+use tensorflow::{DataType, Output, Scope, SessionRunArgs, Shape, Tensor, ops};
 
 use super::raw::{In, raw_op_on};
 
@@ -52,6 +52,27 @@ impl Cut {
         let float = |s: &mut Scope, x: Output| -> Result<Output> { Ok(ops::Cast::new().DstT(DataType::Float).build(x, s)?.into()) };
         let weight = ops::div(float(s, len)?, float(s, n)?, &mut s.with_op_name("weight"))?.into();
         Ok((cut, Cut { part, parts, batch_indices: next[2].clone(), weight }))
+    }
+}
+
+/// Which part of each batch a step takes, as tensors to feed.
+pub struct Part {
+    part: Tensor<i32>,
+    parts: Tensor<i32>,
+}
+
+impl Part {
+    /// Part `part` of `parts`.
+    pub fn new(part: usize, parts: usize) -> Part {
+        Part { part: Tensor::from(part as i32), parts: Tensor::from(parts as i32) }
+    }
+}
+
+impl Cut {
+    /// Feeds which part of the batch the step takes.
+    pub fn feed<'a>(&self, args: &mut SessionRunArgs<'a>, p: &'a Part) {
+        args.add_feed(&self.part.operation, self.part.index, &p.part);
+        args.add_feed(&self.parts.operation, self.parts.index, &p.parts);
     }
 }
 

@@ -17,6 +17,16 @@ use crate::train::pipelined::{BadFiles, start_epoch};
 use crate::train::progress::Progress;
 use crate::train::{StepFeeds, TrainGraph, split_part};
 
+/// What one of the chief's steps did.
+enum Stepped {
+    /// Its loss, the examples the epoch's loss counts, the images the progress bar moves by.
+    Trained { loss: f32, examples: usize, images: usize },
+    /// Asynchronous: the chief's part of this batch is empty.
+    Skipped,
+    /// The epoch's batches are done.
+    Done,
+}
+
 /// The chief's side.
 pub struct Chief<'a> {
     protocol: &'a Protocol,
@@ -94,43 +104,32 @@ impl<'a> Chief<'a> {
         let n = self.protocol.workers;
         let total = plan.total_steps();
         let (lr, dropout) = (epoch.learning_rate, epoch.dropout);
-        let mut e = EpochStats::default();
-        for (b, batch) in epoch.batches(plan.batch).into_iter().enumerate() {
-            let step = epoch.first_step + b;
+        let batches = epoch.batches(plan.batch);
+        self.steps(epoch, bar, |b, step, seed| {
+            let Some(batch) = batches.get(b) else { return Ok(Stepped::Done) };
             let part = split_part(batch, 0, n);
-            let seed = epoch.dropout_seed(step, 0, n);
-            let feeds = StepFeeds::new(lr, dropout, seed)?;
-            let loss = match &self.protocol.sync {
+            Ok(match &self.protocol.sync {
                 Some(sync) => {
                     ensure!(batch.len() >= n, "a batch of {} examples cannot be split across {n} workers: use a larger --batch-size", batch.len());
+                    let feeds = StepFeeds::new(lr, dropout, seed)?;
                     push(session, tg, sync, part, batch.len(), &feeds, token(self.generation, false, step as i64)).map_err(blame)?;
                     self.wait_for_gradients(session, sync, step, blame)?;
                     let loss = self.update(session, tg, sync, lr, self.token_for(step + 1, total)).map_err(blame)?;
-                    e.add(loss, batch.len());
-                    loss
+                    Stepped::Trained { loss, examples: batch.len(), images: batch.len() }
                 }
-                None if part.is_empty() => continue,
+                None if part.is_empty() => Stepped::Skipped,
                 None => {
                     let loss = tg.replica_steps()[0].run(session, part, lr, dropout, seed).map_err(blame)?;
-                    e.add(loss, part.len());
-                    loss
+                    Stepped::Trained { loss, examples: part.len(), images: batch.len() }
                 }
-            };
-            if !loss.is_finite() {
-                e.diverged = Some((loss, b));
-                return Ok(e);
-            }
-            bar.step(batch.len());
-        }
-        if self.asynchronous {
-            self.warn_lost(bar);
-        }
-        Ok(e)
+            })
+        })
     }
 
     /// One epoch of `plan` from the pipeline (its iterator already at the epoch): the chief's
     /// part of each batch, until its batches are done; synchronous: the global batches' losses
-    /// and accuracy, and `seen` marks their examples; asynchronous: those of the chief's parts.
+    /// and accuracy; asynchronous: those of the chief's parts; `seen` marks the examples of the
+    /// batches.
     pub fn pipeline_epoch(
         &self,
         session: &Session,
@@ -142,44 +141,58 @@ impl<'a> Chief<'a> {
         let n = self.protocol.workers;
         let total = plan.total_steps();
         let (lr, dropout) = (epoch.learning_rate, epoch.dropout);
-        let mut e = EpochStats::default();
         let mut correct = 0.0;
+        let mut e = self.steps(epoch, bar, |_, step, seed| match &self.protocol.sync {
+            Some(sync) => {
+                if self.next_step.get() != step {
+                    // The last epoch ended early: the workers wait on a step that never came.
+                    set_acc_step(session, sync, token(self.generation, false, step as i64)).map_err(blame)?;
+                    self.protocol.token.write(session, self.token_for(step, total)).map_err(blame)?;
+                }
+                let feeds = StepFeeds::new(lr, dropout, seed)?;
+                let tag = token(self.generation, false, step as i64);
+                let Some((_, indices)) = push_part(session, tg, sync, (0, n), &feeds, tag).map_err(blame)? else { return Ok(Stepped::Done) };
+                self.wait_for_gradients(session, sync, step, blame)?;
+                let (loss, accuracy) = self.update_with_accuracy(session, tg, sync, lr, self.token_for(step + 1, total)).map_err(blame)?;
+                self.next_step.set(step + 1);
+                for &i in &indices {
+                    seen[i as usize] = true;
+                }
+                correct += accuracy as f64 * indices.len() as f64;
+                Ok(Stepped::Trained { loss, examples: indices.len(), images: indices.len() })
+            }
+            None => {
+                let Some(p) = tg.replica_steps()[0].run_part(session, (0, n), lr, dropout, seed).map_err(blame)? else { return Ok(Stepped::Done) };
+                correct += p.accuracy as f64 * p.examples as f64;
+                for &i in &p.batch {
+                    seen[i as usize] = true;
+                }
+                Ok(Stepped::Trained { loss: p.loss, examples: p.examples, images: p.examples })
+            }
+        })?;
+        e.train_accuracy = Some(100.0 * correct / e.examples.max(1) as f64);
+        Ok(e)
+    }
+
+    /// Runs an epoch's steps, `one(b, step, dropout seed)` running its b-th (the run's `step`),
+    /// until it says the batches are done or a loss is not finite: the epoch's losses, its
+    /// progress, and (asynchronous) a warning for each worker lost.
+    fn steps(&self, epoch: &Epoch, bar: &Progress, mut one: impl FnMut(usize, usize, [i64; 2]) -> Result<Stepped>) -> Result<EpochStats> {
+        let mut e = EpochStats::default();
         for b in 0.. {
             let step = epoch.first_step + b;
-            let seed = epoch.dropout_seed(step, 0, n);
-            let feeds = StepFeeds::new(lr, dropout, seed)?;
-            let (loss, examples) = match &self.protocol.sync {
-                Some(sync) => {
-                    if self.next_step.get() != step {
-                        // The last epoch ended early: the workers wait on a step that never came.
-                        set_acc_step(session, sync, token(self.generation, false, step as i64)).map_err(blame)?;
-                        self.protocol.token.write(session, self.token_for(step, total)).map_err(blame)?;
-                    }
-                    let tag = token(self.generation, false, step as i64);
-                    let Some((_, indices)) = push_part(session, tg, sync, (0, n), &feeds, tag).map_err(blame)? else { break };
-                    self.wait_for_gradients(session, sync, step, blame)?;
-                    let (loss, accuracy) = self.update_with_accuracy(session, tg, sync, lr, self.token_for(step + 1, total)).map_err(blame)?;
-                    self.next_step.set(step + 1);
-                    for &i in &indices {
-                        seen[i as usize] = true;
-                    }
-                    correct += accuracy as f64 * indices.len() as f64;
-                    (loss, indices.len())
-                }
-                None => {
-                    let Some(p) = tg.replica_steps()[0].run_part(session, (0, n), lr, dropout, seed).map_err(blame)? else { break };
-                    correct += p.accuracy as f64 * p.examples as f64;
-                    (p.loss, p.examples)
-                }
+            let (loss, examples, images) = match one(b, step, epoch.dropout_seed(step, 0, self.protocol.workers))? {
+                Stepped::Done => break,
+                Stepped::Skipped => continue,
+                Stepped::Trained { loss, examples, images } => (loss, examples, images),
             };
             if !loss.is_finite() {
                 e.diverged = Some((loss, b));
                 return Ok(e);
             }
             e.add(loss, examples);
-            bar.step(examples);
+            bar.step(images);
         }
-        e.train_accuracy = Some(100.0 * correct / e.examples.max(1) as f64);
         if self.asynchronous {
             self.warn_lost(bar);
         }
@@ -288,7 +301,7 @@ impl EpochDriver for ChiefDriver<'_> {
         start_epoch(self.tg, self.session, self.seed, epoch.index).map_err(blame)?;
         let mut seen = vec![false; plan.n_train];
         let stats = self.chief.pipeline_epoch(self.session, self.tg, (plan, epoch), (bar, &mut seen), &blame)?;
-        if let Some(bad) = self.bad.as_mut().filter(|_| self.chief.protocol.sync.is_some() && stats.diverged.is_none()) {
+        if let Some(bad) = self.bad.as_mut().filter(|_| stats.diverged.is_none()) {
             bad.report_missing(&seen, bar)?;
         }
         Ok(stats)

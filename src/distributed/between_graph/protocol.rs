@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use tensorflow::{Session, SessionRunArgs, Tensor};
 
 use crate::data::images as data;
+use crate::data::pipeline::cut::Part;
 use crate::data::pipeline::is_end_of_data;
 use crate::graph::runtime::CLUSTER_STEP_TIMEOUT_MS;
 use crate::run::config::TrainConfig;
@@ -122,14 +123,14 @@ pub(super) fn push_part(
     feeds: &StepFeeds,
     tag: i64,
 ) -> Result<Option<(f32, Vec<i32>)>> {
-    let (p, n) = (Tensor::from(part.0 as i32), Tensor::from(part.1 as i32));
+    let part = Part::new(part.0, part.1);
     let tag = Tensor::from(tag);
     let mut args = SessionRunArgs::new();
-    tg.feed_cut_part(&mut args, (&p, &n), feeds)?;
+    tg.feed_cut_part(&mut args, &part, feeds)?;
     args.add_feed(&sync.local_step.operation, sync.local_step.index, &tag);
     args.add_target(&sync.push);
     let loss = args.request_fetch(&sync.local_loss.operation, sync.local_loss.index);
-    let batch = &tg.pipeline.as_ref().and_then(|p| p.cut.as_ref()).context("the graph reads no pipeline on a cluster")?.batch_indices;
+    let batch = &tg.pipeline().and_then(|p| p.cut.as_ref()).context("the graph reads no pipeline on a cluster")?.batch_indices;
     let idx = args.request_fetch(&batch.operation, batch.index);
     match session.run(&mut args) {
         Err(e) if is_end_of_data(&e) => return Ok(None),

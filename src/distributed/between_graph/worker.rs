@@ -209,7 +209,7 @@ impl Worker<'_> {
         }
         if self.cursor != Some((index, Some(b))) {
             start_epoch(self.tg, self.session, self.cfg.seed, index).map_err(|e| self.blame(e))?;
-            let pipeline = self.tg.pipeline.as_ref().context("the graph reads no pipeline")?;
+            let pipeline = self.tg.pipeline().context("the graph reads no pipeline")?;
             for _ in 0..b {
                 ensure!(pipeline.skip(self.session).map_err(|e| self.blame(e))?, "{}: step {step} is past the pipeline's batches of epoch {index}", self.name);
             }
