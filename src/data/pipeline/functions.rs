@@ -108,15 +108,22 @@ pub fn finish(graph: &mut tensorflow::Graph, name: &str, p: &Preprocess, augment
 }
 
 /// uint8 [S, S, 3] -> the model's input: float, mean subtracted, channel order as
-/// [`crate::data::images::preprocess_pixels`]; with its static shape.
+/// [`crate::data::images::preprocess_pixels`]; with its static shape. The same numbers as that
+/// (channels reversed before the cast, against the mean reversed alike; no subtraction of a zero
+/// mean), in fewer passes over the image: every float pass costs the cached pipeline's rate.
 pub fn normalise(s: &mut Scope, pixels: Output, p: &Preprocess) -> Result<(Output, Shape)> {
     let side = p.size as i64;
-    let x = ops::Cast::new().DstT(DataType::Float).build(pixels, s)?;
-    let mean = ops::constant(&p.pixel_mean[..], s)?;
-    let mut out: Output = ops::sub(x, mean, s)?.into();
+    let mut mean = p.pixel_mean.clone();
+    let mut pixels = pixels;
     if p.bgr {
         let channel_axis = ops::constant(&[-1i32][..], s)?;
-        out = ops::reverse_v2(out, channel_axis, s)?.into();
+        pixels = ops::reverse_v2(pixels, channel_axis, s)?.into();
+        mean.reverse();
+    }
+    let mut out: Output = ops::Cast::new().DstT(DataType::Float).build(pixels, s)?.into();
+    if mean.iter().any(|&m| m != 0.0) {
+        let mean = ops::constant(&mean[..], s)?;
+        out = ops::sub(out, mean, s)?.into();
     }
     let shape = Shape::from(Some(vec![Some(side), Some(side), Some(3)]));
     Ok((ensure_shape(s, out, &shape)?, shape))
@@ -189,7 +196,10 @@ fn random_crop_flip(s: &mut Scope, pixels: Output, side: i32, run_seed: &Output,
     let y = offset(s, h, uy)?;
     let x = offset(s, w, ux)?;
     let crop = crop_at(s, pixels, y, x, side)?;
-    let flipped = ops::reverse_v2(crop.clone(), ops::constant(&[1i32][..], s)?, s)?;
-    let flip = ops::less(uf, ops::constant(0.5f32, s)?, s)?;
-    Ok(ops::select_v2(flip, flipped, crop, s)?.into())
+    // Flipped by reversing along the axes [1][..flip]: one pass (a flip computed and then
+    // selected would take three).
+    let flip = ops::Cast::new().DstT(DataType::Int32).build(ops::less(uf, ops::constant(0.5f32, s)?, s)?, s)?;
+    let flip = ops::reshape(flip, ops::constant(&[1i32][..], s)?, s)?;
+    let axes = ops::slice(ops::constant(&[1i32][..], s)?, ops::constant(&[0i32][..], s)?, flip, s)?;
+    Ok(ops::reverse_v2(crop, axes, s)?.into())
 }
