@@ -111,6 +111,33 @@ pub fn peak_rss_mb() -> f64 {
     status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU time (user + system, in /proc's 10 ms ticks) a process has used, its threads included.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: utime and stime are fields 14 and 15 (state is 3).
+    let mut after = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    Some(after.next()?.parse::<u64>().ok()? + after.next()?.parse::<u64>().ok()?)
+}
+
+/// Waits (at most `limit`) until this process and `peer` have stopped working in the background:
+/// a tf.data pipeline left alone fills its prefetch buffers, and one side's filling must not run
+/// inside the other's timed repetition.
+pub fn settle(peer: Option<u32>, limit: std::time::Duration) {
+    let t0 = Instant::now();
+    let pids: Vec<String> = std::iter::once("self".to_string()).chain(peer.map(|p| p.to_string())).collect();
+    let total = || pids.iter().filter_map(|p| cpu_ticks(p)).sum::<u64>();
+    let mut before = total();
+    while t0.elapsed() < limit {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = total();
+        // At most one tick in 100 ms: under a tenth of a core between both processes.
+        if now.saturating_sub(before) <= 1 {
+            return;
+        }
+        before = now;
+    }
+}
+
 /// The CPU's model name (lscpu's "Model name").
 pub fn cpu_model() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -303,6 +330,11 @@ impl Peer {
         let line = peer.read_line()?;
         ensure!(line.trim() == "ready", "scripts/bench-python-peer did not start: {line}");
         Ok(peer)
+    }
+
+    /// The peer's process id (for [`settle`]).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn read_line(&mut self) -> Result<String> {

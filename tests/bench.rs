@@ -75,6 +75,7 @@ fn assert_every_figure(v: &Value) {
     let figures = [
         "first_step_secs",
         "pipeline_images_per_sec",
+        "pipeline_cached_images_per_sec",
         "train_stream_images_per_sec",
         "train_cached_images_per_sec",
         "train_compute_images_per_sec",

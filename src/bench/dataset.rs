@@ -5,12 +5,16 @@
 //! Figures: `first_step_secs` (process start to the end of the first step: scan, up-front header
 //! check, graph, first batch through the pipeline, one step; measured first, before the peer
 //! starts); `pipeline_images_per_sec` (the pipeline alone, from JPEG: `IteratorGetNext` without a
-//! step, in repetitions of about 1,024 images so that what the pipeline prefetches while the peer
-//! runs is a small part of a repetition); `train_stream_images_per_sec` (steps in the first epoch,
+//! step: repetitions of about 4,096 images, each started with both processes idle and timed over
+//! its second half, the pipeline's steady rate); `pipeline_cached_images_per_sec` (the same from the
+//! decoded cache of the subset below: crop, flip and cast alone, what feeds a GPU after the first
+//! epoch); `train_stream_images_per_sec` (steps in the first epoch,
 //! every image decoded from its file); `train_cached_images_per_sec` (steps in the second epoch of
 //! a subset of (warmup + steps) x batch images whose first epoch filled the cache);
 //! `train_compute_images_per_sec` (the same step on a batch fed in place of the pipeline's);
-//! `peak_rss_mb`. Rates are medians over repetitions, interleaved with the peer's.
+//! `peak_rss_mb` (the pipeline figures' idle waits fill its autotuned buffers: some hundreds of
+//! MB more than a training run's). Rates are medians over `--steps` repetitions, interleaved
+//! with the peer's.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,7 +23,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Map, Value, json};
 use tensorflow::{Session, SessionRunArgs, Tensor};
 
-use super::{Peer, Stat, median, peak_rss_mb, settings};
+use super::{Peer, Stat, median, peak_rss_mb, settings, settle};
 use crate::data::images as data;
 use crate::data::pipeline::{Augment, Pipeline, PipelineSpec, is_end_of_data};
 use crate::data::weights::{self, LoadOptions};
@@ -32,8 +36,15 @@ use crate::train::source::load_pipeline;
 use crate::train::spec::{Replication, TrainSpec};
 
 /// The figures both implementations report.
-pub const KEYS: [&str; 6] =
-    ["first_step_secs", "pipeline_images_per_sec", "train_stream_images_per_sec", "train_cached_images_per_sec", "train_compute_images_per_sec", "peak_rss_mb"];
+pub const KEYS: [&str; 7] = [
+    "first_step_secs",
+    "pipeline_images_per_sec",
+    "pipeline_cached_images_per_sec",
+    "train_stream_images_per_sec",
+    "train_cached_images_per_sec",
+    "train_compute_images_per_sec",
+    "peak_rss_mb",
+];
 
 #[derive(Clone, Debug)]
 pub struct DatasetBenchOptions {
@@ -45,10 +56,26 @@ pub struct DatasetBenchOptions {
     pub runtime: RuntimeConfig,
 }
 
-/// Images a pipeline repetition pulls (at least one batch, at most an epoch's).
+/// Batches a pipeline repetition pulls: about 4,096 images (at least one batch, at most an
+/// epoch's), so that its timed second half outlasts what the pipeline prefetched while it waited
+/// (about 1,000 images on the 20,000-photo folder).
 fn pipeline_batches(batch: usize, n_train: usize) -> usize {
-    (1024 / batch).clamp(1, n_train.div_ceil(batch).max(1))
+    (4096 / batch).clamp(1, n_train.div_ceil(batch).max(1))
 }
+
+/// Pulls `k` batches; the images and seconds of the second half (the first drains what the
+/// pipeline prefetched while it waited).
+fn steady(k: usize, pull: &mut impl FnMut() -> Result<usize>) -> Result<(usize, f64)> {
+    for _ in 0..k / 2 {
+        pull()?;
+    }
+    let t0 = Instant::now();
+    let images = (0..k - k / 2).map(|_| pull()).sum::<Result<usize>>()?;
+    Ok((images, t0.elapsed().as_secs_f64()))
+}
+
+/// The longest wait for both processes to idle before a pipeline repetition.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Seconds since this process started (/proc: its start time against the uptime, 10 ms steps).
 pub fn since_process_start() -> Result<f64> {
@@ -84,7 +111,7 @@ pub fn run(opts: &DatasetBenchOptions, compare_python: bool) -> Result<(Figures,
     let (rate, t) = reps.rates(peer.as_mut(), "train_stream", || stream.train())?;
     record(&mut out, &mut timings, "train_stream", rate, t);
     let k = pipeline_batches(opts.batch, n_train);
-    let (rate, t) = reps.rates(peer.as_mut(), "pipeline", || (0..k).map(|_| stream.batch()).sum())?;
+    let (rate, t) = reps.pipeline_rates(peer.as_mut(), "pipeline", k, || stream.batch())?;
     record(&mut out, &mut timings, "pipeline", rate, t);
     let subset = subset_of(&full.spec, (opts.warmup + opts.steps) * opts.batch);
     // The whole folder's graph goes first: its prefetched batches and partial cache with it.
@@ -94,6 +121,8 @@ pub fn run(opts: &DatasetBenchOptions, compare_python: bool) -> Result<(Figures,
     let mut cached = subset.fill()?;
     let (rate, t) = reps.rates(peer.as_mut(), "train_cached", || cached.train())?;
     record(&mut out, &mut timings, "train_cached", rate, t);
+    let (rate, t) = reps.pipeline_rates(peer.as_mut(), "pipeline_cached", k, || cached.batch())?;
+    record(&mut out, &mut timings, "pipeline_cached", rate, t);
     let (images, labels) = cached.fetch_batch()?;
     let n = labels.len();
     let mut step = 0i64;
@@ -150,14 +179,18 @@ pub fn ratios(ours: &Map<String, Value>, peer: Option<&Map<String, Value>>) -> M
     r
 }
 
-/// Timed repetitions, each followed by the peer's of the same figure.
+/// Timed repetitions, interleaved with the peer's of the same figure.
+#[derive(Clone, Copy)]
 struct Reps {
     warmup: usize,
     steps: usize,
 }
 
 impl Reps {
-    /// The median images per second over the timed repetitions of `f` (which returns its images).
+    /// The median images per second over the timed repetitions of `f` (which returns its
+    /// images), each followed by the peer's: both see the same load. For steps, whose pipeline
+    /// prefetches a batch or two beside seconds of compute; the pipeline alone is timed by
+    /// [`Self::pipeline_rates`].
     fn rates(&self, mut peer: Option<&mut Peer>, key: &str, mut f: impl FnMut() -> Result<usize>) -> Result<(f64, Stat)> {
         for _ in 0..self.warmup {
             f()?;
@@ -174,6 +207,31 @@ impl Reps {
             rates.push(images as f64 / secs);
             if let Some(p) = peer.as_deref_mut() {
                 p.once(key, true)?;
+            }
+        }
+        Ok((median(&mut rates), Stat::of(&t)))
+    }
+
+    /// The pipeline alone: its steady rate, the median over repetitions of `k` pulled batches,
+    /// each timed over its second half ([`steady`]), started once both processes idle, so that
+    /// neither side's pipeline works during the other's repetition. (Interleaved as
+    /// [`Self::rates`] interleaves steps, each side's pipeline filled its buffers during the
+    /// other's repetition, the longer that was the more, so the faster side ran away: 0.10x to
+    /// 1.12x from run to run.)
+    fn pipeline_rates(&self, mut peer: Option<&mut Peer>, key: &str, k: usize, mut pull: impl FnMut() -> Result<usize>) -> Result<(f64, Stat)> {
+        let pid = peer.as_deref().map(Peer::pid);
+        let (mut t, mut rates) = (vec![], vec![]);
+        for i in 0..self.warmup + self.steps {
+            let timed = i >= self.warmup;
+            settle(pid, SETTLE_LIMIT);
+            let (images, secs) = steady(k, &mut pull)?;
+            if timed {
+                t.push(secs);
+                rates.push(images as f64 / secs);
+            }
+            if let Some(p) = peer.as_deref_mut() {
+                settle(pid, SETTLE_LIMIT);
+                p.once(key, timed)?;
             }
         }
         Ok((median(&mut rates), Stat::of(&t)))
@@ -228,13 +286,13 @@ impl Graph {
     fn build(cfg: &TrainConfig, spec: PipelineSpec, params: &[LayerParams]) -> Result<Graph> {
         let tg = TrainGraph::build(&TrainSpec { pipeline: Some(spec.clone()), ..TrainSpec::of_run(cfg, Replication::Local) })?;
         let (session, device) = cfg.runtime.session(&tg.scope.graph())?;
-        tg.pipeline.as_ref().context("no pipeline")?.hold(&session)?;
+        tg.pipeline().context("no pipeline")?.hold(&session)?;
         tg.init_variables(&session, params)?;
         Ok(Graph { tg, session, spec, device })
     }
 
     fn pipeline(&self) -> &Pipeline {
-        self.tg.pipeline.as_ref().expect("built with a pipeline")
+        self.tg.pipeline().expect("built with a pipeline")
     }
 
     /// One pass over the subset without training (it fills the cache); then its next epoch.
