@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, ensure};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::observe::plot::{FONT, register_font};
+use crate::observe::plot::{FONT, drawable, register_font};
 use crate::util::fsutil;
 
 /// Room for the row names on the left and the title and column names on top.
@@ -63,9 +63,9 @@ fn draw(classes: &[String], confusion: &[Vec<usize>], title: &str, buf: &mut [u8
     let chars = (cell / (label_size / 2 + 1)).max(3) as usize;
     for (i, row) in confusion.iter().enumerate() {
         let y0 = TOP + i as i32 * cell;
-        root.draw(&Text::new(short(&classes[i], 16), (LEFT - 8, y0 + cell / 2), text(label_size, HPos::Right, VPos::Center)))?;
+        root.draw(&Text::new(short(&drawable(&classes[i]), 16), (LEFT - 8, y0 + cell / 2), text(label_size, HPos::Right, VPos::Center)))?;
         let x0 = LEFT + i as i32 * cell;
-        root.draw(&Text::new(short(&classes[i], chars), (x0 + cell / 2, TOP - 8), text(label_size, HPos::Center, VPos::Bottom)))?;
+        root.draw(&Text::new(short(&drawable(&classes[i]), chars), (x0 + cell / 2, TOP - 8), text(label_size, HPos::Center, VPos::Bottom)))?;
         for (j, &n) in row.iter().enumerate() {
             let x0 = LEFT + j as i32 * cell;
             let t = n as f64 / max as f64;
@@ -104,5 +104,22 @@ mod tests {
         assert_eq!(at(0, 2).0, [255, 255, 255]);
         assert!(render(&classes, &m[..2], "val").is_err());
         assert_eq!(size(30), (1400, 1400));
+    }
+
+    #[test]
+    fn class_names_outside_ascii_are_drawn_or_marked() {
+        // Latin with accents, Greek and Cyrillic have glyphs; what the font lacks becomes '?'.
+        for name in ["chat noir é", "Hündin", "γάτα", "кошка"] {
+            assert_eq!(drawable(name), name);
+        }
+        assert_eq!(drawable("猫 cat"), "? cat");
+        let classes: Vec<String> = ["кошка", "猫"].iter().map(|s| s.to_string()).collect();
+        let img = render(&classes, &[vec![1, 0], vec![0, 1]], "val").unwrap();
+        // The row names are drawn left of the matrix: ink there.
+        let ink = (0..LEFT as u32 - 8)
+            .flat_map(|x| (TOP as u32..TOP as u32 + 300).map(move |y| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y).0 != [255, 255, 255])
+            .count();
+        assert!(ink > 50, "no class name drawn ({ink} pixels)");
     }
 }

@@ -93,6 +93,18 @@ pub fn render(curves: &[Curve]) -> Result<image::RgbImage> {
     image::RgbImage::from_raw(w, h, buf).context("plot buffer of the wrong size")
 }
 
+/// `text` with every character the embedded font has no glyph for (CJK, Arabic, emoji, ...)
+/// replaced by '?': an honest mark instead of an empty box. The font covers Latin (with its
+/// extensions), Greek and Cyrillic.
+pub(crate) fn drawable(text: &str) -> String {
+    use ab_glyph::Font;
+    static FONT_REF: OnceLock<Option<ab_glyph::FontRef<'static>>> = OnceLock::new();
+    match FONT_REF.get_or_init(|| ab_glyph::FontRef::try_from_slice(FONT_DATA).ok()) {
+        Some(font) => text.chars().map(|c| if c == ' ' || font.glyph_id(c).0 != 0 { c } else { '?' }).collect(),
+        None => text.to_string(),
+    }
+}
+
 pub(crate) fn register_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FONT, FontStyle::Normal, FONT_DATA).is_ok());
