@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use alexnet::data::pipeline::Augment;
 use alexnet::data::split::{self, Layout};
-use alexnet::graph::model::Precision;
+use alexnet::graph::model::{ModelConfig, Precision};
 use alexnet::graph::runtime;
 use alexnet::run::config::{Schedule, TrainConfig};
 use alexnet::train::RunOptions;
@@ -155,35 +155,37 @@ fn new_config(a: &TrainArgs) -> Result<TrainConfig> {
         bail!("--val-split is for a folder of class folders, and {} has train/ and val/ already: drop --val-split", a.images.display());
     }
     let (dataset, _) = split::dataset(&a.images, a.val_split, a.seed, None)?;
-    let mut cfg = TrainConfig::swift_recipe(a.images.clone(), a.weights.clone(), dataset.classes);
-    cfg.val_split = a.val_split;
-    cfg.model.fc_width = a.model.fc_width;
-    cfg.model.lrn = a.model.lrn;
-    cfg.preprocess = a.input.preprocess()?;
-    cfg.strict_weights = a.strict_weights;
-    cfg.skip_bad_images = a.skip_bad_images;
-    cfg.epochs = a.epochs;
-    cfg.batch_size = a.batch_size;
-    cfg.learning_rate = a.learning_rate;
-    cfg.momentum = a.momentum;
-    cfg.schedule = match a.lr_schedule {
+    let base = TrainConfig::swift_recipe(a.images.clone(), a.weights.clone(), dataset.classes);
+    let schedule = match a.lr_schedule {
         ScheduleKind::Constant => Schedule::Constant,
         ScheduleKind::Step => Schedule::Step { every: a.lr_step_every, gamma: a.lr_gamma },
         ScheduleKind::Cosine => Schedule::Cosine,
     };
-    cfg.weight_decay = a.weight_decay;
-    cfg.dropout = a.dropout;
-    cfg.seed = a.seed;
-    cfg.val_every = a.val_every;
-    cfg.checkpoint_every = a.checkpoint_every;
-    cfg.image_summary_every = a.image_summary_every;
-    cfg.runtime = a.runtime.config();
-    cfg.precision = a.precision;
-    cfg.cache_limit = a.cache_limit;
-    cfg.async_updates = a.async_updates;
-    cfg.augment = a.augment;
-    cfg.drop_remainder = a.drop_remainder;
-    cfg.strict_images = a.strict_images;
-    cfg.early_stop = a.early_stop;
-    Ok(cfg)
+    Ok(TrainConfig {
+        model: ModelConfig { fc_width: a.model.fc_width, lrn: a.model.lrn, ..base.model },
+        preprocess: a.input.preprocess()?,
+        strict_weights: a.strict_weights,
+        skip_bad_images: a.skip_bad_images,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        learning_rate: a.learning_rate,
+        momentum: a.momentum,
+        schedule,
+        weight_decay: a.weight_decay,
+        dropout: a.dropout,
+        seed: a.seed,
+        val_every: a.val_every,
+        checkpoint_every: a.checkpoint_every,
+        image_summary_every: a.image_summary_every,
+        runtime: a.runtime.config(),
+        precision: a.precision,
+        cache_limit: a.cache_limit,
+        async_updates: a.async_updates,
+        augment: a.augment,
+        drop_remainder: a.drop_remainder,
+        strict_images: a.strict_images,
+        early_stop: a.early_stop,
+        val_split: a.val_split,
+        ..base
+    })
 }

@@ -17,6 +17,7 @@ use tensorflow::{DataType, Graph, Output, SavedModelBundle, Session, SessionOpti
 use crate::graph::bytes::{self, Bytes};
 use crate::serve::export::{SERVE_TAG, SERVING_SIGNATURE, TENSOR_SIGNATURE};
 use crate::serve::inference::PROBABILITIES;
+use crate::util::parallel::map_each;
 
 /// The graph ops whose outputs the page draws, in layer order: (layer, op name). Those missing
 /// from a graph (another architecture) are skipped.
@@ -197,13 +198,10 @@ impl LoadedModel {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(images.len());
         let fetch = [("input".to_string(), decoded.clone(), DataType::Float)];
         let decode_one = |img: &Vec<u8>| self.run_outputs(images_in, &Column::Bytes(vec![img.clone()]), &fetch).map(|mut f| f.remove(0));
-        let parts: Vec<Result<Vec<Fetched>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = images.chunks(images.len().div_ceil(threads)).map(|chunk| s.spawn(move || chunk.iter().map(decode_one).collect())).collect();
-            handles.into_iter().map(|h| h.join().expect("a decoding thread panicked")).collect()
-        });
+        let each: Vec<Result<Fetched>> = map_each(images.iter().collect(), threads, decode_one);
         let mut values = vec![];
         let mut row_shape = vec![];
-        for f in parts.into_iter().collect::<Result<Vec<_>>>()?.into_iter().flatten() {
+        for f in each.into_iter().collect::<Result<Vec<_>>>()? {
             row_shape = f.dims[1..].to_vec();
             if let Values::F32(v) = f.values {
                 values.extend(v);

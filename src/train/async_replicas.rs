@@ -11,7 +11,7 @@ use crate::data::pipeline::Pipeline;
 use crate::train::deployment::Blame;
 use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats, warn};
 use crate::train::graph::TrainGraph;
-use crate::train::pipelined::BadFiles;
+use crate::train::pipelined::{BadFiles, Seen};
 use crate::train::progress::Progress;
 use crate::train::replicas::{PartStep, ReplicaStep, split_part};
 
@@ -53,10 +53,8 @@ impl EpochDriver for AsyncReplicas<'_> {
         let (stats, seen) =
             async_epoch(self.session, self.replicas, &mut self.live, (&batches, cut), epoch, self.workers, bar).map_err(|e| self.blame.blame(e))?;
         if let Some(bad) = self.bad.as_mut().filter(|_| cut.is_some() && stats.diverged.is_none()) {
-            let mut marked = vec![false; plan.n_train];
-            for i in seen {
-                marked[i as usize] = true;
-            }
+            let mut marked = Seen::new(plan.n_train);
+            marked.mark(&seen);
             bad.report_missing(&marked, bar)?;
         }
         Ok(stats)
@@ -73,7 +71,9 @@ type FromPipelines<'a> = (&'a [Pipeline], u64);
 /// warning: its parts of the epoch's remaining batches are skipped, and later epochs split every
 /// batch among the replicas left. The chief's own replica failing, or any other failure, is an
 /// error (the other threads stop at their next step). Also returns, from the pipelines, the
-/// examples of every batch the replicas saw.
+/// examples of every batch the chief's replica saw: each replica's pipeline holds the same
+/// files in the same order, and the chief's replica is never dropped, so its batches are the
+/// epoch's.
 fn async_epoch(
     session: &Session,
     replicas: &[ReplicaStep],
@@ -100,14 +100,16 @@ fn async_epoch(
     let mut correct = 0.0;
     let mut kept = vec![];
     let mut seen = vec![];
-    for (&r, outcome) in live.iter().zip(outcomes) {
+    for (&r, mut outcome) in live.iter().zip(outcomes) {
         if let Some(e) = outcome.error {
             return Err(e);
         }
         stats.loss_sum += outcome.stats.loss_sum;
         stats.examples += outcome.stats.examples;
         correct += outcome.correct;
-        seen.extend(outcome.seen);
+        if r == 0 {
+            seen = std::mem::take(&mut outcome.seen);
+        }
         stats.diverged = stats.diverged.or(outcome.stats.diverged);
         if !outcome.lost {
             kept.push(r);
@@ -143,7 +145,8 @@ struct Outcome {
     stats: EpochStats,
     /// From the pipeline: the examples its steps got right (dropout off, before each update).
     correct: f64,
-    /// From the pipeline: the examples of the batches its steps took parts of.
+    /// From the pipeline, on the chief's replica: the examples of the batches its steps took
+    /// parts of.
     seen: Vec<i32>,
     lost: bool,
     error: Option<anyhow::Error>,
@@ -169,8 +172,8 @@ impl Shared<'_> {
                 Ok(Some(p)) => {
                     out.stats.add(p.loss, p.examples);
                     out.correct += p.accuracy as f64 * p.examples as f64;
-                    out.seen.extend(&p.batch);
                     if r == 0 {
+                        out.seen.extend(&p.batch);
                         self.bar.step(p.examples * self.parts);
                     }
                 }

@@ -35,8 +35,8 @@ impl<'a> BadFiles<'a> {
     }
 
     /// Names the training examples that `seen` lacks, once each.
-    pub fn report_missing(&mut self, seen: &[bool], bar: &Progress) -> Result<()> {
-        let missing: Vec<i32> = (0..seen.len() as i32).filter(|&i| !seen[i as usize] && !self.reported.contains(&i)).collect();
+    pub fn report_missing(&mut self, seen: &Seen, bar: &Progress) -> Result<()> {
+        let missing: Vec<i32> = (0..seen.0.len() as i32).filter(|&i| !seen.0[i as usize] && !self.reported.contains(&i)).collect();
         if missing.is_empty() || self.drop_remainder {
             return Ok(());
         }
@@ -47,6 +47,21 @@ impl<'a> BadFiles<'a> {
         append_bad(self.bad_log, &lines)?;
         self.reported.extend(missing);
         Ok(())
+    }
+}
+
+/// The training examples an epoch's batches held, by their index in the run's numbering.
+pub struct Seen(Vec<bool>);
+
+impl Seen {
+    pub fn new(n_train: usize) -> Self {
+        Seen(vec![false; n_train])
+    }
+
+    pub fn mark(&mut self, indices: &[i32]) {
+        for &i in indices {
+            self.0[i as usize] = true;
+        }
     }
 }
 
@@ -101,7 +116,7 @@ impl EpochDriver for PipelineLoop<'_> {
             bar.set_images(plan.n_train / plan.batch * plan.batch);
         }
         let mut stats = EpochStats::default();
-        let mut seen = vec![false; plan.n_train];
+        let mut seen = Seen::new(plan.n_train);
         let mut correct = 0.0;
         for b in 0.. {
             let Some(out) = self.step(epoch, epoch.first_step + b).map_err(|e| self.blame.blame(e))? else { break };
@@ -111,9 +126,7 @@ impl EpochDriver for PipelineLoop<'_> {
             }
             stats.add(out.loss, out.indices.len());
             correct += out.correct;
-            for &i in &out.indices {
-                seen[i as usize] = true;
-            }
+            seen.mark(&out.indices);
             bar.step(out.indices.len());
         }
         stats.train_accuracy = Some(100.0 * correct / stats.examples.max(1) as f64);

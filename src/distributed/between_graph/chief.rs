@@ -13,7 +13,7 @@ use crate::distributed::cluster::ClusterConfig;
 use crate::train::between_ops::{Protocol, SyncOps};
 use crate::train::deployment::Blame;
 use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats, warn};
-use crate::train::pipelined::{BadFiles, start_epoch};
+use crate::train::pipelined::{BadFiles, Seen, start_epoch};
 use crate::train::progress::Progress;
 use crate::train::{StepFeeds, TrainGraph, split_part};
 
@@ -135,7 +135,7 @@ impl<'a> Chief<'a> {
         session: &Session,
         tg: &TrainGraph,
         (plan, epoch): (&EpochPlan, &Epoch),
-        (bar, seen): (&Progress, &mut [bool]),
+        (bar, seen): (&Progress, &mut Seen),
         blame: &dyn Fn(anyhow::Error) -> anyhow::Error,
     ) -> Result<EpochStats> {
         let n = self.protocol.workers;
@@ -155,18 +155,14 @@ impl<'a> Chief<'a> {
                 self.wait_for_gradients(session, sync, step, blame)?;
                 let (loss, accuracy) = self.update_with_accuracy(session, tg, sync, lr, self.token_for(step + 1, total)).map_err(blame)?;
                 self.next_step.set(step + 1);
-                for &i in &indices {
-                    seen[i as usize] = true;
-                }
+                seen.mark(&indices);
                 correct += accuracy as f64 * indices.len() as f64;
                 Ok(Stepped::Trained { loss, examples: indices.len(), images: indices.len() })
             }
             None => {
                 let Some(p) = tg.replica_steps()[0].run_part(session, (0, n), lr, dropout, seed).map_err(blame)? else { return Ok(Stepped::Done) };
                 correct += p.accuracy as f64 * p.examples as f64;
-                for &i in &p.batch {
-                    seen[i as usize] = true;
-                }
+                seen.mark(&p.batch);
                 Ok(Stepped::Trained { loss: p.loss, examples: p.examples, images: p.examples })
             }
         })?;
@@ -299,7 +295,7 @@ impl EpochDriver for ChiefDriver<'_> {
             return self.chief.epoch(self.session, self.tg, (plan, epoch), bar, &blame);
         }
         start_epoch(self.tg, self.session, self.seed, epoch.index).map_err(blame)?;
-        let mut seen = vec![false; plan.n_train];
+        let mut seen = Seen::new(plan.n_train);
         let stats = self.chief.pipeline_epoch(self.session, self.tg, (plan, epoch), (bar, &mut seen), &blame)?;
         if let Some(bad) = self.bad.as_mut().filter(|_| stats.diverged.is_none()) {
             bad.report_missing(&seen, bar)?;
