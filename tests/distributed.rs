@@ -302,7 +302,10 @@ fn between_graph_matches_one_process_resumes_and_names_a_lost_worker() {
     assert!(out.status.success(), "chief failed:\n{err}\nworker 1:\n{}", read(&log("w1-a")));
     let status = wait_bounded(&mut procs.0[1], Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()), "worker 1 did not finish with the chief:\n{}", read(&log("w1-a")));
-    assert!(read(&log("w1-a")).contains("worker 1: done after 6 steps"), "{}", read(&log("w1-a")));
+    let w1 = read(&log("w1-a"));
+    assert!(w1.contains("worker 1: done after 6 steps"), "{w1}");
+    // Every example of its epochs seen: no file named.
+    assert!(!w1.contains("failed to decode"), "{w1}");
 
     let a = metrics::read(&single.join("metrics.csv")).unwrap();
     let b = metrics::read(&dist.join("metrics.csv")).unwrap();
@@ -418,7 +421,7 @@ fn between_graph_async_survives_a_lost_worker_and_refuses_another_recipe() {
     );
 
     // Both workers to the end, each skipping a file that fails to decode (in its own copy of the
-    // folder, the same one here): the chief names it.
+    // folder, the same one here): the chief names it, and worker 1 on its own terminal.
     let corrupt = with_corrupt_file(&images, &tmp.path().join("with-corrupt"));
     procs.0.push(spawn_between_worker(&corrupt, &cluster, 1, &["--async", "--epochs", "3"], &log("w1-a")));
     let run = tmp.path().join("async");
@@ -431,6 +434,8 @@ fn between_graph_async_survives_a_lost_worker_and_refuses_another_recipe() {
     assert_corrupt_named(&run, &err);
     let status = wait_bounded(&mut procs.0[1], Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()), "worker 1 did not finish with the chief:\n{}", read(&log("w1-a")));
+    let w1 = read(&log("w1-a"));
+    assert_eq!(w1.matches("corrupt.jpg: failed to decode during training (skipped)").count(), 1, "worker 1 names the file once:\n{w1}");
 
     // Worker 1 killed after the chief's first epoch: the chief warns, naming it, and finishes.
     procs.0.push(spawn_between_worker(&images, &cluster, 1, &["--async", "--epochs", "5"], &log("w1-b")));

@@ -14,7 +14,8 @@ use crate::graph::model;
 use crate::run::config::TrainConfig;
 use crate::train::between_ops::Protocol;
 use crate::train::epoch::{Epoch, EpochPlan};
-use crate::train::pipelined::start_epoch;
+use crate::train::pipelined::{BadFiles, Seen, start_epoch};
+use crate::train::progress::Progress;
 use crate::train::source::{check_parts, load_pipeline, minibatch_default, wants_pipeline};
 use crate::train::spec::{Replication, TrainSpec};
 use crate::train::{self, Source, StepFeeds, TrainGraph, split_part};
@@ -67,6 +68,12 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
     eprintln!("{name}: {device}");
     let protocol = tg.between.as_ref().context("the graph was not built for between-graph replication")?;
     let plan = EpochPlan::new(cfg, dataset.train.len());
+    // The files this worker's own copy fails to decode: named on its terminal (the chief names
+    // those of its copy; the same folder fails alike).
+    let bad = match &source {
+        Source::Pipeline { paths, bad_log, .. } => Some(BadFiles::new(paths, bad_log, cfg.drop_remainder)),
+        _ => None,
+    };
     let mut worker = Worker {
         cfg,
         cluster,
@@ -81,6 +88,8 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
         examples: 0,
         steps: 0,
         cursor: None,
+        seen: None,
+        bad,
     };
     if let Some((images, labels)) = images {
         tg.load_data(&session, &images, &labels).map_err(|e| worker.blame(e))?;
@@ -115,6 +124,10 @@ struct Worker<'a> {
     /// From the pipeline: the epoch and batch its iterator yields next (batch None: the epoch's
     /// batches are done).
     cursor: Option<(usize, Option<usize>)>,
+    /// From the pipeline: the examples of the epoch's batches so far (None when a restart
+    /// skipped batches whose examples it did not see).
+    seen: Option<Seen>,
+    bad: Option<BadFiles<'a>>,
 }
 
 impl Worker<'_> {
@@ -209,6 +222,7 @@ impl Worker<'_> {
         }
         if self.cursor != Some((index, Some(b))) {
             start_epoch(self.tg, self.session, self.cfg.seed, index).map_err(|e| self.blame(e))?;
+            self.seen = (b == 0).then(|| Seen::new(self.plan.n_train));
             let pipeline = self.tg.pipeline().context("the graph reads no pipeline")?;
             for _ in 0..b {
                 ensure!(pipeline.skip(self.session).map_err(|e| self.blame(e))?, "{}: step {step} is past the pipeline's batches of epoch {index}", self.name);
@@ -220,17 +234,31 @@ impl Worker<'_> {
         let done = match &self.protocol.sync {
             Some(sync) => push_part(self.session, self.tg, sync, (me, n), &feeds, t)
                 .map_err(|e| self.blame(e))?
-                .map(|(loss, batch)| (loss, split_part(&batch, me, n).len())),
-            None => self.tg.replica_steps()[0].run_part(self.session, (me, n), lr, dropout, seed).map_err(|e| self.blame(e))?.map(|p| (p.loss, p.examples)),
+                .map(|(loss, batch)| (loss, split_part(&batch, me, n).len(), batch)),
+            None => {
+                self.tg.replica_steps()[0].run_part(self.session, (me, n), lr, dropout, seed).map_err(|e| self.blame(e))?.map(|p| (p.loss, p.examples, p.batch))
+            }
         };
-        let Some((loss, examples)) = done else {
+        let Some((loss, examples, batch)) = done else {
             self.cursor = Some((index, None));
-            return Ok(());
+            return self.name_missing();
         };
         self.cursor = Some((index, Some(b + 1)));
         ensure!(loss.is_finite(), "{}: loss became {loss} at step {step}: training diverged", self.name);
-        self.counted(loss, examples, index, b + 1 == self.plan.steps_per_epoch);
-        Ok(())
+        if let Some(seen) = &mut self.seen {
+            seen.mark(&batch);
+        }
+        let last = b + 1 == self.plan.steps_per_epoch;
+        self.counted(loss, examples, index, last);
+        if last { self.name_missing() } else { Ok(()) }
+    }
+
+    /// At the end of an epoch's batches: names the files they left out, once each.
+    fn name_missing(&mut self) -> Result<()> {
+        match (self.seen.take(), self.bad.as_mut()) {
+            (Some(seen), Some(bad)) => bad.report_missing(&seen, &Progress::new(true)),
+            _ => Ok(()),
+        }
     }
 }
 
