@@ -131,10 +131,7 @@ impl Deployment for ClusterChief<'_> {
     fn driver<'a>(&'a self, run: Run<'a>) -> Result<Box<dyn EpochDriver + 'a>> {
         let Run { cfg, tg, session, source, dataset } = run;
         // From the pipeline: the files its epochs leave out, named.
-        let bad = match source {
-            Source::Pipeline { paths, bad_log, .. } => Some(BadFiles::new(paths, bad_log, cfg.drop_remainder)),
-            _ => None,
-        };
+        let bad = BadFiles::of(source, cfg.drop_remainder);
         if self.between {
             // The workers hold until the variables are ready (see `ChiefDriver::start`).
             let recipe = between_graph::recipe(cfg, dataset);

@@ -61,8 +61,7 @@ impl Deployment for Local {
     }
 
     fn driver<'a>(&'a self, run: Run<'a>) -> Result<Box<dyn EpochDriver + 'a>> {
-        if let (Source::Pipeline { bad_log, paths, .. }, Some(pipeline)) = (run.source, run.tg.pipeline()) {
-            let bad = BadFiles::new(paths, bad_log, run.cfg.drop_remainder);
+        if let (Some(bad), Some(pipeline)) = (BadFiles::of(run.source, run.cfg.drop_remainder), run.tg.pipeline()) {
             return Ok(Box::new(PipelineLoop::new(run.tg, run.session, pipeline, run.cfg.seed, bad, self)));
         }
         Ok(Box::new(LocalLoop { tg: run.tg, session: run.session, source: run.source, logits: true, blame: self }))

@@ -16,7 +16,7 @@ use crate::train::deployment::Blame;
 use crate::train::epoch::{Epoch, EpochDriver, EpochPlan, EpochStats, warn};
 use crate::train::graph::TrainGraph;
 use crate::train::progress::Progress;
-use crate::train::source::append_bad;
+use crate::train::source::{Source, append_bad};
 
 /// The files an epoch's batches left out: named once each.
 pub struct BadFiles<'a> {
@@ -32,6 +32,14 @@ pub struct BadFiles<'a> {
 impl<'a> BadFiles<'a> {
     pub fn new(paths: &'a [PathBuf], bad_log: &'a Path, drop_remainder: bool) -> Self {
         BadFiles { paths, bad_log, drop_remainder, reported: BTreeSet::new() }
+    }
+
+    /// For a run from the pipeline (None otherwise: its files were all decoded up front).
+    pub fn of(source: &'a Source, drop_remainder: bool) -> Option<Self> {
+        match source {
+            Source::Pipeline { paths, bad_log, .. } => Some(BadFiles::new(paths, bad_log, drop_remainder)),
+            _ => None,
+        }
     }
 
     /// Names the training examples that `seen` lacks, once each.

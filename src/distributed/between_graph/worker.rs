@@ -70,10 +70,7 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
     let plan = EpochPlan::new(cfg, dataset.train.len());
     // The files this worker's own copy fails to decode: named on its terminal (the chief names
     // those of its copy; the same folder fails alike).
-    let bad = match &source {
-        Source::Pipeline { paths, bad_log, .. } => Some(BadFiles::new(paths, bad_log, cfg.drop_remainder)),
-        _ => None,
-    };
+    let bad = BadFiles::of(&source, cfg.drop_remainder);
     let mut worker = Worker {
         cfg,
         cluster,
