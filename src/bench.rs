@@ -111,12 +111,21 @@ pub fn peak_rss_mb() -> f64 {
     status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Numbered fields of /proc/`pid`/stat (as proc(5) numbers them, from 1), in /proc's units.
+fn proc_stat<const N: usize>(pid: &str, fields: [usize; N]) -> Option<[u64; N]> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces and parentheses) start at 3.
+    let after: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let mut out = [0; N];
+    for (o, f) in out.iter_mut().zip(fields) {
+        *o = after.get(f.checked_sub(3)?)?.parse().ok()?;
+    }
+    Some(out)
+}
+
 /// CPU time (user + system, in /proc's 10 ms ticks) a process has used, its threads included.
 fn cpu_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name: utime and stime are fields 14 and 15 (state is 3).
-    let mut after = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    Some(after.next()?.parse::<u64>().ok()? + after.next()?.parse::<u64>().ok()?)
+    proc_stat(pid, [14, 15]).map(|[user, system]| user + system)
 }
 
 /// Waits (at most `limit`) until this process and `peer` have stopped working in the background:
@@ -489,4 +498,21 @@ pub fn profile(opts: &BenchOptions, precision: Precision) -> Result<Vec<(String,
         rows.extend(v);
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn proc_stat_reads_fields_by_their_proc5_numbers() {
+        let [ppid] = super::proc_stat("self", [4]).unwrap();
+        assert_eq!(ppid, std::os::unix::process::parent_id() as u64);
+        assert!(super::proc_stat("self", [2]).is_none(), "the command name is not a number field");
+        let before = super::cpu_ticks("self").unwrap();
+        let t0 = std::time::Instant::now();
+        let mut x = 0u64;
+        while t0.elapsed().as_millis() < 300 {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(super::cpu_ticks("self").unwrap() > before, "300 ms of work adds CPU ticks");
+    }
 }

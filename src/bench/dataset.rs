@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Map, Value, json};
 use tensorflow::{Session, SessionRunArgs, Tensor};
 
-use super::{Peer, Stat, median, peak_rss_mb, settings, settle};
+use super::{Peer, Stat, median, peak_rss_mb, proc_stat, settings, settle};
 use crate::data::images as data;
 use crate::data::pipeline::{Augment, Pipeline, PipelineSpec, is_end_of_data};
 use crate::data::weights::{self, LoadOptions};
@@ -79,13 +79,10 @@ const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Seconds since this process started (/proc: its start time against the uptime, 10 ms steps).
 pub fn since_process_start() -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // Fields after the command name (which may hold spaces): state is field 3, starttime field 22.
-    let after = stat.rsplit_once(')').context("unexpected /proc/self/stat")?.1;
-    let ticks: f64 = after.split_whitespace().nth(19).context("unexpected /proc/self/stat")?.parse()?;
+    let [ticks] = proc_stat("self", [22]).context("unexpected /proc/self/stat")?;
     let uptime: f64 = std::fs::read_to_string("/proc/uptime")?.split_whitespace().next().context("unexpected /proc/uptime")?.parse()?;
     // USER_HZ, the unit of /proc's times, is 100 on Linux whatever the kernel's tick.
-    Ok(uptime - ticks / 100.0)
+    Ok(uptime - ticks as f64 / 100.0)
 }
 
 /// One implementation's figures, settings and timings (a JSON object).
