@@ -272,6 +272,9 @@ pub struct Network {
     /// `input` and every layer's output, in table order, for activation dumps (bfloat16 ones in
     /// bf16 precision, but LRN outputs and the logits are float32).
     pub activations: Vec<(&'static str, Output)>,
+    /// The ReLU output of each fc layer that has dropout, before the dropout: what the layers
+    /// after it see in inference mode.
+    pub before_dropout: Vec<(&'static str, Output)>,
     pub vars: Vec<LayerVars>,
 }
 
@@ -328,6 +331,7 @@ fn build_impl(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dro
     let mut activations = vec![("input", input.clone())];
     let mut x = to_compute(&mut scope.with_op_name("input_cast"), input)?;
     let mut vars = vec![];
+    let mut before_dropout = vec![];
     for layer in layers(cfg) {
         let name = layer.name();
         let scope = &mut scope.new_sub_scope(name);
@@ -360,6 +364,7 @@ fn build_impl(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dro
                 let mut y = fc(scope, x, &v, spec, precision)?;
                 if relu_dropout {
                     y = ops::relu(y, scope)?.into();
+                    before_dropout.push((name, y.clone()));
                     y = apply_dropout(scope, y, dropout, name, precision)?;
                 } else {
                     y = precision.to_f32(&mut scope.with_op_name("logits"), y)?;
@@ -370,7 +375,7 @@ fn build_impl(scope: &mut Scope, cfg: &ModelConfig, input: Output, dropout: &Dro
         };
         activations.push((name, recorded.unwrap_or_else(|| x.clone())));
     }
-    Ok(Network { config: cfg.clone(), precision, logits: x, activations, vars })
+    Ok(Network { config: cfg.clone(), precision, logits: x, activations, before_dropout, vars })
 }
 
 /// MatMul + bias (flattening fc6's input first).
@@ -383,15 +388,16 @@ fn fc(scope: &mut Scope, mut x: Output, v: &LayerVars, spec: &ParamSpec, precisi
     Ok(ops::bias_add(product, precision.from_f32(scope, v.biases.output().clone())?, scope)?.into())
 }
 
-/// The fc layers again on top of the last conv block's output, with dropout off: the
-/// inference-mode logits (float32) of the same batch, at almost no cost, since dropout only
-/// touches fc6 and fc7 and the convolutions (99.8% of the work) are shared.
+/// The fc layers after the first dropout again, with dropout off: the inference-mode logits
+/// (float32) of the same batch. They start from the first dropout's input, which the training
+/// pass has already computed, so only fc7 and fc8 run twice (about 0.5% of a training step's
+/// multiply-adds); the convolutions and fc6 are shared.
 pub fn inference_head(scope: &mut Scope, net: &Network) -> Result<Output> {
     let table = layers(&net.config);
     let specs = param_specs(&net.config);
-    let first_fc = table.iter().position(|l| matches!(l, Layer::Fc { .. })).context("the network has no fc layer")?;
-    let mut x = net.activations[first_fc].1.clone(); // activations[0] is the input
-    for layer in &table[first_fc..] {
+    let (first, mut x) = net.before_dropout.first().cloned().context("the network has no fc layer with dropout")?;
+    let after_first = table.iter().position(|l| l.name() == first).context("dropout outside the layer table")? + 1;
+    for layer in &table[after_first..] {
         let Layer::Fc { name, relu_dropout, .. } = *layer else { bail!("layer {} after the fc layers", layer.name()) };
         let scope = &mut scope.new_sub_scope(name);
         let spec = specs.iter().find(|s| s.layer == name).unwrap();

@@ -27,11 +27,13 @@ pub struct BadFiles<'a> {
     drop_remainder: bool,
     /// Files already named (a failed file stays out of the cache, so out of every epoch).
     reported: BTreeSet<i32>,
+    /// Who names them, on a terminal shared with others (a cluster worker's "worker 1").
+    speaker: Option<&'a str>,
 }
 
 impl<'a> BadFiles<'a> {
     pub fn new(paths: &'a [PathBuf], bad_log: &'a Path, drop_remainder: bool) -> Self {
-        BadFiles { paths, bad_log, drop_remainder, reported: BTreeSet::new() }
+        BadFiles { paths, bad_log, drop_remainder, reported: BTreeSet::new(), speaker: None }
     }
 
     /// For a run from the pipeline (None otherwise: its files were all decoded up front).
@@ -42,6 +44,11 @@ impl<'a> BadFiles<'a> {
         }
     }
 
+    /// Names the files with `speaker: ` before each warning.
+    pub fn spoken_by(self, speaker: &'a str) -> Self {
+        BadFiles { speaker: Some(speaker), ..self }
+    }
+
     /// Names the training examples that `seen` lacks, once each.
     pub fn report_missing(&mut self, seen: &Seen, bar: &Progress) -> Result<()> {
         let missing: Vec<i32> = (0..seen.0.len() as i32).filter(|&i| !seen.0[i as usize] && !self.reported.contains(&i)).collect();
@@ -49,8 +56,9 @@ impl<'a> BadFiles<'a> {
             return Ok(());
         }
         let lines: Vec<String> = missing.iter().map(|&i| format!("{}: failed to decode during training (skipped)", self.paths[i as usize].display())).collect();
+        let speaker = self.speaker.map(|s| format!("{s}: ")).unwrap_or_default();
         for l in &lines {
-            warn(bar, format!("warning: {l}"));
+            warn(bar, format!("{speaker}warning: {l}"));
         }
         append_bad(self.bad_log, &lines)?;
         self.reported.extend(missing);

@@ -70,7 +70,7 @@ pub fn work(cfg: &TrainConfig, cluster: &ClusterConfig, quiet: bool) -> Result<(
     let plan = EpochPlan::new(cfg, dataset.train.len());
     // The files this worker's own copy fails to decode: named on its terminal (the chief names
     // those of its copy; the same folder fails alike).
-    let bad = BadFiles::of(&source, cfg.drop_remainder);
+    let bad = BadFiles::of(&source, cfg.drop_remainder).map(|b| b.spoken_by(&name));
     let mut worker = Worker {
         cfg,
         cluster,
