@@ -514,4 +514,20 @@ mod tests {
         assert_eq!(specs[6].flattened_from, None);
         assert_eq!(specs[7].weights, vec![256, 2]);
     }
+
+    #[test]
+    fn inference_head_reads_fc6_and_runs_only_fc7_and_fc8_again() {
+        let mut scope = Scope::new_root_scope();
+        let input = ops::Placeholder::new().dtype(DataType::Float).build(&mut scope.with_op_name("images")).unwrap();
+        let dropout = dropout_inputs(&mut scope).unwrap();
+        let net = build(&mut scope, &ModelConfig::new(2), input.into(), &dropout).unwrap();
+        inference_head(&mut scope.new_sub_scope("eval"), &net).unwrap();
+        let graph = scope.graph();
+        let head: Vec<_> = graph.operation_iter().filter(|o| o.name().unwrap().starts_with("eval/") && o.op_type().unwrap() == "MatMul").collect();
+        assert_eq!(head.len(), 2, "fc7 and fc8: {:?}", head.iter().map(|o| o.name().unwrap()).collect::<Vec<_>>());
+        let fc6_relu = net.before_dropout[0].1.operation.name().unwrap();
+        assert!(fc6_relu.starts_with("fc6/"), "{fc6_relu}");
+        let reads_fc6 = head.iter().filter(|o| o.input(0).0.name().unwrap() == fc6_relu).count();
+        assert_eq!(reads_fc6, 1, "the head's fc7 reads fc6's ReLU output, the one dropout reads");
+    }
 }
