@@ -35,15 +35,16 @@ fn bench_json_has_every_figure_for_us_and_the_python_peer() {
     assert_eq!(v["timings"]["train_step"]["n"], 2);
 }
 
-/// `alexnet bench --dataset` on a small generated folder, with the Python peer, for crop-flip and
-/// random-resized-crop: every figure there, positive and finite, for both, with the ratios (no
-/// speed assertions).
+/// `alexnet bench --dataset` on a small generated folder with two truncated photos, with the
+/// Python peer, for crop-flip and random-resized-crop: every figure there, positive and finite,
+/// for both, with the ratios (no speed assertions), and both sides train on the same files (the
+/// peer once listed the folder itself and died on the first truncated one).
 #[test]
 fn dataset_bench_json_has_every_figure_for_us_and_the_python_peer() {
     let dir = common::temp_dir("bench-dataset");
     let images = dir.path().join("images");
     let made = std::process::Command::new(common::repo().join("scripts/make-dataset"))
-        .args([common::images().to_str().unwrap(), images.to_str().unwrap(), "40", "--seed", "3"])
+        .args([common::images().to_str().unwrap(), images.to_str().unwrap(), "40", "--seed", "3", "--bad", "2"])
         .output()
         .unwrap();
     assert!(made.status.success(), "make-dataset failed:\n{}", String::from_utf8_lossy(&made.stderr));
@@ -62,6 +63,9 @@ fn dataset_bench_json_has_every_figure_for_us_and_the_python_peer() {
         assert_eq!(v["augment"], augment);
         assert_eq!(v["timings"]["train_stream"]["n"], steps);
         assert_eq!(v["python"]["timings"]["train_cached"]["n"], steps);
+        // 40 photos, a fifth in val/: 32 train, the two truncated ones left out on both sides.
+        assert_eq!(v["train_images"], 32, "our side");
+        assert_eq!(v["python"]["train_images"], 32, "the peer");
     }
 }
 

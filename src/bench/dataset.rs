@@ -97,7 +97,7 @@ pub fn run(opts: &DatasetBenchOptions, compare_python: bool) -> Result<(Figures,
     let (full, cfg, params) = Graph::first_step(opts, scratch.path())?;
     let first_step = since_process_start()?;
     eprintln!("bench: first step {first_step:.2} s after the process started");
-    let mut peer = if compare_python { Some(start_peer(opts, &full.spec, scratch.path())?) } else { None };
+    let mut peer = if compare_python { Some(start_peer(opts, &full.spec, &cfg.classes, scratch.path())?) } else { None };
     let mut out = Map::new();
     out.insert("first_step_secs".into(), json!(first_step));
     let mut timings = Map::new();
@@ -133,6 +133,15 @@ pub fn run(opts: &DatasetBenchOptions, compare_python: bool) -> Result<(Figures,
     let peer = peer.map(Peer::finish).transpose()?;
     finish(&mut out, opts, n_train, &subset.device, timings);
     Ok((out, peer))
+}
+
+/// The train files our header check kept, for the peer (`--files`): listing the folder itself,
+/// it would read the files we left out, and its first undecodable one would end its run.
+fn write_peer_files(spec: &PipelineSpec, classes: &[String], scratch: &Path) -> Result<PathBuf> {
+    let path = scratch.join("peer-files.json");
+    let list = json!({ "classes": classes, "paths": spec.train.paths, "labels": spec.train.labels });
+    std::fs::write(&path, serde_json::to_vec(&list)?).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
 }
 
 /// Our figure `{what}_images_per_sec` and its timings.
@@ -393,9 +402,10 @@ impl<'a> Stream<'a> {
     }
 }
 
-/// The peer on the same folder and settings (and, when our cache is a file, one of its own).
-fn start_peer(opts: &DatasetBenchOptions, spec: &PipelineSpec, scratch: &Path) -> Result<Peer> {
-    let mut args: Vec<std::ffi::OsString> = vec!["--dataset".into(), opts.dataset.clone().into()];
+/// The peer on the same files and settings (and, when our cache is a file, one of its own).
+fn start_peer(opts: &DatasetBenchOptions, spec: &PipelineSpec, classes: &[String], scratch: &Path) -> Result<Peer> {
+    let files = write_peer_files(spec, classes, scratch)?;
+    let mut args: Vec<std::ffi::OsString> = vec!["--dataset".into(), opts.dataset.clone().into(), "--files".into(), files.into()];
     let augment = match opts.augment {
         Augment::None => "none",
         Augment::CropFlip => "crop-flip",
