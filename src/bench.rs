@@ -8,6 +8,7 @@
 //! as a subprocess serving one repetition per request): both see the same load.
 
 pub mod dataset;
+pub mod recipe;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

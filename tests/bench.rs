@@ -8,7 +8,7 @@ use serde_json::Value;
 #[test]
 fn bench_json_has_every_figure_for_us_and_the_python_peer() {
     let out = common::alexnet()
-        .args(["bench", "--json", "--steps", "2", "--warmup", "0", "--compare-python", "--images"])
+        .args(["bench", "--json", "--steps", "2", "--warmup", "0", "--recipe-epochs", "2", "--compare-python", "--images"])
         .arg(common::images())
         .arg("--weights")
         .arg(common::weights())
@@ -33,6 +33,17 @@ fn bench_json_has_every_figure_for_us_and_the_python_peer() {
     assert_eq!(v["device"], "CPU");
     assert!((v["forward_gmacs_per_image"].as_f64().unwrap() - 1.079).abs() < 0.01);
     assert_eq!(v["timings"]["train_step"]["n"], 2);
+    // The recipe's epochs, timed by part beside the step (its steps are one of its parts).
+    assert_eq!(v["recipe_epochs"], 2);
+    positive(&v, "recipe_epoch_secs");
+    positive(&v, "recipe_epoch_vs_step");
+    positive(&v, "recipe_epoch_vs_peer_step");
+    let parts = v["recipe_epoch_parts_secs"].as_object().expect("the recipe's parts");
+    for part in ["steps", "validation", "summaries", "metrics.csv", "checkpoints"] {
+        assert!(parts.get(part).and_then(Value::as_f64).is_some_and(|s| s >= 0.0), "{part} missing in {parts:?}");
+    }
+    let steps = parts["steps"].as_f64().unwrap();
+    assert!(steps <= v["recipe_epoch_secs"].as_f64().unwrap(), "the steps take longer than the whole epoch");
 }
 
 /// `alexnet bench --dataset` on a small generated folder with two truncated photos, with the

@@ -141,7 +141,7 @@ fn class_folders_are_split_saved_and_reused_with_top5_and_an_eval_report() {
         assert_eq!(val.iter().filter(|v| v.starts_with(&format!("{class}/"))).count(), 2, "stratified: {val:?}");
     }
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-    assert!(csv.starts_with("epoch,loss,train_accuracy,val_accuracy,val_top5\n"), "{csv}");
+    assert!(csv.starts_with("epoch,loss,train_accuracy,val_accuracy,val_top5,lr\n"), "{csv}");
     let rows = metrics::read(&run.join("metrics.csv")).unwrap();
     assert!(rows.iter().all(|r| r.val_top5.is_some_and(|t| t >= r.val_accuracy.unwrap())), "{rows:?}");
     let events: Vec<u8> = std::fs::read_dir(run.join("tensorboard")).unwrap().flat_map(|f| std::fs::read(f.unwrap().path()).unwrap()).collect();

@@ -20,7 +20,7 @@ fn loss_and_gradients(precision: Precision) -> (f32, Vec<Vec<f32>>) {
     let labels = ops::Placeholder::new().dtype(DataType::Int32).shape(Shape::from(None)).build(&mut s.with_op_name("labels")).unwrap();
     let dropout = model::dropout_inputs(s).unwrap();
     let net = model::build_with(s, &cfg, input.clone().into(), &dropout, precision).unwrap();
-    let loss = scoring::softmax_loss(s, net.logits.clone(), labels.clone().into(), cfg.classes).unwrap();
+    let loss = scoring::softmax_loss(s, net.logits.clone(), labels.clone().into(), cfg.classes, &Default::default()).unwrap();
     let grads = alexnet::graph::gradients::gradients(s, &net, loss.clone()).unwrap();
     let session = Session::new(&SessionOptions::new(), &s.graph()).unwrap();
     let (mut params, _) = weights::load(None, &model::param_specs(&cfg), &LoadOptions { strict: false, seed: 5 }).unwrap();

@@ -11,6 +11,7 @@ use alexnet::graph::model::{LrnProfile, ModelConfig, Precision};
 use alexnet::graph::runtime::{DeviceChoice, RuntimeConfig};
 use alexnet::run::config::{Schedule, TrainConfig};
 use alexnet::run::metrics;
+use alexnet::run::recipe::{LayerRates, OptimizerKind, Recipe};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -88,6 +89,18 @@ fn train_config() -> impl Strategy<Value = TrainConfig> {
             strict_images: skip_bad_images,
             early_stop: val_every % 7,
             val_split: (val_every % 3 == 1).then_some(0.25),
+            recipe: if seed % 2 == 0 { Recipe::Swift } else { Recipe::Finetune },
+            optimizer: [OptimizerKind::Sgd, OptimizerKind::Nesterov, OptimizerKind::Adam, OptimizerKind::Adamw][(seed % 4) as usize],
+            beta1: momentum,
+            beta2: dropout,
+            epsilon: weight_decay,
+            warmup_epochs: learning_rate,
+            lr_min: weight_decay,
+            label_smoothing: dropout,
+            lr_mults: LayerRates([("fc8".to_string(), learning_rate), ("conv1".to_string(), 0.0)].into_iter().take(seed as usize % 3).collect()),
+            class_weights: (seed % 5 == 0).then(|| vec![momentum, dropout]),
+            clip_grad_norm: momentum,
+            ema: dropout,
         }
     })
 }

@@ -16,7 +16,7 @@ fn check(lrn: LrnProfile) {
     let labels = ops::Placeholder::new().dtype(DataType::Int32).shape(Shape::from(None)).build(&mut s.with_op_name("labels")).unwrap();
     let dropout = model::dropout_inputs(s).unwrap();
     let net = model::build(s, &cfg, input.clone().into(), &dropout).unwrap();
-    let loss = scoring::softmax_loss(s, net.logits.clone(), labels.clone().into(), cfg.classes).unwrap();
+    let loss = scoring::softmax_loss(s, net.logits.clone(), labels.clone().into(), cfg.classes, &Default::default()).unwrap();
     let vars = net.variables();
     let grads = alexnet::graph::gradients::gradients(s, &net, loss.clone()).unwrap();
     let session = Session::new(&SessionOptions::new(), &s.graph()).unwrap();

@@ -123,6 +123,7 @@ fn plot_overlays_runs_and_names_missing_metrics() {
                 train_accuracy: (50.0 + 2.0 * e as f64 * scale).min(100.0),
                 val_accuracy: (e % 10 == 0 || e == 29).then_some(50.0 + e as f64 * scale),
                 val_top5: None,
+                lr: None,
             })
             .collect()
     };

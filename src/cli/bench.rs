@@ -39,6 +39,10 @@ pub(crate) struct BenchArgs {
     /// Untimed repetitions first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Also run the Swift recipe for this many epochs as `alexnet train` does (validation,
+    /// checkpoints, summaries) and report its seconds per epoch, by part and against the step; 0: skip.
+    #[arg(long, default_value_t = 11)]
+    recipe_epochs: usize,
     /// Precisions to measure (both: f32 and bf16).
     #[arg(long, value_enum, default_value_t = BenchPrecision::Both)]
     precision: BenchPrecision,
@@ -90,7 +94,7 @@ pub(crate) fn run_bench(a: BenchArgs) -> Result<()> {
     if a.profile {
         return print_profile(&opts);
     }
-    print_timings(&opts, a.compare_python, a.json)
+    print_timings(&opts, a.compare_python, a.json, a.recipe_epochs)
 }
 
 /// Inputs checked before anything starts (the Python peer would fail on them with a traceback),
@@ -121,11 +125,14 @@ fn print_profile(opts: &BenchOptions) -> Result<()> {
 }
 
 /// The timings, ours and optionally the Python peer's, as a table or one JSON object.
-fn print_timings(opts: &BenchOptions, compare_python: bool, json: bool) -> Result<()> {
+fn print_timings(opts: &BenchOptions, compare_python: bool, json: bool, recipe_epochs: usize) -> Result<()> {
     let keys = bench::figure_keys(&opts.precisions);
     let mut peer = if compare_python { Some(bench::Peer::start(opts)?) } else { None };
-    let ours = bench::run(opts, peer.as_mut())?;
+    let mut ours = bench::run(opts, peer.as_mut())?;
     let peer = peer.map(bench::Peer::finish).transpose()?;
+    if recipe_epochs > 0 {
+        bench::recipe::run(&opts.images, opts.weights.as_deref(), recipe_epochs, &mut ours, peer.as_ref())?;
+    }
     if json {
         let mut out = ours.clone();
         if let Some(p) = &peer {
@@ -135,8 +142,22 @@ fn print_timings(opts: &BenchOptions, compare_python: bool, json: bool) -> Resul
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print!("{}", bench::table(&ours, peer.as_ref(), &keys));
+        print_recipe(&ours);
     }
     Ok(())
+}
+
+/// The recipe's seconds per epoch, by part, and against the steps.
+fn print_recipe(ours: &serde_json::Map<String, serde_json::Value>) {
+    let Some(secs) = ours.get("recipe_epoch_secs").and_then(|v| v.as_f64()) else { return };
+    let parts: Vec<String> =
+        ours["recipe_epoch_parts_secs"].as_object().into_iter().flatten().map(|(p, s)| format!("{p} {:.3}", s.as_f64().unwrap_or(0.0))).collect();
+    println!("Swift recipe, {} epochs: {secs:.3} s per epoch ({})", ours["recipe_epochs"], parts.join(", "));
+    for (key, what) in [("recipe_epoch_vs_step", "our step"), ("recipe_epoch_vs_peer_step", "the Python peer's step")] {
+        if let Some(r) = ours.get(key).and_then(|v| v.as_f64()) {
+            println!("  an epoch is {r:.3}x {what}");
+        }
+    }
 }
 
 /// `--dataset`: our figures, the peer's and the ratios, as a table or one JSON object.

@@ -39,7 +39,7 @@ fn version() -> &'static str {
 #[derive(Subcommand)]
 enum Command {
     /// Train on an image folder (train/<class>/* and val/<class>/*, or <class>/* with --val-split), the Swift original's recipe by default.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Accuracy, per-class accuracy and confusion matrix of a trained run on an image folder; the val confusion matrix as a PNG too.
     Eval {
         #[arg(long)]
@@ -174,7 +174,7 @@ enum Command {
 /// Runs the parsed subcommand.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train(args) => train::run_train(args),
+        Command::Train(args) => train::run_train(*args),
         Command::Server { cluster } => serve::server(&cluster),
         Command::Eval { run_dir, images, checkpoint, confusion, json } => serve::eval(&run_dir, images, &checkpoint, confusion, json),
         Command::Graph { out, classes, model } => inspect::graph(&out, classes, &model),

@@ -24,38 +24,50 @@ use crate::graph::model::{Layer, Network, layers};
 
 /// Gradients in the order of `net.variables()`.
 pub fn gradients(scope: &mut Scope, net: &Network, loss: Output) -> Result<Vec<Output>> {
-    gradients_named(scope, net, loss, "")
+    gradients_named(scope, net, loss, "", &[])
 }
 
 /// As `gradients`, with `name_prefix` ("replica_1/") before the names of the ops add_gradients
 /// creates (their names are absolute, not relative to `scope`): one backward pass per replica.
-pub fn gradients_named(scope: &mut Scope, net: &Network, loss: Output, name_prefix: &str) -> Result<Vec<Output>> {
+/// The layers in `frozen` get no gradient: the result holds those of
+/// `net.trained_variables(frozen)`, and the backward pass stops at the lowest trained layer, so
+/// that a step with the convolutions frozen costs little more than the forward pass.
+pub fn gradients_named(scope: &mut Scope, net: &Network, loss: Output, name_prefix: &str, frozen: &[&str]) -> Result<Vec<Output>> {
     let table = layers(&net.config);
     let variables = net.variables();
     let mut grads: Vec<Option<Output>> = vec![None; variables.len()];
+    let trained = |layer: &str| !frozen.contains(&layer);
 
-    // The classifier: add_gradients from the loss to the fc variables and to the trunk's output.
+    // The classifier: add_gradients from the loss to the trained fc variables and (when a conv
+    // layer trains) to the trunk's output.
     let first_fc = table.iter().position(|l| matches!(l, Layer::Fc { .. })).context("the network has no fc layer")?;
     ensure!(first_fc > 0, "the network has no convolutional trunk");
     let trunk_output = net.activations[first_fc].1.clone(); // activations[0] is the input
     let mut xs = vec![];
     let mut slots = vec![];
-    for layer in &table[first_fc..] {
+    for layer in table[first_fc..].iter().filter(|l| trained(l.name())) {
         let pos = net.vars.iter().position(|v| v.layer == layer.name()).with_context(|| format!("{} has no variables", layer.name()))?;
         xs.push(variables[2 * pos].output().clone());
         xs.push(variables[2 * pos + 1].output().clone());
         slots.extend([2 * pos, 2 * pos + 1]);
     }
-    xs.push(trunk_output.clone());
+    let trunk = &table[..first_fc];
+    let lowest = trunk.iter().position(|l| matches!(l, Layer::Conv { .. }) && trained(l.name()));
+    if lowest.is_some() {
+        xs.push(trunk_output.clone());
+    }
+    ensure!(!xs.is_empty(), "every layer is frozen: nothing to train");
     let out = scope.graph_mut().add_gradients(Some(&format!("{name_prefix}gradients")), &[loss], &xs, None)?;
     for (slot, g) in slots.iter().zip(&out) {
         grads[*slot] = g.clone();
     }
-    let d_trunk = out.last().cloned().flatten().context("no gradient reaches the convolutional layers")?;
-
-    // The trunk, top to bottom.
-    backprop_layers(scope, net, &table[..first_fc], trunk_output, d_trunk, &mut grads)?;
-    variables.iter().zip(grads).map(|(v, g)| g.with_context(|| format!("no gradient for {}", v.name()))).collect()
+    if let Some(lowest) = lowest {
+        let d_trunk = out.last().cloned().flatten().context("no gradient reaches the convolutional layers")?;
+        // The trunk, top to bottom, down to its lowest trained layer.
+        backprop_layers(scope, net, &trunk[lowest..], trunk_output, d_trunk, &trained, &mut grads)?;
+    }
+    let frozen_var = |v: &tensorflow::Variable| !trained(v.name().split('/').next().unwrap_or_default());
+    variables.iter().zip(grads).filter(|(v, _)| !frozen_var(v)).map(|(v, g)| g.with_context(|| format!("no gradient for {}", v.name()))).collect()
 }
 
 fn input_of(op: &Operation, i: usize) -> Output {
@@ -89,8 +101,17 @@ fn to_variable(scope: &mut Scope, used: &Output, grad: Output) -> Result<Output>
 }
 
 /// Backward through `layers` (conv, LRN and pool), given dL/dy for `y`, the last one's output.
-/// Fills the layers' entries of `grads`; stops at the first layer's input (the image batch).
-fn backprop_layers(scope: &mut Scope, net: &Network, layers: &[Layer], y: Output, dy: Output, grads: &mut [Option<Output>]) -> Result<()> {
+/// Fills the entries of `grads` of the trained layers among them; stops at the first layer's
+/// input (the image batch, or a frozen layer's output).
+fn backprop_layers(
+    scope: &mut Scope,
+    net: &Network,
+    layers: &[Layer],
+    y: Output,
+    dy: Output,
+    trained: &dyn Fn(&str) -> bool,
+    grads: &mut [Option<Output>],
+) -> Result<()> {
     let (mut y, mut dy) = (y, dy);
     for (i, layer) in layers.iter().enumerate().rev() {
         let name = layer.name();
@@ -109,15 +130,17 @@ fn backprop_layers(scope: &mut Scope, net: &Network, layers: &[Layer], y: Output
                 let padding = conv.get_attr_string("padding")?;
                 // ReLU's output masks like its input (both are > 0 at the same places).
                 let d_pre: Output = ops::ReluGrad::new().build(dy, y.clone(), s)?.into();
-                let d_b: Output = ops::BiasAddGrad::new().build(d_pre.clone(), s)?.into();
-                let w_shape = ops::shape(w.clone(), s)?;
-                let d_w: Output =
-                    ops::Conv2DBackpropFilter::new().strides(strides.clone()).padding(padding.clone()).build(x.clone(), w_shape, d_pre.clone(), s)?.into();
-                let pos = net.vars.iter().position(|v| v.layer == name).with_context(|| format!("{name} has no variables"))?;
-                grads[2 * pos] = Some(to_variable(s, &w, d_w)?);
-                grads[2 * pos + 1] = Some(to_variable(s, &b, d_b)?);
+                if trained(name) {
+                    let d_b: Output = ops::BiasAddGrad::new().build(d_pre.clone(), s)?.into();
+                    let w_shape = ops::shape(w.clone(), s)?;
+                    let d_w: Output =
+                        ops::Conv2DBackpropFilter::new().strides(strides.clone()).padding(padding.clone()).build(x.clone(), w_shape, d_pre.clone(), s)?.into();
+                    let pos = net.vars.iter().position(|v| v.layer == name).with_context(|| format!("{name} has no variables"))?;
+                    grads[2 * pos] = Some(to_variable(s, &w, d_w)?);
+                    grads[2 * pos + 1] = Some(to_variable(s, &b, d_b)?);
+                }
                 if i == 0 {
-                    return Ok(()); // nothing below wants the image batch's gradient
+                    return Ok(()); // nothing below wants the gradient of this layer's input
                 }
                 let x_shape = ops::shape(x.clone(), s)?;
                 dy = ops::Conv2DBackpropInput::new().strides(strides).padding(padding).build(x_shape, w, d_pre, s)?.into();

@@ -282,6 +282,10 @@ impl Network {
     pub fn variables(&self) -> Vec<Variable> {
         self.vars.iter().flat_map(|v| [v.weights.clone(), v.biases.clone()]).collect()
     }
+    /// The variables of the layers not in `frozen`, in the order of [`Self::variables`].
+    pub fn trained_variables(&self, frozen: &[&str]) -> Vec<Variable> {
+        self.vars.iter().filter(|v| !frozen.contains(&v.layer)).flat_map(|v| [v.weights.clone(), v.biases.clone()]).collect()
+    }
     pub fn activation(&self, name: &str) -> Option<&Output> {
         self.activations.iter().find(|(n, _)| *n == name).map(|(_, o)| o)
     }

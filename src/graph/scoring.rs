@@ -1,19 +1,41 @@
-//! How the network's outputs are scored: the training loss (mean softmax cross-entropy, as an
-//! op) and, on the host, arg-max and accuracy.
+//! How the network's outputs are scored: the training loss (mean softmax cross-entropy, with
+//! Keras's label smoothing and class weights, as an op) and, on the host, arg-max and accuracy.
 
-use anyhow::Result;
-use tensorflow::{Output, Scope, ops};
+use anyhow::{Result, ensure};
+use tensorflow::{Output, Scope, Tensor, ops};
+
+/// What the loss compares the logits with, beyond the labels.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Targets {
+    /// Keras's `CategoricalCrossentropy(label_smoothing=S)`: targets (1 - S) * onehot + S / K.
+    pub label_smoothing: f32,
+    /// Keras's `class_weight`: each example's loss times its class's weight, summed over the
+    /// batch and divided by the batch size.
+    pub class_weights: Option<Vec<f32>>,
+}
 
 /// Mean softmax cross-entropy of `logits` against int32 class `labels`.
-pub fn softmax_loss(s: &mut Scope, logits: Output, labels: Output, classes: usize) -> Result<Output> {
+pub fn softmax_loss(s: &mut Scope, logits: Output, labels: Output, classes: usize, targets: &Targets) -> Result<Output> {
     let depth = ops::constant(classes as i32, s)?;
-    let on = ops::constant(1.0f32, s)?;
-    let off = ops::constant(0.0f32, s)?;
-    let one_hot = ops::one_hot(labels, depth, on, off, s)?;
+    let k = classes as f32;
+    let smooth = targets.label_smoothing;
+    // Plain one-hot targets unless smoothing: the Swift recipe's graph stays what it was.
+    let (on, off) = if smooth > 0.0 { ((1.0 - smooth) + smooth / k, smooth / k) } else { (1.0, 0.0) };
+    let one_hot = ops::one_hot(labels.clone(), depth, ops::constant(on, s)?, ops::constant(off, s)?, s)?;
     // The dense op: SparseSoftmaxCrossEntropyWithLogits has no C++ gradient.
-    let xent = ops::softmax_cross_entropy_with_logits(logits, one_hot, s)?;
+    let xent: Output = Output { operation: ops::softmax_cross_entropy_with_logits(logits, one_hot, s)?, index: 0 };
+    let per_example: Output = match &targets.class_weights {
+        None => xent,
+        Some(w) => {
+            ensure!(w.len() == classes, "{} class weights for {classes} classes", w.len());
+            let table = ops::constant(Tensor::<f32>::new(&[w.len() as u64]).with_values(w)?, s)?;
+            let axis = ops::constant(0i32, s)?;
+            let weight = ops::gather_v2(table, labels, axis, s)?;
+            ops::mul(xent, weight, s)?.into()
+        }
+    };
     let batch_axis = ops::constant(&[0i32][..], s)?;
-    Ok(ops::mean(Output { operation: xent, index: 0 }, batch_axis, &mut s.with_op_name("mean"))?.into())
+    Ok(ops::mean(per_example, batch_axis, &mut s.with_op_name("mean"))?.into())
 }
 
 /// Percent of rows of `logits` whose arg-max is the label.

@@ -318,6 +318,7 @@ mod tests {
                 train_accuracy: 50.0 + 2.0 * e as f64,
                 val_accuracy: (e % 5 == 0).then_some(45.0 + e as f64),
                 val_top5: None,
+                lr: None,
             })
             .collect();
         let one = render(&[Curve { name: "a".into(), rows: rows.clone() }]).unwrap();

@@ -4,7 +4,10 @@
 //! Layout in a run directory: `checkpoints/epoch-000010/ckpt.{index,data-00000-of-00001}` and
 //! `checkpoints/latest` naming the newest one. A checkpoint is written into a temporary folder
 //! that is renamed when complete, and `latest` is replaced atomically after that, so a crash at
-//! any moment leaves the previous checkpoint loadable.
+//! any moment leaves the previous checkpoint loadable; a resume whose `latest` is missing or
+//! names a lost folder starts from the newest complete `epoch-N` instead. Each epoch's checkpoint
+//! is written once, whether it is the new best, the periodic one or both; a full disk is named as
+//! such, with the space needed and free.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,28 +27,33 @@ pub struct Saver {
     save: Operation,
     restore: Operation,
     restored_epoch: Output,
+    /// The checkpoint's payload: the variables' bytes.
+    bytes: u64,
+    /// Epochs this saver wrote (a best checkpoint that is also the periodic one is written once).
+    written: std::cell::RefCell<Vec<usize>>,
+    last_size: std::cell::Cell<Option<u64>>,
 }
 
 impl Saver {
-    /// `vars` are (checkpoint key, variable output) pairs, all float32.
-    pub fn build(scope: &mut Scope, vars: &[(String, Output)]) -> Result<Saver> {
+    /// `vars` are (checkpoint key, variable output, its type) triples.
+    pub fn build(scope: &mut Scope, vars: &[(String, Output, DataType)]) -> Result<Saver> {
         let scope = &mut scope.new_sub_scope("save");
         let prefix: Output = ops::Placeholder::new().dtype(DataType::String).shape(Shape::from(Some(vec![]))).build(&mut scope.with_op_name("prefix"))?.into();
         let epoch: Output = ops::Placeholder::new().dtype(DataType::Int64).shape(Shape::from(Some(vec![]))).build(&mut scope.with_op_name("epoch"))?.into();
-        let mut names: Vec<String> = vars.iter().map(|(n, _)| n.clone()).collect();
+        let mut names: Vec<String> = vars.iter().map(|(n, _, _)| n.clone()).collect();
         names.push("epoch".into());
         let n = names.len() as u64;
         let names_t = ops::constant(Tensor::<String>::new(&[n]).with_values(&names)?, scope)?;
         let slices = ops::constant(Tensor::<String>::new(&[n]).with_values(&vec![String::new(); n as usize])?, scope)?;
-        let mut dtypes = vec![DataType::Float; vars.len()];
+        let mut dtypes: Vec<DataType> = vars.iter().map(|(_, _, t)| *t).collect();
         dtypes.push(DataType::Int64);
-        let mut tensors: Vec<Output> = vars.iter().map(|(_, v)| v.clone()).collect();
+        let mut tensors: Vec<Output> = vars.iter().map(|(_, v, _)| v.clone()).collect();
         tensors.push(epoch.clone());
 
         let save = save_v2(scope, &prefix, &names_t.clone().into(), &slices.clone().into(), &tensors, &dtypes)?;
         let restore_v2 = ops::RestoreV2::new().dtypes(dtypes).build(prefix.clone(), names_t, slices, scope)?;
         let mut assigns = vec![];
-        for (i, (_, var)) in vars.iter().enumerate() {
+        for (i, (_, var, _)) in vars.iter().enumerate() {
             assigns.push(ops::assign(var.clone(), Output { operation: restore_v2.clone(), index: i as i32 }, scope)?);
         }
         let mut restore = ops::NoOp::new();
@@ -54,7 +62,8 @@ impl Saver {
         }
         let restore = restore.build(&mut scope.with_op_name("restore_all"))?;
         let restored_epoch = Output { operation: restore_v2, index: vars.len() as i32 };
-        Ok(Saver { prefix, epoch, save, restore, restored_epoch })
+        let bytes = vars.iter().map(|(_, v, _)| 4 * v.operation.get_attr_shape("shape").ok().and_then(|s| element_count(&s)).unwrap_or(1)).sum();
+        Ok(Saver { prefix, epoch, save, restore, restored_epoch, bytes, written: Default::default(), last_size: Default::default() })
     }
 
     /// Writes a checkpoint for `epoch` into `run_dir/checkpoints`, atomically, and points
@@ -64,11 +73,31 @@ impl Saver {
     }
 
     /// The same; `latest` moves only with `as_latest` (a best checkpoint written before its
-    /// epoch's row is final must not be where a resume starts).
+    /// epoch's row is final must not be where a resume starts). A checkpoint of `epoch` that is
+    /// already complete is not written again: only `latest` moves to it.
     pub fn save_as(&self, session: &Session, run_dir: &Path, epoch: usize, as_latest: bool) -> Result<PathBuf> {
         let root = run_dir.join("checkpoints");
         fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
         let name = format!("epoch-{epoch:06}");
+        let dest = root.join(&name);
+        if !self.written.borrow().contains(&epoch) || !complete(&dest) {
+            self.write(session, &root, &name, epoch)?;
+            self.written.borrow_mut().push(epoch);
+        }
+        if as_latest {
+            fsutil::write_atomic(&root.join("latest"), format!("{name}\n").as_bytes())?;
+        }
+        prune(&root, &name)?;
+        Ok(dest)
+    }
+
+    /// The size of the newest checkpoint this saver wrote (None before the first).
+    pub fn last_size(&self) -> Option<u64> {
+        self.last_size.get()
+    }
+
+    /// Writes checkpoint `name` into a temporary folder, then renames it into place.
+    fn write(&self, session: &Session, root: &Path, name: &str, epoch: usize) -> Result<()> {
         let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp)?;
@@ -78,21 +107,40 @@ impl Saver {
         args.add_feed(&self.prefix.operation, self.prefix.index, &prefix);
         args.add_feed(&self.epoch.operation, self.epoch.index, &epoch_t);
         args.add_target(&self.save);
-        session.run(&mut args).with_context(|| format!("cannot write checkpoint {}", tmp.display()))?;
-        for f in fs::read_dir(&tmp)? {
-            fs::File::open(f?.path())?.sync_all()?;
+        if let Err(e) = session.run(&mut args).map_err(anyhow::Error::from).and_then(|_| sync_files(&tmp)) {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(self.write_error(e, root, &tmp));
         }
-        let dest = root.join(&name);
+        self.last_size.set(Some(fsutil::dir_size(&tmp)));
+        let dest = root.join(name);
         if dest.exists() {
             fs::remove_dir_all(&dest)?;
         }
         fs::rename(&tmp, &dest)?;
-        fsutil::sync_dir(&root);
-        if as_latest {
-            fsutil::write_atomic(&root.join("latest"), format!("{name}\n").as_bytes())?;
+        fsutil::sync_dir(root);
+        Ok(())
+    }
+
+    /// A failed write's error: "disk full" with the space needed and free when that is why (the
+    /// session's own message is about SaveV2 and tensor allocations).
+    fn write_error(&self, e: anyhow::Error, root: &Path, tmp: &Path) -> anyhow::Error {
+        let text = format!("{e:#}");
+        let full = text.contains("No space left") || text.contains("ENOSPC") || fsutil::free_space(root).is_some_and(|free| free < self.expected_size());
+        if !full {
+            return e.context(format!("cannot write checkpoint {}", tmp.display()));
         }
-        prune(&root, &name)?;
-        Ok(dest)
+        let free = fsutil::free_space(root).map_or("unknown".into(), fsutil::human_bytes);
+        anyhow::anyhow!(
+            "disk full: cannot write checkpoint {} (it needs about {}; {} free on that filesystem): free some space or move --run-dir, then continue with --resume (the last complete checkpoint is kept)",
+            tmp.display(),
+            fsutil::human_bytes(self.expected_size()),
+            free
+        )
+    }
+
+    /// The size a checkpoint takes: the last one's, or the variables' bytes.
+    pub fn expected_size(&self) -> u64 {
+        self.last_size.get().unwrap_or(self.bytes)
     }
 
     /// Restores every variable from the checkpoint at `prefix`; returns its epoch.
@@ -125,6 +173,21 @@ pub fn read_f32(prefix: &Path, keys: &[String]) -> Result<Vec<Tensor<f32>>> {
     fetches.into_iter().map(|f| Ok(args.fetch::<f32>(f)?)).collect()
 }
 
+/// Reads one int64 scalar by key (Adam's step count) from the checkpoint at `prefix`.
+pub fn read_i64(prefix: &Path, key: &str) -> Result<i64> {
+    let mut scope = Scope::new_root_scope();
+    let s = &mut scope;
+    let prefix_t = ops::constant(Tensor::<String>::from(path_str(prefix)?.to_string()), s)?;
+    let names = ops::constant(Tensor::<String>::new(&[1]).with_values(&[key.to_string()])?, s)?;
+    let slices = ops::constant(Tensor::<String>::new(&[1]).with_values(&[String::new()])?, s)?;
+    let restore = ops::RestoreV2::new().dtypes(vec![DataType::Int64]).build(prefix_t, names, slices, s)?;
+    let session = Session::new(&tensorflow::SessionOptions::new(), &scope.graph())?;
+    let mut args = SessionRunArgs::new();
+    let fetch = args.request_fetch(&restore, 0);
+    session.run(&mut args).with_context(|| format!("cannot read {key} from checkpoint {}", prefix.display()))?;
+    Ok(args.fetch::<i64>(fetch)?[0])
+}
+
 /// A SaveV2 op. (The crate's generated wrapper takes a single tensor; the op takes a list.)
 pub fn save_v2(scope: &mut Scope, prefix: &Output, names: &Output, slices: &Output, tensors: &[Output], dtypes: &[DataType]) -> Result<Operation> {
     let name = scope.get_unique_name_for_op("SaveV2");
@@ -140,6 +203,60 @@ pub fn save_v2(scope: &mut Scope, prefix: &Output, names: &Output, slices: &Outp
 
 fn path_str(p: &Path) -> Result<&str> {
     p.to_str().with_context(|| format!("path {} is not valid UTF-8", p.display()))
+}
+
+/// Elements of a fully known shape.
+fn element_count(shape: &Shape) -> Option<u64> {
+    let n = shape.dims()?;
+    (0..n).map(|i| shape[i].map(|d| d as u64)).product()
+}
+
+/// fsyncs every file of a folder.
+fn sync_files(dir: &Path) -> Result<()> {
+    for f in fs::read_dir(dir)? {
+        fs::File::open(f?.path())?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Whether `dir` holds a checkpoint written to the end (its index file is the last renamed in).
+fn complete(dir: &Path) -> bool {
+    dir.join("ckpt.index").is_file()
+}
+
+/// The newest complete `epoch-N` folder of a run (whatever `latest` says).
+pub fn newest_complete(run_dir: &Path) -> Option<(PathBuf, usize)> {
+    let root = run_dir.join("checkpoints");
+    let mut found: Vec<(usize, PathBuf)> = fs::read_dir(&root)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let epoch = name.strip_prefix("epoch-")?.parse::<usize>().ok()?;
+            complete(&e.path()).then(|| (epoch, e.path().join("ckpt")))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(e, p)| (p, e))
+}
+
+/// The checkpoint a resume starts from: `latest`, or, where `latest` is missing or names a
+/// checkpoint that is not there (a crash or a full disk between the two writes), the newest
+/// complete one, said on stderr.
+pub fn resume_point(run_dir: &Path) -> Result<Option<(PathBuf, usize)>> {
+    match latest(run_dir) {
+        Ok(Some(found)) => Ok(Some(found)),
+        Ok(None) | Err(_) => {
+            let newest = newest_complete(run_dir);
+            if let Some((prefix, epoch)) = &newest {
+                eprintln!(
+                    "resume: checkpoints/latest is missing or broken; continuing from the newest complete checkpoint, {} (epoch {epoch})",
+                    prefix.parent().unwrap_or(prefix).display()
+                );
+            }
+            Ok(newest)
+        }
+    }
 }
 
 /// The newest complete checkpoint of a run: (prefix to pass to restore, its epoch).

@@ -11,6 +11,7 @@ use crate::data::images::Preprocess;
 use crate::data::pipeline::Augment;
 use crate::graph::model::{ModelConfig, Precision};
 use crate::graph::runtime::RuntimeConfig;
+use crate::run::recipe::{LayerRates, Optimizer, OptimizerKind, Rates, Recipe};
 use crate::util::fsutil;
 
 /// Learning rate over epochs.
@@ -23,21 +24,9 @@ pub enum Schedule {
         every: usize,
         gamma: f32,
     },
-    /// Cosine decay from the base rate to 0 over the run.
+    /// Cosine decay, step by step, from the base rate to `--lr-min` over the run (after any
+    /// warmup).
     Cosine,
-}
-
-impl Schedule {
-    pub fn rate(&self, base: f32, epoch: usize, epochs: usize) -> f32 {
-        match *self {
-            Schedule::Constant => base,
-            Schedule::Step { every, gamma } => base * gamma.powi((epoch / every.max(1)) as i32),
-            Schedule::Cosine => {
-                let t = epoch as f32 / epochs.max(1) as f32;
-                base * 0.5 * (1.0 + (std::f32::consts::PI * t).cos())
-            }
-        }
-    }
 }
 
 /// Everything a run was started with; saved as `config.json` in the run directory.
@@ -92,7 +81,44 @@ pub struct TrainConfig {
     /// itself is saved as the run's `split.json`); None: train/ and val/.
     #[serde(default)]
     pub val_split: Option<f64>,
+    /// The recipe the run's flags started from (runs before recipes: the Swift recipe).
+    #[serde(default)]
+    pub recipe: Recipe,
+    /// The update rule (`momentum` and `weight_decay` above are its constants too).
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    #[serde(default = "default_beta1")]
+    pub beta1: f32,
+    #[serde(default = "default_beta2")]
+    pub beta2: f32,
+    #[serde(default = "default_epsilon")]
+    pub epsilon: f32,
+    /// Epochs (fractions allowed) of linear warmup from 0, before the schedule.
+    #[serde(default)]
+    pub warmup_epochs: f32,
+    /// Where cosine decay ends.
+    #[serde(default)]
+    pub lr_min: f32,
+    /// Keras's label smoothing: targets (1 - S) * onehot + S / classes.
+    #[serde(default)]
+    pub label_smoothing: f32,
+    /// Per-layer multipliers of the learning rate; 0 freezes a layer.
+    #[serde(default)]
+    pub lr_mults: LayerRates,
+    /// Keras's `class_weight`: each example's loss times its class's weight (None: all 1).
+    #[serde(default)]
+    pub class_weights: Option<Vec<f32>>,
+    /// Clip the gradients to this global norm (0: off).
+    #[serde(default)]
+    pub clip_grad_norm: f32,
+    /// Decay of the exponential moving average of the weights kept beside them (0: none); when
+    /// kept, validation, `checkpoints/best`, eval, export and predict use the averages.
+    #[serde(default)]
+    pub ema: f32,
 }
+
+/// The finetune recipe's rate multiplier of the layers a run initialises (no weight file).
+pub const FINETUNE_NEW_LAYER_MULT: f32 = 10.0;
 
 /// 4 GiB: about 6,900 decoded 227 x 227 images.
 pub const DEFAULT_CACHE_LIMIT: u64 = 4 << 30;
@@ -103,6 +129,19 @@ fn default_cache_limit() -> u64 {
 
 fn default_image_summary_every() -> usize {
     10
+}
+
+fn default_beta1() -> f32 {
+    0.9
+}
+
+fn default_beta2() -> f32 {
+    0.999
+}
+
+/// Keras's default.
+fn default_epsilon() -> f32 {
+    1e-7
 }
 
 impl TrainConfig {
@@ -136,6 +175,72 @@ impl TrainConfig {
             strict_images: false,
             early_stop: 0,
             val_split: None,
+            recipe: Recipe::Swift,
+            optimizer: OptimizerKind::Sgd,
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            epsilon: default_epsilon(),
+            warmup_epochs: 0.0,
+            lr_min: 0.0,
+            label_smoothing: 0.0,
+            lr_mults: LayerRates::default(),
+            class_weights: None,
+            clip_grad_norm: 0.0,
+            ema: 0.0,
+        }
+    }
+
+    /// The optimizer and its constants.
+    pub fn optimizer(&self) -> Optimizer {
+        Optimizer {
+            kind: self.optimizer,
+            momentum: self.momentum,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            epsilon: self.epsilon,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// The learning rate of every step, for `steps_per_epoch` steps an epoch.
+    pub fn rates(&self, steps_per_epoch: usize) -> Rates {
+        Rates {
+            base: self.learning_rate,
+            min: self.lr_min,
+            schedule: self.schedule.clone(),
+            warmup_steps: (self.warmup_epochs as f64 * steps_per_epoch as f64).round() as usize,
+            steps_per_epoch,
+            total_steps: self.epochs * steps_per_epoch,
+        }
+    }
+
+    /// The recipe `recipe` for a data set with `classes`, whose `new_layers` have no weight file.
+    pub fn for_recipe(recipe: Recipe, images: PathBuf, weights: Option<PathBuf>, classes: Vec<String>, new_layers: &[&str]) -> Self {
+        let swift = Self::swift_recipe(images, weights, classes);
+        match recipe {
+            Recipe::Swift => swift,
+            Recipe::Finetune => {
+                let mut lr_mults = LayerRates::default();
+                for layer in new_layers {
+                    lr_mults.0.insert(layer.to_string(), FINETUNE_NEW_LAYER_MULT);
+                }
+                TrainConfig {
+                    recipe,
+                    epochs: 30,
+                    batch_size: 64,
+                    optimizer: OptimizerKind::Adamw,
+                    learning_rate: 1e-4,
+                    weight_decay: 0.05,
+                    schedule: Schedule::Cosine,
+                    warmup_epochs: 0.3,
+                    label_smoothing: 0.1,
+                    augment: Augment::CropFlip,
+                    lr_mults,
+                    val_every: 1,
+                    checkpoint_every: 1,
+                    ..swift
+                }
+            }
         }
     }
 
@@ -147,20 +252,5 @@ impl TrainConfig {
 
     pub fn write(&self, run_dir: &Path) -> Result<()> {
         fsutil::write_atomic(&run_dir.join("config.json"), serde_json::to_string_pretty(self)?.as_bytes())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schedules() {
-        assert_eq!(Schedule::Constant.rate(0.1, 50, 100), 0.1);
-        let step = Schedule::Step { every: 30, gamma: 0.1 };
-        assert!((step.rate(0.1, 29, 100) - 0.1).abs() < 1e-9);
-        assert!((step.rate(0.1, 30, 100) - 0.01).abs() < 1e-9);
-        assert!((Schedule::Cosine.rate(0.1, 0, 100) - 0.1).abs() < 1e-9);
-        assert!((Schedule::Cosine.rate(0.1, 50, 100) - 0.05).abs() < 1e-6);
     }
 }

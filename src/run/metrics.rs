@@ -1,15 +1,18 @@
-//! `metrics.csv`: one row per epoch, the Swift original's table, and top-5 val accuracy after it
-//! (empty where not measured, or with fewer than 5 classes). Files of older runs, without the
-//! `val_top5` column, are still read (a resumed old run is rewritten with it).
+//! `metrics.csv`: one row per epoch, the Swift original's table, then top-5 val accuracy (empty
+//! where not measured, or with fewer than 5 classes) and the learning rate of the epoch's last
+//! step. Files of older runs, without the `val_top5` or `lr` column, are still read (a resumed
+//! old run is rewritten with them).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-pub const HEADER: &str = "epoch,loss,train_accuracy,val_accuracy,val_top5";
+pub const HEADER: &str = "epoch,loss,train_accuracy,val_accuracy,val_top5,lr";
 /// The header before `val_top5`.
 const HEADER_V1: &str = "epoch,loss,train_accuracy,val_accuracy";
+/// The header before `lr`.
+const HEADER_V2: &str = "epoch,loss,train_accuracy,val_accuracy,val_top5";
 
 /// One epoch: the mean training loss and accuracies in percent (val only where measured).
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +23,8 @@ pub struct Row {
     pub val_accuracy: Option<f64>,
     /// Percent of val images whose class is among the 5 highest logits (with 5 or more classes).
     pub val_top5: Option<f64>,
+    /// The learning rate of the epoch's last step (None in files of older runs).
+    pub lr: Option<f64>,
 }
 
 impl Row {
@@ -44,7 +49,8 @@ pub fn to_csv(rows: &[Row]) -> String {
     let mut s = format!("{HEADER}\n");
     for r in rows {
         let opt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
-        writeln!(s, "{},{:.8},{:.4},{},{}", r.epoch, r.loss, r.train_accuracy, opt(r.val_accuracy), opt(r.val_top5)).unwrap();
+        let lr = r.lr.map(|v| format!("{v:e}")).unwrap_or_default();
+        writeln!(s, "{},{:.8},{:.4},{},{},{lr}", r.epoch, r.loss, r.train_accuracy, opt(r.val_accuracy), opt(r.val_top5)).unwrap();
     }
     s
 }
@@ -53,7 +59,8 @@ pub fn to_csv(rows: &[Row]) -> String {
 pub fn parse_csv(text: &str, name: &str) -> Result<Vec<Row>> {
     let mut lines = text.lines();
     let width = match lines.next().map(str::trim) {
-        Some(HEADER) => 5,
+        Some(HEADER) => 6,
+        Some(HEADER_V2) => 5,
         Some(HEADER_V1) => 4,
         other => bail!("{name}: first line should be '{HEADER}', found {:?}", other.unwrap_or("")),
     };
@@ -72,6 +79,7 @@ pub fn parse_csv(text: &str, name: &str) -> Result<Vec<Row>> {
             train_accuracy: num(2)?,
             val_accuracy: opt(3)?,
             val_top5: opt(4)?,
+            lr: opt(5)?,
         });
     }
     Ok(rows)
@@ -94,19 +102,21 @@ mod tests {
     #[test]
     fn csv_round_trip_keeps_empty_val() {
         let rows = vec![
-            Row { epoch: 0, loss: 0.693, train_accuracy: 50.0, val_accuracy: Some(48.3333), val_top5: Some(90.5) },
-            Row { epoch: 1, loss: 0.5, train_accuracy: 61.6667, val_accuracy: None, val_top5: None },
+            Row { epoch: 0, loss: 0.693, train_accuracy: 50.0, val_accuracy: Some(48.3333), val_top5: Some(90.5), lr: Some(0.002) },
+            Row { epoch: 1, loss: 0.5, train_accuracy: 61.6667, val_accuracy: None, val_top5: None, lr: Some(1.25e-5) },
         ];
         let text = to_csv(&rows);
-        assert!(text.starts_with("epoch,loss,train_accuracy,val_accuracy,val_top5\n0,0.69300000,50.0000,48.3333,90.5000\n1,"));
-        assert!(text.ends_with(",,\n"));
+        assert!(text.starts_with("epoch,loss,train_accuracy,val_accuracy,val_top5,lr\n0,0.69300000,50.0000,48.3333,90.5000,2e-3\n1,"), "{text}");
+        assert!(text.ends_with(",,,1.25e-5\n"), "{text}");
         assert_eq!(parse_csv(&text, "m").unwrap(), rows);
     }
 
     #[test]
     fn an_old_four_column_file_is_read() {
         let rows = parse_csv("epoch,loss,train_accuracy,val_accuracy\n0,0.5,60.0,55.0\n1,0.4,70.0,\n", "old.csv").unwrap();
-        assert_eq!(rows[0], Row { epoch: 0, loss: 0.5, train_accuracy: 60.0, val_accuracy: Some(55.0), val_top5: None });
+        assert_eq!(rows[0], Row { epoch: 0, loss: 0.5, train_accuracy: 60.0, val_accuracy: Some(55.0), val_top5: None, lr: None });
+        let v2 = parse_csv("epoch,loss,train_accuracy,val_accuracy,val_top5\n0,0.5,60.0,55.0,90\n", "v2.csv").unwrap();
+        assert_eq!((v2[0].val_top5, v2[0].lr), (Some(90.0), None));
         assert_eq!(rows[1].val_accuracy, None);
         assert!(parse_csv("epoch,loss,train_accuracy,val_accuracy\n0,0.5,60.0,55.0,90\n", "old.csv").is_err());
     }

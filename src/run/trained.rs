@@ -11,6 +11,10 @@ use crate::graph::params::LayerParams;
 use crate::run::checkpoint;
 use crate::run::config::TrainConfig;
 
+/// The checkpoint key of a weight's moving average after the weight's own (TensorFlow 1's
+/// `ExponentialMovingAverage` name).
+pub const EMA_SUFFIX: &str = "/ExponentialMovingAverage";
+
 /// A trained run, ready for inference: its recipe and the parameters of its newest checkpoint.
 pub struct TrainedRun {
     pub config: TrainConfig,
@@ -20,8 +24,8 @@ pub struct TrainedRun {
     pub epoch: usize,
 }
 
-/// Loads a run's config and the network parameters of its latest checkpoint (the momentum
-/// slots and the epoch counter stay behind). Shared by eval, export and predict.
+/// Loads a run's config and the network parameters of its latest checkpoint (their moving
+/// averages where the run kept them; the optimizer's slots and the epoch counter stay behind). Shared by eval, export and predict.
 pub fn load_trained(run_dir: &Path) -> Result<TrainedRun> {
     load_trained_at(run_dir, "latest")
 }
@@ -31,7 +35,9 @@ pub fn load_trained_at(run_dir: &Path, which: &str) -> Result<TrainedRun> {
     let config = TrainConfig::read(run_dir)?;
     let (checkpoint, epoch) = checkpoint::named(run_dir, which)?;
     let specs = model::param_specs(&config.model);
-    let keys: Vec<String> = specs.iter().flat_map(|s| s.variable_names()).collect();
+    // A run that kept moving averages is used with them (as its validation and best were).
+    let suffix = if config.ema > 0.0 { EMA_SUFFIX } else { "" };
+    let keys: Vec<String> = specs.iter().flat_map(|s| s.variable_names()).map(|k| format!("{k}{suffix}")).collect();
     let tensors = checkpoint::read_f32(&checkpoint, &keys)?;
     let mut params = vec![];
     for (spec, pair) in specs.iter().zip(tensors.chunks(2)) {

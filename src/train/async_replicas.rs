@@ -204,7 +204,7 @@ impl Shared<'_> {
     fn part_step(&self, k: usize, r: usize, b: usize) -> Option<Result<Option<PartStep>>> {
         let n = self.replicas.len();
         let seed = self.epoch.dropout_seed(self.epoch.first_step + b, r, n);
-        let (lr, dropout) = (self.epoch.learning_rate, self.epoch.dropout);
+        let (lr, dropout) = (self.epoch.rate(self.epoch.first_step + b), self.epoch.dropout);
         if let Some((pipelines, run_seed)) = self.cut {
             // Started here, so that a lost worker's failing start drops its replica as a step would.
             if b == 0

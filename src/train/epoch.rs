@@ -1,5 +1,5 @@
 //! One description of a run's steps and one interface to run them: the [`EpochPlan`] (the batch
-//! size, the shuffled order of every epoch, the learning rate, the dropout seed streams) that the
+//! size, the shuffled order of every epoch, the learning rate of every step, the dropout seed streams) that the
 //! local loop, the in-graph asynchronous replicas, the between-graph chief and every between-graph
 //! worker all draw from, so that they agree exactly; the [`EpochDriver`] each of them implements;
 //! and the [`EpochStats`] an epoch returns.
@@ -7,6 +7,7 @@
 use anyhow::Result;
 
 use crate::run::config::TrainConfig;
+use crate::run::recipe::Rates;
 use crate::train::progress::Progress;
 use crate::util::rng::Rng;
 
@@ -21,8 +22,7 @@ pub struct EpochPlan {
     pub epochs: usize,
     seed: u64,
     dropout: f32,
-    learning_rate: f32,
-    schedule: crate::run::config::Schedule,
+    rates: Rates,
 }
 
 /// One epoch of a plan: its shuffled order and its feeds.
@@ -33,7 +33,8 @@ pub struct Epoch {
     pub first_step: usize,
     /// The training rows, shuffled by (seed, epoch).
     pub order: Vec<i32>,
-    pub learning_rate: f32,
+    /// The learning rate of each of the epoch's steps.
+    pub rates: Vec<f32>,
     pub dropout: f32,
     /// The run's seed: the first word of every dropout seed.
     pub seed: i64,
@@ -42,16 +43,8 @@ pub struct Epoch {
 impl EpochPlan {
     pub fn new(cfg: &TrainConfig, n_train: usize) -> EpochPlan {
         let batch = if cfg.batch_size == 0 { n_train } else { cfg.batch_size.min(n_train) };
-        EpochPlan {
-            n_train,
-            batch,
-            steps_per_epoch: n_train.div_ceil(batch),
-            epochs: cfg.epochs,
-            seed: cfg.seed,
-            dropout: cfg.dropout,
-            learning_rate: cfg.learning_rate,
-            schedule: cfg.schedule.clone(),
-        }
+        let steps_per_epoch = n_train.div_ceil(batch);
+        EpochPlan { n_train, batch, steps_per_epoch, epochs: cfg.epochs, seed: cfg.seed, dropout: cfg.dropout, rates: cfg.rates(steps_per_epoch) }
     }
 
     /// Steps of the whole run.
@@ -64,9 +57,14 @@ impl EpochPlan {
         (step / self.steps_per_epoch, step % self.steps_per_epoch)
     }
 
-    /// The learning rate of `epoch`.
-    pub fn learning_rate(&self, epoch: usize) -> f32 {
-        self.schedule.rate(self.learning_rate, epoch, self.epochs)
+    /// The learning rate of the run's step `step`.
+    pub fn learning_rate(&self, step: usize) -> f32 {
+        self.rates.at(step)
+    }
+
+    /// The learning rate of `epoch`'s last step (metrics.csv's `lr`).
+    pub fn epoch_rate(&self, epoch: usize) -> f32 {
+        self.rates.at((epoch + 1) * self.steps_per_epoch - 1)
     }
 
     /// Epoch `index`: the training rows shuffled by the host RNG keyed by (seed, epoch).
@@ -77,7 +75,7 @@ impl EpochPlan {
             index,
             first_step: index * self.steps_per_epoch,
             order,
-            learning_rate: self.learning_rate(index),
+            rates: (0..self.steps_per_epoch).map(|b| self.learning_rate(index * self.steps_per_epoch + b)).collect(),
             dropout: self.dropout,
             seed: self.seed as i64,
         }
@@ -85,6 +83,12 @@ impl EpochPlan {
 }
 
 impl Epoch {
+    /// The learning rate of the run's step `step` (one of this epoch's).
+    pub fn rate(&self, step: usize) -> f32 {
+        let b = step.saturating_sub(self.first_step).min(self.rates.len().saturating_sub(1));
+        self.rates.get(b).copied().unwrap_or(0.0)
+    }
+
     /// The epoch's batches, in step order (the last may be shorter).
     pub fn batches(&self, batch: usize) -> Vec<&[i32]> {
         self.order.chunks(batch).collect()

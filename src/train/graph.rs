@@ -10,6 +10,7 @@ use crate::graph::model::{self, Network};
 use crate::graph::params::LayerParams;
 use crate::graph::params::{init_params, read_params};
 use crate::run::checkpoint::Saver;
+use crate::train::averages::Averages;
 use crate::train::between_ops::Protocol;
 use crate::train::feeds::{Batch, StepFeeds, StepOutput};
 use crate::train::replicas::{Passes, ReplicaStep, Shard, split_part};
@@ -33,6 +34,8 @@ pub struct TrainGraph {
     /// With asynchronous updates, each replica's own step (empty otherwise).
     replica_steps: Vec<ReplicaStep>,
     slots_init: Vec<Operation>,
+    /// With `--ema`: the weights' moving averages.
+    averages: Option<Averages>,
     pub saver: Saver,
     /// Between-graph replication: the ops of the protocol between the workers.
     pub(crate) between: Option<Protocol>,
@@ -81,7 +84,15 @@ impl TrainGraph {
         let eval_logits = model::inference_head(&mut s.new_sub_scope("eval").with_device(&head_device), &passes.net)?;
         let learning_rate: Output =
             ops::Placeholder::new().dtype(DataType::Float).shape(Shape::from(Some(vec![]))).build(&mut s.with_op_name("learning_rate"))?.into();
-        let updates = Updates::build(&mut s.new_sub_scope("train"), spec, &passes, &eval_logits, &learning_rate)?;
+        // The averages' shadows at the root: their checkpoint keys are the weights' own plus a suffix.
+        let averages = match spec.ema {
+            0.0 => None,
+            decay => {
+                let device = |v: &tensorflow::Variable| spec.replication.placement().map(|p| p.variable_device(v.name())).unwrap_or_default();
+                Some(Averages::build(s, decay, &passes.net.variables(), &device)?)
+            }
+        };
+        let updates = Updates::build(&mut s.new_sub_scope("train"), spec, &passes, &eval_logits, &learning_rate, averages.as_ref())?;
         let between = match spec.replication.between_workers() {
             Some(n) => Some(Protocol::build(&mut s.new_sub_scope("between_graph"), n, &updates.train_op, updates.sync)?),
             None => None,
@@ -90,8 +101,9 @@ impl TrainGraph {
         let accuracy = passes.accuracy.clone();
         let pipelines = passes.pipelines.clone();
         let variables = passes.net.variables();
-        let mut saved: Vec<(String, Output)> = variables.iter().map(|v| (v.name().to_string(), v.output().clone())).collect();
-        saved.extend(updates.slots.iter().map(|v| (v.name().to_string(), v.output().clone())));
+        let shadows = averages.iter().flat_map(|a| &a.shadows);
+        let saved: Vec<(String, Output, DataType)> =
+            variables.iter().chain(&updates.slots).chain(shadows).map(|v| (v.name().to_string(), v.output().clone(), v.data_type())).collect();
         let saver = Saver::build(s, &saved)?;
         Ok(TrainGraph {
             scope,
@@ -104,6 +116,7 @@ impl TrainGraph {
             shards: passes.shards,
             replica_steps,
             slots_init: updates.slots_init,
+            averages,
             saver,
             between,
             pipelines,
@@ -228,7 +241,8 @@ impl TrainGraph {
         Ok(())
     }
 
-    /// The initial parameters, and zero momentum.
+    /// The initial parameters, zero optimizer slots, and moving averages that start at the
+    /// parameters.
     pub fn init_variables(&self, session: &Session, params: &[LayerParams]) -> Result<()> {
         init_params(session, &self.net, params)?;
         let mut args = SessionRunArgs::new();
@@ -236,7 +250,19 @@ impl TrainGraph {
             args.add_target(op);
         }
         session.run(&mut args)?;
+        if let Some(a) = &self.averages {
+            a.start(session)?;
+        }
         Ok(())
+    }
+
+    /// Runs `f` (an evaluation) on the weights' moving averages where the graph keeps them,
+    /// else on the weights.
+    pub fn with_averages<T>(&self, session: &Session, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        match &self.averages {
+            Some(a) => a.with_averages(session, f),
+            None => f(),
+        }
     }
 
     /// One momentum-SGD step on the examples at `batch`; returns the batch's mean loss.

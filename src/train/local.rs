@@ -28,7 +28,7 @@ impl EpochDriver for LocalLoop<'_> {
         for (b, part) in epoch.batches(plan.batch).into_iter().enumerate() {
             let step = epoch.first_step + b;
             let seed = epoch.dropout_seed(step, 0, 1);
-            let out = self.tg.run_step(self.session, &self.source.batch(part)?, epoch.learning_rate, epoch.dropout, seed).map_err(|e| self.blame.blame(e))?;
+            let out = self.tg.run_step(self.session, &self.source.batch(part)?, epoch.rate(step), epoch.dropout, seed).map_err(|e| self.blame.blame(e))?;
             if b == 0 && self.lookahead(plan) {
                 stats.lookahead_logits = Some(out.logits);
             }

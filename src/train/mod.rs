@@ -13,6 +13,7 @@
 //! here, the cluster ones in `crate::distributed`.
 
 pub mod async_replicas;
+pub mod averages;
 pub mod between_ops;
 pub mod deployment;
 pub mod epoch;
@@ -70,6 +71,9 @@ pub struct Summary {
     pub seconds: f64,
     pub seconds_per_epoch: f64,
     pub device: String,
+    /// Seconds per epoch of each part of the epoch loop (steps, validation, summaries, ...).
+    #[serde(default)]
+    pub seconds_per_epoch_by_part: Vec<(String, f64)>,
 }
 
 /// Options of one invocation that are not part of the run's recipe.
@@ -108,6 +112,8 @@ pub fn train_on(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions, deployment
     let mut driver = deployment.driver(run)?;
     let (intra, inter) = cfg.runtime.threads();
     say(format!("device: {device}; threads: intra-op {intra}, inter-op {inter}; precision {}", cfg.precision.name()));
+    say(recipe_line(cfg));
+    check_room(run_dir, &tg.saver)?;
     initialise(tg, session, loaded.images.take(), &params).map_err(|e| deployment.blame(e))?;
     let (start_epoch, rows) = restore_or_start(run_dir, opts, tg, session)?;
     let tb_dir = tb.open(session, &tg.scope.graph(), run_dir, start_epoch)?;
@@ -121,7 +127,54 @@ pub fn train_on(cfg: &TrainConfig, run_dir: &Path, opts: &RunOptions, deployment
     epochs.bar.finish_and_clear();
     driver.finish()?;
     tb.close(session)?;
-    finish(cfg, run_dir, &epochs.rows, started, start_epoch, &tb_dir, tb, device)
+    let parts = epochs.clock.per_epoch();
+    finish(cfg, run_dir, &epochs.rows, started, start_epoch, &tb_dir, tb, device, &parts)
+}
+
+/// The run's first line about how it learns: its recipe, optimizer, rates and loss.
+pub fn recipe_line(cfg: &TrainConfig) -> String {
+    let mut schedule = match &cfg.schedule {
+        crate::run::config::Schedule::Constant => "constant".to_string(),
+        crate::run::config::Schedule::Step { every, gamma } => format!("x{gamma} every {every} epochs"),
+        crate::run::config::Schedule::Cosine => format!("cosine to {}", cfg.lr_min),
+    };
+    if cfg.warmup_epochs > 0.0 {
+        schedule = format!("warmup {} epochs, then {schedule}", cfg.warmup_epochs);
+    }
+    let mut parts = vec![format!("recipe {}: {}, lr {} ({schedule})", cfg.recipe.name(), cfg.optimizer().describe(), cfg.learning_rate)];
+    if cfg.label_smoothing > 0.0 {
+        parts.push(format!("label smoothing {}", cfg.label_smoothing));
+    }
+    if let Some(layers) = cfg.lr_mults.describe() {
+        parts.push(format!("layers {layers}"));
+    }
+    if let Some(w) = &cfg.class_weights {
+        let list: Vec<String> = cfg.classes.iter().zip(w).map(|(c, w)| format!("{c} {w:.3}")).collect();
+        parts.push(format!("class weights {}", list.join(", ")));
+    }
+    if cfg.clip_grad_norm > 0.0 {
+        parts.push(format!("gradients clipped to norm {}", cfg.clip_grad_norm));
+    }
+    if cfg.ema > 0.0 {
+        parts.push(format!("weights averaged (decay {}): validation and best use the averages", cfg.ema));
+    }
+    parts.join("; ")
+}
+
+/// Refuses to start where the run directory's filesystem has no room for one checkpoint.
+fn check_room(run_dir: &Path, saver: &checkpoint::Saver) -> Result<()> {
+    let need = saver.expected_size();
+    if let Some(free) = fsutil::free_space(run_dir)
+        && free < need
+    {
+        bail!(
+            "disk full: {} has {} free, and one checkpoint of this run needs about {}: free some space or choose another --run-dir",
+            run_dir.display(),
+            fsutil::human_bytes(free),
+            fsutil::human_bytes(need)
+        );
+    }
+    Ok(())
 }
 
 /// The data set as loaded, and where the steps take their images from.
@@ -179,7 +232,25 @@ fn load_data(cfg: &TrainConfig, run_dir: &Path) -> Result<(TrainConfig, Loaded)>
         },
         t0.elapsed().as_secs_f64()
     ));
+    if let Some(note) = imbalance_note(&dataset, &cfg) {
+        say(note);
+    }
     Ok((cfg, Loaded { dataset, images, source }))
+}
+
+/// Classes over 3:1 apart in training images, where the run does not weigh them: said, with the
+/// flag that would.
+fn imbalance_note(dataset: &Dataset, cfg: &TrainConfig) -> Option<String> {
+    let mut counts = vec![0usize; dataset.classes.len()];
+    dataset.train.iter().for_each(|e| counts[e.label] += 1);
+    let (most, least) = (counts.iter().enumerate().max_by_key(|c| c.1)?, counts.iter().enumerate().min_by_key(|c| c.1)?);
+    let ratio = *most.1 as f64 / (*least.1).max(1) as f64;
+    (ratio > 3.0 && cfg.class_weights.is_none()).then(|| {
+        format!(
+            "note: the classes are imbalanced: {} has {} training images, {} has {} ({ratio:.1}:1); --class-weights balanced weighs each class's loss by n / (classes x its count)",
+            dataset.classes[most.0], most.1, dataset.classes[least.0], least.1
+        )
+    })
 }
 
 /// How the pipeline reads the images, for the data line.
@@ -247,7 +318,7 @@ fn restore_or_start(run_dir: &Path, opts: &RunOptions, tg: &TrainGraph, session:
     let mut rows = vec![];
     let mut start_epoch = 0;
     if opts.resume {
-        if let Some((prefix, epoch)) = checkpoint::latest(run_dir)? {
+        if let Some((prefix, epoch)) = checkpoint::resume_point(run_dir)? {
             let restored = tg.saver.restore(session, &prefix)?;
             ensure!(restored == epoch, "checkpoint {} holds epoch {restored}, expected {epoch}", prefix.display());
             start_epoch = epoch + 1;
@@ -275,6 +346,7 @@ fn finish(
     tb_dir: &Path,
     tb: &Summaries,
     device: &str,
+    parts: &[(&'static str, f64)],
 ) -> Result<Summary> {
     let seconds = started.elapsed().as_secs_f64();
     let trained = cfg.epochs.saturating_sub(start_epoch);
@@ -287,6 +359,7 @@ fn finish(
         seconds,
         seconds_per_epoch: seconds / trained.max(1) as f64,
         device: device.to_string(),
+        seconds_per_epoch_by_part: parts.iter().map(|(p, s)| (p.to_string(), *s)).collect(),
     };
     fsutil::write_atomic(&run_dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     plot::write_run_curves(run_dir, rows)?;
@@ -297,6 +370,8 @@ fn finish(
         summary.final_train_accuracy,
         summary.final_val_accuracy.map(|v| format!("{v:.2}%")).unwrap_or("-".into())
     ));
+    let by_part: Vec<String> = parts.iter().map(|(p, s)| format!("{p} {s:.3}")).collect();
+    say(format!("seconds per epoch by part: {}", by_part.join(", ")));
     say(format!(
         "tensorboard: {} ({:.0} ms of summaries per epoch); curves: {}",
         tb_dir.display(),

@@ -114,12 +114,12 @@ impl<'a> PipelineLoop<'a> {
     fn step(&self, epoch: &Epoch, step: usize) -> Result<Option<Stepped>> {
         if self.tg.is_cut() {
             let seed = epoch.dropout_seed(step, 0, 1);
-            let Some(out) = self.tg.cut_step(self.session, epoch.learning_rate, epoch.dropout, seed)? else { return Ok(None) };
+            let Some(out) = self.tg.cut_step(self.session, epoch.rate(step), epoch.dropout, seed)? else { return Ok(None) };
             let correct = out.accuracy as f64 * out.indices.len() as f64;
             return Ok(Some(Stepped { loss: out.loss, correct, indices: out.indices }));
         }
         let seed = epoch.dropout_seed(step, 0, 1);
-        let Some(out) = self.tg.pipeline_step(self.session, self.pipeline, epoch.learning_rate, epoch.dropout, seed)? else { return Ok(None) };
+        let Some(out) = self.tg.pipeline_step(self.session, self.pipeline, epoch.rate(step), epoch.dropout, seed)? else { return Ok(None) };
         let correct = out.logits.iter().zip(&out.labels).filter(|(l, y)| argmax(l) == **y).count() as f64;
         Ok(Some(Stepped { loss: out.loss, correct, indices: out.indices }))
     }

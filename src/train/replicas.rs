@@ -9,7 +9,7 @@ use tensorflow::{DataType, Operation, Output, Scope, Session, SessionRunArgs, Sh
 
 use crate::data::pipeline::cut::Part;
 use crate::data::pipeline::{Cut, Pipeline, PipelineSpec, is_end_of_data};
-use crate::graph::model::{self, ModelConfig, Network, Precision};
+use crate::graph::model::{self, Network};
 use crate::graph::scoring::softmax_loss;
 use crate::train::feeds::StepFeeds;
 use crate::train::spec::{Placement, TrainSpec};
@@ -117,9 +117,11 @@ pub(crate) struct Replica {
 pub(crate) struct Passes {
     /// Replica 0's network: the one inference, evaluation and TensorBoard read.
     pub(crate) net: Network,
+    /// The variables the updates change (not those of frozen layers), in the order of `grads`.
+    pub(crate) trained: Vec<tensorflow::Variable>,
     /// The batch's mean loss (on a cluster, the shards' losses weighted by their shares).
     pub(crate) loss: Output,
-    /// Its gradients, in the order of `net.variables()` (empty when asynchronous).
+    /// Its gradients, in the order of `trained` (empty when asynchronous).
     pub(crate) grads: Vec<Output>,
     /// One per replica.
     pub(crate) shards: Vec<Shard>,
@@ -141,8 +143,9 @@ impl Passes {
     pub(crate) fn local(s: &mut Scope, spec: &TrainSpec, dropout: &model::Dropout) -> Result<Passes> {
         let pipeline = spec.pipeline.as_ref().map(|p| Pipeline::build(s, p)).transpose()?;
         let input = pipeline.as_ref().map(|p| (p.next[0].clone(), p.next[1].clone()));
-        let r = build_replica(s, &spec.model, dropout, spec.precision, None, "", "", input)?;
+        let r = build_replica(s, spec, dropout, None, "", "", input)?;
         Ok(Passes {
+            trained: r.net.trained_variables(&spec.frozen_layers()),
             net: r.net,
             loss: r.loss.clone(),
             grads: r.grads,
@@ -158,8 +161,7 @@ impl Passes {
     /// The shared variables on the ps tasks of `p`, and a replica on each of its workers, each
     /// with its share of the batch fed as `shard_weight`.
     pub(crate) fn placed(s: &mut Scope, spec: &TrainSpec, p: &Placement, dropout: &model::Dropout) -> Result<Passes> {
-        let (cfg, precision) = (&spec.model, spec.precision);
-        let shared = model::create_vars(s, cfg, &|name| p.variable_device(name))?;
+        let shared = model::create_vars(s, &spec.model, &|name| p.variable_device(name))?;
         let mut replicas = vec![];
         let mut pipelines = vec![];
         for (i, dev) in p.workers.iter().enumerate() {
@@ -172,13 +174,13 @@ impl Passes {
             // which is worker 0); the others are imported, to put their backward on
             // their worker too.
             let mut r = if i == 0 {
-                let mut r = build_replica(rs, cfg, dropout, precision, Some(&shared), &format!("replica_{i}/"), dev, input.clone())?;
+                let mut r = build_replica(rs, spec, dropout, Some(&shared), &format!("replica_{i}/"), dev, input.clone())?;
                 if input.is_some() {
                     r.accuracy = Some(part_accuracy(rs, &r)?);
                 }
                 r
             } else {
-                import_replica(s, cfg, dropout, precision, &shared, (i, dev), input)?
+                import_replica(s, spec, dropout, &shared, (i, dev), input)?
             };
             r.shard.weight = match &pipeline {
                 // The share of a batch only known when it comes: cut in the graph.
@@ -192,6 +194,7 @@ impl Passes {
         }
         let mut passes = Self::averaged(&mut s.new_sub_scope("average"), replicas, spec.replication.asynchronous())?;
         passes.pipelines = pipelines;
+        passes.trained = passes.net.trained_variables(&spec.frozen_layers());
         Ok(passes)
     }
 
@@ -223,23 +226,22 @@ impl Passes {
         }
         let shards = replicas.iter().map(|r| r.shard.clone()).collect();
         let local_loss = replicas[0].loss.clone();
-        Ok(Passes { net: replicas.swap_remove(0).net, loss, grads, shards, local_loss, own, pipelines: vec![], accuracies, accuracy })
+        Ok(Passes { net: replicas.swap_remove(0).net, trained: vec![], loss, grads, shards, local_loss, own, pipelines: vec![], accuracies, accuracy })
     }
 }
 
 /// Data variables, batch gather (or, with `input`, the pipeline's images and labels), forward
 /// pass, loss and gradients, all in `s` (on `device`).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn build_replica(
     s: &mut Scope,
-    cfg: &ModelConfig,
+    spec: &TrainSpec,
     dropout: &model::Dropout,
-    precision: Precision,
     shared: Option<&[model::LayerVars]>,
     name_prefix: &str,
     device: &str,
     input: Option<(Output, Output)>,
 ) -> Result<Replica> {
+    let (cfg, precision) = (&spec.model, spec.precision);
     let side = cfg.input_size as i64;
     // The decoded data set, train and val together, fed once.
     let (images, images_init) = fed_variable(&mut s.new_sub_scope("data"), "images", DataType::Float, &[None, Some(side), Some(side), Some(3)], device)?;
@@ -260,8 +262,8 @@ pub(crate) fn build_replica(
         None => model::build_with(s, cfg, batch_images.clone(), dropout, precision)?,
         Some(vars) => model::build_shared(s, cfg, batch_images.clone(), dropout, precision, vars)?,
     };
-    let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.clone(), cfg.classes)?;
-    let grads = crate::graph::gradients::gradients_named(s, &net, loss.clone(), name_prefix)?;
+    let loss = softmax_loss(&mut s.new_sub_scope("loss"), net.logits.clone(), batch_labels.clone(), cfg.classes, &spec.targets)?;
+    let grads = crate::graph::gradients::gradients_named(s, &net, loss.clone(), name_prefix, &spec.frozen_layers())?;
     let seed = dropout.seed.clone();
     Ok(Replica { shard: Shard { indices, batch_images, batch_labels, weight: None, seed, images_init, labels_init }, net, loss, grads, accuracy: None })
 }
@@ -292,16 +294,15 @@ fn part_accuracy(s: &mut Scope, r: &Replica) -> Result<Output> {
 /// its own dropout seed.
 pub(crate) fn import_replica(
     s: &mut Scope,
-    cfg: &ModelConfig,
+    spec: &TrainSpec,
     dropout: &model::Dropout,
-    precision: Precision,
     shared: &[model::LayerVars],
     (i, dev): (usize, &str),
     input: Option<(Output, Output)>,
 ) -> Result<Replica> {
     let mut own = Scope::new_root_scope();
     let own_dropout = model::dropout_inputs(&mut own)?;
-    let side = cfg.input_size as i64;
+    let side = spec.model.input_size as i64;
     // A pipeline's part comes in through placeholders, mapped onto it at import.
     let own_input = match &input {
         Some(_) => Some((
@@ -314,7 +315,7 @@ pub(crate) fn import_replica(
         )),
         None => None,
     };
-    let mut r = build_replica(&mut own, cfg, &own_dropout, precision, None, "", "", own_input.clone())?;
+    let mut r = build_replica(&mut own, spec, &own_dropout, None, "", "", own_input.clone())?;
     let accuracy = match &input {
         Some(_) => Some(part_accuracy(&mut own, &r)?),
         None => None,

@@ -1,11 +1,13 @@
 //! The run's epoch loop around an [`EpochDriver`]: after each epoch, the validation accuracy
 //! (where due), the train accuracy (or, with the lookahead, left for the next epoch's step), the
 //! row printed, logged to TensorBoard and written to metrics.csv, the checkpoint (where due), and
-//! the stops: divergence and interruption.
+//! the stops: divergence and interruption. An [`EpochClock`] times each of those parts, so that
+//! the time an epoch takes beyond its steps is seen (the run's last line, `alexnet bench`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use tensorflow::Session;
@@ -51,6 +53,36 @@ pub(crate) struct EpochLoop<'a> {
     since_best: usize,
     /// Set when --early-stop ends the run.
     stopped_early: bool,
+    pub(crate) clock: EpochClock,
+}
+
+/// Wall time per part of an epoch (the steps, validation, ...), summed over the epochs run.
+#[derive(Debug, Default)]
+pub struct EpochClock {
+    parts: Vec<(&'static str, Duration)>,
+    epochs: usize,
+}
+
+impl EpochClock {
+    /// Runs `f`, adding its time to `part`.
+    fn time<T>(&mut self, part: &'static str, f: impl FnOnce() -> T) -> T {
+        let t0 = Instant::now();
+        let out = f();
+        self.add(part, t0.elapsed());
+        out
+    }
+
+    fn add(&mut self, part: &'static str, spent: Duration) {
+        match self.parts.iter_mut().find(|(p, _)| *p == part) {
+            Some((_, d)) => *d += spent,
+            None => self.parts.push((part, spent)),
+        }
+    }
+
+    /// Seconds per epoch of each part, in the order they first ran.
+    pub fn per_epoch(&self) -> Vec<(&'static str, f64)> {
+        self.parts.iter().map(|(p, d)| (*p, d.as_secs_f64() / self.epochs.max(1) as f64)).collect()
+    }
 }
 
 impl<'a> EpochLoop<'a> {
@@ -74,6 +106,7 @@ impl<'a> EpochLoop<'a> {
             best,
             since_best,
             stopped_early: false,
+            clock: EpochClock::default(),
             cfg,
             run_dir,
             quiet,
@@ -118,7 +151,10 @@ impl<'a> EpochLoop<'a> {
         for index in start_epoch..self.cfg.epochs {
             let epoch = self.plan.epoch(index);
             self.bar.start_epoch(index, self.cfg.epochs, self.plan.n_train);
-            let mut stats = driver.run_epoch(self.plan, &epoch, &self.bar)?;
+            let mut stats = self.clock.time("steps", || driver.run_epoch(self.plan, &epoch, &self.bar))?;
+            self.clock.epochs += 1;
+            let (tb, session) = (self.tb, self.session);
+            self.clock.time("summaries", || tb.step_rates(session, epoch.first_step, &epoch.rates))?;
             if let Some(row) = pending.take() {
                 self.finish_lookahead(row, &epoch, &mut stats)?;
             }
@@ -139,7 +175,8 @@ impl<'a> EpochLoop<'a> {
         if self.best.is_none_or(|(b, _)| val > b) {
             self.best = Some((val, index));
             self.since_best = 0;
-            self.tg.saver.save_as(self.session, self.run_dir, index, false)?;
+            let (tg, session, run_dir) = (self.tg, self.session, self.run_dir);
+            self.clock.time("checkpoints", || tg.saver.save_as(session, run_dir, index, false))?;
             checkpoint::mark_best(self.run_dir, index)?;
             return Ok(false);
         }
@@ -174,14 +211,16 @@ impl<'a> EpochLoop<'a> {
         let checkpoint_now = last || stop || (cfg.checkpoint_every > 0 && (index + 1).is_multiple_of(cfg.checkpoint_every));
         let n_train = self.plan.n_train;
         let eval_chunk = self.plan.batch.max(60);
-        let (val_accuracy, val_top5) = if index.is_multiple_of(cfg.val_every.max(1)) || last { self.validate(eval_chunk)? } else { (None, None) };
+        let due = index.is_multiple_of(cfg.val_every.max(1)) || last;
+        let (val_accuracy, val_top5) = if due { self.clock_validate(eval_chunk)? } else { (None, None) };
         let early = match val_accuracy {
             Some(v) => self.track_best(index, v)?,
             None => false,
         };
         self.stopped_early = early;
         let checkpoint_now = checkpoint_now || early;
-        let mut row = Row { epoch: index, loss: stats.loss_sum / stats.examples.max(1) as f64, train_accuracy: f64::NAN, val_accuracy, val_top5 };
+        let lr = Some(self.plan.epoch_rate(index) as f64);
+        let mut row = Row { epoch: index, loss: stats.loss_sum / stats.examples.max(1) as f64, train_accuracy: f64::NAN, val_accuracy, val_top5, lr };
         let mut pending = None;
         if let Some(train_accuracy) = stats.train_accuracy {
             row.train_accuracy = train_accuracy;
@@ -190,12 +229,14 @@ impl<'a> EpochLoop<'a> {
             pending = Some(row);
         } else {
             let train_idx: Vec<i32> = (0..n_train as i32).collect();
-            let logits = self.source.logits(self.tg, self.session, &train_idx, eval_chunk).map_err(|e| self.blame.blame(e))?;
+            let (source, tg, session) = (self.source, self.tg, self.session);
+            let logits = self.clock.time("train accuracy", || source.logits(tg, session, &train_idx, eval_chunk)).map_err(|e| self.blame.blame(e))?;
             row.train_accuracy = accuracy(&logits, &self.train_labels);
             self.finish_row(row)?;
         }
         if checkpoint_now {
-            self.tg.saver.save(self.session, self.run_dir, index)?;
+            let (tg, session, run_dir) = (self.tg, self.session, self.run_dir);
+            self.clock.time("checkpoints", || tg.saver.save(session, run_dir, index))?;
         }
         if stop {
             self.bar.finish_and_clear();
@@ -205,12 +246,22 @@ impl<'a> EpochLoop<'a> {
         Ok(pending)
     }
 
+    /// [`Self::validate`], timed.
+    fn clock_validate(&mut self, eval_chunk: usize) -> Result<(Option<f64>, Option<f64>)> {
+        let t0 = Instant::now();
+        let out = self.validate(eval_chunk);
+        self.clock.add("validation", t0.elapsed());
+        out
+    }
+
     /// Top-1 and (with TOP_K or more classes) top-5 accuracy on the val images, from the same
     /// logits.
     fn validate(&self, eval_chunk: usize) -> Result<(Option<f64>, Option<f64>)> {
         let n_train = self.plan.n_train;
         let val_idx: Vec<i32> = (n_train as i32..(n_train + self.val_labels.len()) as i32).collect();
-        let (logits, labels) = self.source.val_scores(self.tg, self.session, &val_idx, &self.val_labels, eval_chunk).map_err(|e| self.blame.blame(e))?;
+        let (source, tg, session) = (self.source, self.tg, self.session);
+        let scores = tg.with_averages(session, || source.val_scores(tg, session, &val_idx, &self.val_labels, eval_chunk));
+        let (logits, labels) = scores.map_err(|e| self.blame.blame(e))?;
         let top5 = (self.cfg.classes.len() >= TOP_K).then(|| top_k_accuracy(&logits, &labels, TOP_K));
         Ok((Some(accuracy(&logits, &labels)), top5))
     }
@@ -219,10 +270,12 @@ impl<'a> EpochLoop<'a> {
     fn finish_row(&mut self, row: Row) -> Result<()> {
         self.print_row(row.display());
         let last = row.epoch + 1 == self.cfg.epochs;
-        let rate = self.plan.learning_rate(row.epoch);
-        self.tb.epoch(self.session, self.tg, &self.example, &row, rate, last)?;
+        let rate = self.plan.epoch_rate(row.epoch);
+        let (tb, session, tg, example) = (self.tb, self.session, self.tg, &self.example);
+        self.clock.time("summaries", || tb.epoch(session, tg, example, &row, rate, last))?;
         self.rows.push(row);
-        metrics::write(&self.metrics_path, &self.rows)
+        let (path, rows) = (&self.metrics_path, &self.rows);
+        self.clock.time("metrics.csv", || metrics::write(path, rows))
     }
 
     /// The error of a divergence in `epoch` (at its step `b`).

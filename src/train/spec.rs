@@ -1,5 +1,5 @@
-//! The one description of a training graph to build ([`TrainSpec`]): the model, the optimiser's
-//! constants, the precision, and how it is replicated ([`Replication`]: alone, in-graph on a
+//! The one description of a training graph to build ([`TrainSpec`]): the model, the optimizer,
+//! the per-layer rates, the loss's targets, the precision, and how it is replicated ([`Replication`]: alone, in-graph on a
 //! cluster, or one worker's graph of between-graph replication), with devices as plain data
 //! ([`Placement`]).
 
@@ -7,14 +7,23 @@ use std::collections::HashMap;
 
 use crate::data::pipeline::PipelineSpec;
 use crate::graph::model::{ModelConfig, ParamSpec, Precision};
+use crate::graph::scoring::Targets;
 use crate::run::config::TrainConfig;
+use crate::run::recipe::{LayerRates, Optimizer};
 
 /// What [`crate::train::graph::TrainGraph::build`] builds.
 #[derive(Clone, Debug)]
 pub struct TrainSpec {
     pub model: ModelConfig,
-    pub momentum: f32,
-    pub weight_decay: f32,
+    pub optimizer: Optimizer,
+    /// Per-layer rate multipliers; a frozen layer (0) gets no gradient, slot or update.
+    pub lr_mults: LayerRates,
+    /// Global-norm gradient clipping (0: off).
+    pub clip_grad_norm: f32,
+    /// Label smoothing and class weights of the loss.
+    pub targets: Targets,
+    /// Decay of the weights' moving averages (0: none).
+    pub ema: f32,
     pub precision: Precision,
     pub replication: Replication,
     /// Batches from the tf.data pipeline in the graph (on a cluster, a copy on each worker's CPU,
@@ -65,14 +74,39 @@ impl Replication {
 }
 
 impl TrainSpec {
-    /// One replica, float32.
+    /// One replica, float32, momentum SGD, every layer trained.
     pub fn local(model: ModelConfig, momentum: f32, weight_decay: f32) -> TrainSpec {
-        TrainSpec { model, momentum, weight_decay, precision: Precision::F32, replication: Replication::Local, pipeline: None }
+        TrainSpec {
+            model,
+            optimizer: Optimizer::sgd(momentum, weight_decay),
+            lr_mults: LayerRates::default(),
+            clip_grad_norm: 0.0,
+            targets: Targets::default(),
+            ema: 0.0,
+            precision: Precision::F32,
+            replication: Replication::Local,
+            pipeline: None,
+        }
     }
 
     /// A run's graph, replicated as `replication`.
     pub fn of_run(cfg: &TrainConfig, replication: Replication) -> TrainSpec {
-        TrainSpec { model: cfg.model.clone(), momentum: cfg.momentum, weight_decay: cfg.weight_decay, precision: cfg.precision, replication, pipeline: None }
+        TrainSpec {
+            model: cfg.model.clone(),
+            optimizer: cfg.optimizer(),
+            lr_mults: cfg.lr_mults.clone(),
+            clip_grad_norm: cfg.clip_grad_norm,
+            targets: Targets { label_smoothing: cfg.label_smoothing, class_weights: cfg.class_weights.clone() },
+            ema: cfg.ema,
+            precision: cfg.precision,
+            replication,
+            pipeline: None,
+        }
+    }
+
+    /// The layers whose weights do not change (rate multiplier 0).
+    pub fn frozen_layers(&self) -> Vec<&'static str> {
+        crate::graph::model::param_specs(&self.model).iter().map(|p| p.layer).filter(|l| self.lr_mults.frozen(l)).collect()
     }
 }
 

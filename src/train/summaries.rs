@@ -29,6 +29,9 @@ pub struct Summaries {
     loss: Output,
     train_accuracy: Output,
     learning_rate: Output,
+    /// The rate of one step, at the run's step number (the other scalars are per epoch).
+    step_rate: Output,
+    step_rate_scalar: Operation,
     val_accuracy: Output,
     val_top5: Output,
     epoch_scalars: Operation,
@@ -67,6 +70,7 @@ impl Summaries {
         let (loss, w_loss) = scalar(s, "loss")?;
         let (train_accuracy, w_train) = scalar(s, "accuracy/train")?;
         let (learning_rate, w_lr) = scalar(s, "learning_rate")?;
+        let (step_rate, step_rate_scalar) = scalar(s, "learning_rate/step")?;
         let (val_accuracy, val_scalar) = scalar(s, "accuracy/val")?;
         let (val_top5, top5_scalar) = scalar(s, "accuracy/val_top5")?;
         let epoch_scalars = group(s, "epoch_scalars", [w_loss, w_train, w_lr])?;
@@ -86,6 +90,8 @@ impl Summaries {
             loss,
             train_accuracy,
             learning_rate,
+            step_rate,
+            step_rate_scalar,
             val_accuracy,
             val_top5,
             epoch_scalars,
@@ -166,6 +172,21 @@ impl Summaries {
         self.run_target(session, &self.flush)?;
         self.spent.set(self.spent.get() + t0.elapsed());
         self.epochs_written.set(self.epochs_written.get() + 1);
+        Ok(())
+    }
+
+    /// The learning rate of each step of an epoch (`rates`, from the run's step `first_step`),
+    /// as the scalar `learning_rate/step` over step numbers: warmup and decay within an epoch.
+    pub fn step_rates(&self, session: &Session, first_step: usize, rates: &[f32]) -> Result<()> {
+        for (b, &rate) in rates.iter().enumerate() {
+            let step = Tensor::<i64>::from((first_step + b) as i64);
+            let value = Tensor::<f32>::from(rate);
+            let mut args = SessionRunArgs::new();
+            feed(&mut args, &self.step, &step);
+            feed(&mut args, &self.step_rate, &value);
+            args.add_target(&self.step_rate_scalar);
+            session.run(&mut args).context("cannot write the steps' learning rates to TensorBoard")?;
+        }
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Files that are never seen half-written: everything goes to a temporary name in the same
-//! folder, is flushed to disk, then renamed over the real name.
+//! folder, is flushed to disk, then renamed over the real name; and the sizes that say whether
+//! one fits (a folder's bytes, a filesystem's free space).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -34,6 +35,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+/// Bytes of the files directly in `dir`.
+pub fn dir_size(dir: &Path) -> u64 {
+    fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `path` (statvfs).
+pub fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a zeroed statvfs the call fills.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// "48.2 MB".
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.1} GB", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        n => format!("{:.1} KB", n as f64 / 1e3),
     }
 }
 

@@ -103,9 +103,10 @@ impl<'a> Chief<'a> {
     ) -> Result<EpochStats> {
         let n = self.protocol.workers;
         let total = plan.total_steps();
-        let (lr, dropout) = (epoch.learning_rate, epoch.dropout);
+        let dropout = epoch.dropout;
         let batches = epoch.batches(plan.batch);
         self.steps(epoch, bar, |b, step, seed| {
+            let lr = epoch.rate(step);
             let Some(batch) = batches.get(b) else { return Ok(Stepped::Done) };
             let part = split_part(batch, 0, n);
             Ok(match &self.protocol.sync {
@@ -140,10 +141,11 @@ impl<'a> Chief<'a> {
     ) -> Result<EpochStats> {
         let n = self.protocol.workers;
         let total = plan.total_steps();
-        let (lr, dropout) = (epoch.learning_rate, epoch.dropout);
+        let dropout = epoch.dropout;
         let mut correct = 0.0;
         let mut e = self.steps(epoch, bar, |_, step, seed| match &self.protocol.sync {
             Some(sync) => {
+                let lr = epoch.rate(step);
                 if self.next_step.get() != step {
                     // The last epoch ended early: the workers wait on a step that never came.
                     set_acc_step(session, sync, token(self.generation, false, step as i64)).map_err(blame)?;
@@ -160,7 +162,9 @@ impl<'a> Chief<'a> {
                 Ok(Stepped::Trained { loss, examples: indices.len(), images: indices.len() })
             }
             None => {
-                let Some(p) = tg.replica_steps()[0].run_part(session, (0, n), lr, dropout, seed).map_err(blame)? else { return Ok(Stepped::Done) };
+                let Some(p) = tg.replica_steps()[0].run_part(session, (0, n), epoch.rate(step), dropout, seed).map_err(blame)? else {
+                    return Ok(Stepped::Done);
+                };
                 correct += p.accuracy as f64 * p.examples as f64;
                 seen.mark(&p.batch);
                 Ok(Stepped::Trained { loss: p.loss, examples: p.examples, images: p.examples })

@@ -179,7 +179,7 @@ impl Worker<'_> {
             format!("step {step} is past the data set's {steps_per_epoch} steps per epoch: does this worker have the chief's images and --batch-size?")
         })?;
         let part = split_part(global, me, n);
-        let (lr, dropout) = (epoch.learning_rate, epoch.dropout);
+        let (lr, dropout) = (epoch.rate(step), epoch.dropout);
         let seed = epoch.dropout_seed(step, me, n);
         let loss = match &self.protocol.sync {
             Some(sync) => {
@@ -226,7 +226,7 @@ impl Worker<'_> {
             }
         }
         let epoch = self.epoch.as_ref().context("the step's epoch")?;
-        let (lr, dropout, seed) = (epoch.learning_rate, epoch.dropout, epoch.dropout_seed(step, me, n));
+        let (lr, dropout, seed) = (epoch.rate(step), epoch.dropout, epoch.dropout_seed(step, me, n));
         let feeds = StepFeeds::new(lr, dropout, seed)?;
         let done = match &self.protocol.sync {
             Some(sync) => push_part(self.session, self.tg, sync, (me, n), &feeds, t)
