@@ -25,6 +25,7 @@ use tensorflow::{Session, Tensor};
 use crate::data::images::{self as data, Decoder, Preprocess};
 use crate::data::weights::{self, LoadOptions};
 use crate::graph::model::{self, Layer, ModelConfig, Precision};
+use crate::graph::params::LayerParams;
 use crate::graph::runtime::RuntimeConfig;
 use crate::train::spec::TrainSpec;
 use crate::train::{Batch, StepFeeds, TrainGraph};
@@ -187,6 +188,7 @@ pub fn run(opts: &BenchOptions, mut peer: Option<&mut Peer>) -> Result<Map<Strin
         figures.train_step(&on, peer.as_deref_mut(), &train_idx)?;
         figures.inference(&on, peer.as_deref_mut(), &val_idx)?;
     }
+    figures.frozen_step(opts, &cfg, (&images, &labels), &params, &train_idx)?;
     figures.finish(opts, device, n_train)
 }
 
@@ -255,6 +257,37 @@ impl Figures {
         self.out.insert(format!("train_images_per_sec{suffix}"), json!(n_train as f64 / t.median_s));
         self.out.insert(format!("train_gflops{suffix}"), json!(3.0 * 2.0 * self.macs * n_train as f64 / t.median_s / 1e9));
         self.timings.insert(format!("train_step{suffix}"), t);
+        Ok(())
+    }
+
+    /// A training step with conv1-conv5 frozen (fine-tuning the fc layers only: the backward
+    /// pass stops at fc6), ours only, float32; and its speed against the full step's.
+    fn frozen_step(
+        &mut self,
+        opts: &BenchOptions,
+        cfg: &ModelConfig,
+        (images, labels): (&Tensor<f32>, &[i32]),
+        params: &[LayerParams],
+        train_idx: &[i32],
+    ) -> Result<()> {
+        let mut lr_mults = crate::run::recipe::LayerRates::default();
+        lr_mults.freeze(cfg, "conv1-conv5")?;
+        let tg = TrainGraph::build(&TrainSpec { lr_mults, ..TrainSpec::local(cfg.clone(), 0.9, 0.0) })?;
+        let (session, _) = opts.runtime.session(&tg.scope.graph())?;
+        tg.load_data(&session, images, labels)?;
+        tg.init_variables(&session, params)?;
+        let batch = Batch::indices(train_idx)?;
+        let mut step = 0i64;
+        let t = time(opts.warmup, opts.steps, None, "train_frozen_convs", || {
+            step += 1;
+            tg.run_step(&session, &batch, 0.002, 0.5, [0, step]).map(drop)
+        })?;
+        let rate = train_idx.len() as f64 / t.median_s;
+        self.out.insert("train_frozen_convs_images_per_sec".into(), json!(rate));
+        if let Some(full) = self.out.get("train_images_per_sec").and_then(Value::as_f64) {
+            self.out.insert("train_frozen_convs_vs_full".into(), json!(rate / full));
+        }
+        self.timings.insert("train_frozen_convs".to_string(), t);
         Ok(())
     }
 

@@ -33,6 +33,9 @@ fn bench_json_has_every_figure_for_us_and_the_python_peer() {
     assert_eq!(v["device"], "CPU");
     assert!((v["forward_gmacs_per_image"].as_f64().unwrap() - 1.079).abs() < 0.01);
     assert_eq!(v["timings"]["train_step"]["n"], 2);
+    // The step with conv1-conv5 frozen (ours only).
+    positive(&v, "train_frozen_convs_images_per_sec");
+    positive(&v, "train_frozen_convs_vs_full");
     // The recipe's epochs, timed by part beside the step (its steps are one of its parts).
     assert_eq!(v["recipe_epochs"], 2);
     positive(&v, "recipe_epoch_secs");

@@ -98,7 +98,12 @@ fn event_files_match_metrics_and_hold_the_graph_and_images() {
             other => panic!("val accuracy at {step}: {other:?}"),
         }
     }
-    assert_eq!(scalars.len(), 3 * 4, "{scalars:?}"); // val at epochs 0, 1 (last of the first invocation) and 2
+    // Per epoch loss, train and val accuracy (val at epochs 0, 1: the last of the first
+    // invocation, and 2), the rate; and the rate of each step (one step an epoch here).
+    for step in 0..3 {
+        assert!(scalars.get(&("learning_rate/step".to_string(), step)).is_some_and(|&r| close(r, 0.002, 1e-6)), "the rate of step {step}: {scalars:?}");
+    }
+    assert_eq!(scalars.len(), 3 * 5, "{scalars:?}");
 
     // Images every 5 epochs and at the first and last epoch of each invocation.
     for tag in ["conv1/filters/image", "conv1/activations/image", "input/val_image/image"] {

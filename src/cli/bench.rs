@@ -147,8 +147,13 @@ fn print_timings(opts: &BenchOptions, compare_python: bool, json: bool, recipe_e
     Ok(())
 }
 
-/// The recipe's seconds per epoch, by part, and against the steps.
+/// The frozen step, and the recipe's seconds per epoch, by part, and against the steps.
 fn print_recipe(ours: &serde_json::Map<String, serde_json::Value>) {
+    if let (Some(rate), Some(r)) =
+        (ours.get("train_frozen_convs_images_per_sec").and_then(|v| v.as_f64()), ours.get("train_frozen_convs_vs_full").and_then(|v| v.as_f64()))
+    {
+        println!("training step with conv1-conv5 frozen: {rate:.2} img/s ({r:.2}x the full step)");
+    }
     let Some(secs) = ours.get("recipe_epoch_secs").and_then(|v| v.as_f64()) else { return };
     let parts: Vec<String> =
         ours["recipe_epoch_parts_secs"].as_object().into_iter().flatten().map(|(p, s)| format!("{p} {:.3}", s.as_f64().unwrap_or(0.0))).collect();

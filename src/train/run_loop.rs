@@ -219,13 +219,17 @@ impl<'a> EpochLoop<'a> {
         };
         self.stopped_early = early;
         let checkpoint_now = checkpoint_now || early;
+        if self.tb.images_due(index, last) {
+            let (tb, session, tg, example) = (self.tb, self.session, self.tg, &self.example);
+            self.clock.time("summaries", || tb.images(session, tg, example, index))?;
+        }
         let lr = Some(self.plan.epoch_rate(index) as f64);
         let mut row = Row { epoch: index, loss: stats.loss_sum / stats.examples.max(1) as f64, train_accuracy: f64::NAN, val_accuracy, val_top5, lr };
         let mut pending = None;
         if let Some(train_accuracy) = stats.train_accuracy {
             row.train_accuracy = train_accuracy;
             self.finish_row(row)?;
-        } else if lookahead && !checkpoint_now && !self.tb.images_due(index, last) {
+        } else if lookahead && !checkpoint_now {
             pending = Some(row);
         } else {
             let train_idx: Vec<i32> = (0..n_train as i32).collect();
@@ -269,10 +273,9 @@ impl<'a> EpochLoop<'a> {
     /// Prints the row, logs it to TensorBoard and writes metrics.csv.
     fn finish_row(&mut self, row: Row) -> Result<()> {
         self.print_row(row.display());
-        let last = row.epoch + 1 == self.cfg.epochs;
         let rate = self.plan.epoch_rate(row.epoch);
-        let (tb, session, tg, example) = (self.tb, self.session, self.tg, &self.example);
-        self.clock.time("summaries", || tb.epoch(session, tg, example, &row, rate, last))?;
+        let (tb, session) = (self.tb, self.session);
+        self.clock.time("summaries", || tb.epoch(session, &row, rate))?;
         self.rows.push(row);
         let (path, rows) = (&self.metrics_path, &self.rows);
         self.clock.time("metrics.csv", || metrics::write(path, rows))

@@ -134,15 +134,29 @@ impl Summaries {
         Ok(dir)
     }
 
-    /// Whether `epoch` gets image summaries (so its weights must be the epoch's own when
-    /// `epoch` is called).
+    /// Whether `epoch` gets image summaries (written by [`Self::images`] at the epoch's end,
+    /// with its own weights).
     pub fn images_due(&self, epoch: usize, last: bool) -> bool {
         images_due(self.image_every, epoch, last || epoch == self.start_epoch.get())
     }
 
-    /// Writes one epoch's scalars (and, when due, the images of `example`, a one-image batch),
-    /// then flushes.
-    pub fn epoch(&self, session: &Session, tg: &TrainGraph, example: &Batch, row: &Row, learning_rate: f32, last: bool) -> Result<()> {
+    /// Writes conv1's filters and activations of `example` (a one-image batch) for `epoch`, from
+    /// the weights as they are: called right after the epoch's steps, so that its row may wait
+    /// for the next epoch's step (the lookahead) without the images seeing that step's update.
+    pub fn images(&self, session: &Session, tg: &TrainGraph, example: &Batch, epoch: usize) -> Result<()> {
+        let t0 = Instant::now();
+        let step = Tensor::<i64>::from(epoch as i64);
+        let mut args = SessionRunArgs::new();
+        feed(&mut args, &self.step, &step);
+        tg.feed_batch(&mut args, example);
+        args.add_target(&self.images);
+        session.run(&mut args).context("cannot write the epoch's TensorBoard images")?;
+        self.spent.set(self.spent.get() + t0.elapsed());
+        Ok(())
+    }
+
+    /// Writes one epoch's scalars, then flushes.
+    pub fn epoch(&self, session: &Session, row: &Row, learning_rate: f32) -> Result<()> {
         let t0 = Instant::now();
         let step = Tensor::<i64>::from(row.epoch as i64);
         let loss = Tensor::<f32>::from(row.loss as f32);
@@ -163,10 +177,6 @@ impl Summaries {
         if row.val_top5.is_some() {
             feed(&mut args, &self.val_top5, &top5);
             args.add_target(&self.top5_scalar);
-        }
-        if self.images_due(row.epoch, last) {
-            tg.feed_batch(&mut args, example);
-            args.add_target(&self.images);
         }
         session.run(&mut args).context("cannot write the epoch's TensorBoard summaries")?;
         self.run_target(session, &self.flush)?;
