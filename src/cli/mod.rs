@@ -4,6 +4,7 @@
 
 mod bench;
 mod common;
+pub(crate) mod early;
 mod inspect;
 mod serve;
 mod train;
