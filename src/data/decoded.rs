@@ -43,6 +43,7 @@ pub fn keep_good(dataset: &Dataset, bad: &[data::BadImage], skip_bad: bool) -> R
         train: dataset.train.iter().filter(|e| !is_bad(e)).cloned().collect(),
         val: dataset.val.iter().filter(|e| !is_bad(e)).cloned().collect(),
         ignored: dataset.ignored.clone(),
+        records: dataset.records.clone(),
     };
     for (label, class) in kept.classes.iter().enumerate() {
         ensure!(kept.train.iter().any(|e| e.label == label), "class '{class}' has no usable training image left");
