@@ -281,3 +281,29 @@ fn corrupt_records_and_undecodable_images_are_named_by_shard_and_record() {
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert_eq!(metrics.lines().count(), 3, "{metrics}");
 }
+
+/// `alexnet train` on shards Python wrote, then `alexnet eval` of the run: eval reads the same
+/// records (its val split the run's), and its val accuracy is the run's last validation.
+#[test]
+fn python_written_shards_train_and_evaluate() {
+    let tmp = common::temp_dir("records-eval");
+    let images = common::small_dataset(tmp.path(), 5);
+    let shards = tmp.path().join("shards");
+    run_python(WRITE_IMAGENET, &[images.to_str().unwrap(), shards.to_str().unwrap()]);
+    let run = tmp.path().join("run");
+    let out = common::train_command(&shards, Some(&common::weights()), &run).args(["--batch-size", "5", "--epochs", "2", "--val-every", "1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("data: 2 classes [cat, dog], 10 train + 10 val images"), "{stderr}");
+    let rows = alexnet::run::metrics::read(&run.join("metrics.csv")).unwrap();
+    let last_val = rows.last().unwrap().val_accuracy.unwrap();
+    let out = common::alexnet().args(["eval", "--json", "--run-dir"]).arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["classes"], serde_json::json!(["cat", "dog"]));
+    let val = report["splits"].as_array().unwrap().iter().find(|s| s["split"] == "val").unwrap();
+    let rows_per_class: Vec<u64> =
+        val["confusion"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum()).collect();
+    assert_eq!(rows_per_class, vec![5, 5], "eval reads the val shard's records, 5 per class");
+    common::assert_accuracy_close(val["accuracy"].as_f64().unwrap(), last_val, 10, "eval against the run's last validation");
+}

@@ -88,6 +88,28 @@ pub fn image_of(shards: &[Shard], number: u64, image_key: &str) -> Result<Vec<u8
     Ok(parsed.bytes(image_key).map_err(anyhow::Error::msg)?.to_vec())
 }
 
+/// Every readable record's image written to a file of its own under `dir` (`<split>/<shard>
+/// record <n>`), for the whole-set decode that `eval` runs: the same data set with those paths.
+pub fn extract(set: &RecordSet, dataset: &Dataset, dir: &Path) -> Result<Dataset> {
+    let mut out = Dataset { records: None, ..dataset.clone() };
+    for (split, shards, examples) in [("train", &set.train, &mut out.train), ("val", &set.val, &mut out.val)] {
+        let folder = dir.join(split);
+        std::fs::create_dir_all(&folder)?;
+        for shard in shards {
+            let mut reader = tfrecord::Reader::open(&shard.path)?;
+            let file_name = shard.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            for r in 0..shard.records as usize {
+                let record = reader.next_record().context("the shard ended")?.map_err(|c| anyhow::anyhow!("{}: {}", scan::name(&shard.path, r), c.reason))?;
+                let parsed = example::Parsed::from_record(&record).map_err(anyhow::Error::msg)?;
+                let file = folder.join(format!("{file_name} record {r}"));
+                std::fs::write(&file, parsed.bytes(&set.image_key).map_err(anyhow::Error::msg)?).with_context(|| format!("cannot write {}", file.display()))?;
+                examples[(shard.first as usize) + r].path = file;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The layout of `dir` if it is a folder of shards (None: an image folder).
 pub fn detect(dir: &Path) -> Result<Option<Layout>> {
     layout::detect(dir)
