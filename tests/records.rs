@@ -66,7 +66,7 @@ fn make_records_shards_read_back_in_python_with_the_same_bytes_and_labels() {
     let tmp = common::temp_dir("records-make");
     let images = common::small_dataset(tmp.path(), 5);
     let expected = source_images(&images);
-    let cases = [("imagenet", "none", "image/encoded", "image/class/label", "", 1), ("tfds", "gzip", "image", "label", "GZIP", 0)];
+    let cases = [("imagenet", "gzip", "image/encoded", "image/class/label", "GZIP", 1), ("tfds", "none", "image", "label", "", 0)];
     for (layout, compression, image_key, label_key, tf_compression, offset) in cases {
         let out = tmp.path().join(format!("shards-{layout}"));
         let made = common::alexnet()
@@ -98,6 +98,12 @@ fn make_records_shards_read_back_in_python_with_the_same_bytes_and_labels() {
     }
     let tfds = tmp.path().join("shards-tfds");
     assert_eq!(std::fs::read_to_string(tfds.join("label.labels.txt")).unwrap(), "cat\ndog\n");
+    // tensorflow_datasets itself loads the folder: its metadata, and images it decodes.
+    let loaded = run_python(
+        "import sys, tensorflow_datasets as tfds\nb = tfds.builder_from_directory(sys.argv[1])\nn = lambda s: sum(int(e['image'].shape[-1] == 3) for e in b.as_dataset(split=s))\nprint(b.info.features['label'].names, n('train'), n('validation'))",
+        &[tfds.to_str().unwrap()],
+    );
+    assert_eq!(loaded.trim(), "['cat', 'dog'] 10 10");
     let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tfds.join("dataset_info.json")).unwrap()).unwrap();
     let lengths: u64 = info["splits"][0]["shardLengths"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().parse::<u64>().unwrap()).sum();
     assert_eq!(lengths, 10);
@@ -306,4 +312,59 @@ fn python_written_shards_train_and_evaluate() {
         val["confusion"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum()).collect();
     assert_eq!(rows_per_class, vec![5, 5], "eval reads the val shard's records, 5 per class");
     common::assert_accuracy_close(val["accuracy"].as_f64().unwrap(), last_val, 10, "eval against the run's last validation");
+}
+
+/// Prepares a TFDS folder with tensorflow_datasets itself (no download): the train/ and val/
+/// images, resized small, as the train and test splits of `pets` 1.0.0, classes named by
+/// `names`, in folder order (no shuffling).
+const WRITE_TFDS: &str = r#"
+import os, sys
+import tensorflow as tf
+import tensorflow_datasets as tfds
+src, out, names = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+classes = sorted(os.listdir(os.path.join(src, "train")))
+def split(folder):
+    images, labels = [], []
+    for c in classes:
+        for f in sorted(os.listdir(os.path.join(src, folder, c))):
+            img = tf.io.decode_image(tf.io.read_file(os.path.join(src, folder, c, f)), channels=3, expand_animations=False)
+            images.append(tf.cast(tf.image.resize(img, [64, 80]), tf.uint8).numpy())
+            labels.append(classes.index(c))
+    return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3)), "label": tfds.features.ClassLabel(names=names)})
+tfds.dataset_builders.store_as_tfds_dataset(name="pets", version="1.0.0", features=features, split_datasets={"train": split("train"), "test": split("val")}, data_dir=out, disable_shuffling=True)
+"#;
+
+/// A folder prepared by tensorflow_datasets trains, with the class names of its label.labels.txt;
+/// its test split validates, its labels (from 0) come out of the graph as the source folders'.
+#[test]
+fn a_tfds_folder_prepared_by_tensorflow_datasets_trains_with_its_class_names() {
+    let tmp = common::temp_dir("records-tfds");
+    let images = common::small_dataset(tmp.path(), 5);
+    let data_dir = tmp.path().join("tfds");
+    run_python(WRITE_TFDS, &[images.to_str().unwrap(), data_dir.to_str().unwrap(), "kitty,puppy"]);
+    let version = data_dir.join("pets/1.0.0");
+    let (ds, _) = split::dataset(&version, None, 0, None).unwrap();
+    assert_eq!(ds.classes, vec!["kitty", "puppy"], "from label.labels.txt");
+    let set = ds.records.clone().unwrap();
+    assert!(set.describe().starts_with("TFDS records in"), "{}", set.describe());
+    let records = RecordsSpec {
+        train: set.train.clone(),
+        val: set.val.clone(),
+        image_key: set.image_key.clone(),
+        label_key: set.label_key.clone(),
+        label_offset: set.label_offset,
+        seed: 0,
+        num_shards: 1,
+        shard_index: 0,
+    };
+    let labels: Vec<i32> = val_pass(&spec_of(&ds, Some(records))).iter().map(|v| v.1).collect();
+    let folder: Vec<i32> = data::scan(&images).unwrap().val.iter().map(|e| e.label as i32).collect();
+    assert_eq!(labels, folder, "the test split's labels, in order");
+
+    let run = tmp.path().join("run");
+    let out = common::train_command(&version, None, &run).args(["--batch-size", "5", "--epochs", "1", "--quiet"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("data: 2 classes [kitty, puppy], 10 train + 10 val images"), "{stderr}");
 }

@@ -47,6 +47,10 @@ const SHARD_STREAM: u64 = 0x5A4D_0001;
 pub fn make_records(dir: &Path, dataset: &Dataset, out: &Path, opts: &MakeOptions) -> Result<Made> {
     let started = Instant::now();
     ensure!(opts.shards >= 1, "--shards must be at least 1");
+    ensure!(
+        opts.layout == Layout::Imagenet || opts.compression == Compression::None,
+        "--compression gzip with --layout tfds: tensorflow_datasets reads TFDS folders as uncompressed shards only (use --layout imagenet for GZIP shards)"
+    );
     if out.exists() {
         let empty = std::fs::read_dir(out).with_context(|| format!("cannot list {}", out.display()))?.next().is_none();
         ensure!(empty, "{} is not empty: make-records writes into a new or empty folder", out.display());
