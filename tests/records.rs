@@ -391,3 +391,44 @@ fn training_from_shards_resumes_exactly() {
     let resumed = train(&split, &["--epochs", "2", "--resume"]);
     assert_eq!(resumed, full, "resume mid-run == uninterrupted");
 }
+
+/// Shards of other names and keys train with --format, --train-files/--val-files, --image-key,
+/// --label-key, --label-offset and --labels; `eval` and `--resume` read them back from the run's
+/// records.json; a wrong key is named with the record and the flag.
+#[test]
+fn flags_name_other_shards_and_keys_and_the_run_keeps_them() {
+    let tmp = common::temp_dir("records-flags");
+    let images = common::small_dataset(tmp.path(), 4);
+    let shards = tmp.path().join("shards");
+    std::fs::create_dir(&shards).unwrap();
+    let ds = data::scan(&images).unwrap();
+    for (name, list) in [("mine-train-0", &ds.train), ("mine-val-0", &ds.val)] {
+        let mut w = Writer::create(&shards.join(name), Compression::Gzip).unwrap();
+        for e in list.iter() {
+            w.write(&build(vec![("jpeg", Value::Bytes(std::fs::read(&e.path).unwrap())), ("cls", Value::Int(e.label as i64 + 10))])).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    let names = tmp.path().join("names.txt");
+    std::fs::write(&names, "felis\ncanis\n").unwrap();
+    let run = tmp.path().join("run");
+    let flags = ["--format", "tfrecord", "--train-files", "mine-train-*", "--val-files", "mine-val-*", "--label-key", "cls", "--label-offset", "-10"];
+    let train = |extra: &[&str]| {
+        let out = common::train_command(&shards, None, &run).args(flags).args(["--batch-size", "4", "--quiet"]).args(extra).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, stderr) = train(&["--epochs", "1"]);
+    assert!(!ok);
+    assert!(stderr.contains("mine-train-0 record 0: no feature 'image/encoded' (the record has: cls, jpeg) (--image-key names the image's key)"), "{stderr}");
+    let (ok, stderr) = train(&["--epochs", "1", "--image-key", "jpeg", "--labels", names.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("data: 2 classes [felis, canis], 8 train + 8 val images"), "{stderr}");
+    // Resumed and evaluated without the flags: the run's records.json has them.
+    let out = common::train_command(&shards, None, &run).args(["--resume", "--epochs", "2", "--quiet"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 3);
+    let out = common::alexnet().args(["eval", "--json", "--run-dir"]).arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["classes"], serde_json::json!(["felis", "canis"]));
+}

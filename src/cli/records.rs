@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use alexnet::data::records::layout::Layout;
+use alexnet::data::records::options::{self, Format, RecordOptions};
 use alexnet::data::records::tfrecord::Compression;
 use alexnet::data::records::write::{MakeOptions, make_records};
 use alexnet::data::split;
@@ -62,4 +63,45 @@ pub(crate) fn run_make_records(a: MakeRecordsArgs) -> Result<()> {
         made.images as f64 / made.seconds.max(1e-9)
     );
     Ok(())
+}
+
+/// `alexnet train`'s flags for folders of shards (all optional: the folder says the rest).
+#[derive(Args)]
+pub(crate) struct RecordArgs {
+    /// What --images holds: image folders, TFRecord shards (ImageNet layout's names and keys by default) or a TFDS version folder (default: told from its files).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// The training shards' file names, a shell pattern (default train-*; TFDS: the train split).
+    #[arg(long, value_name = "GLOB")]
+    train_files: Option<String>,
+    /// The validation shards' file names (default validation-*; TFDS: the validation or test split).
+    #[arg(long, value_name = "GLOB")]
+    val_files: Option<String>,
+    /// The Example feature holding the encoded image (default image/encoded; TFDS: image).
+    #[arg(long)]
+    image_key: Option<String>,
+    /// The Example feature holding the class id (default image/class/label; TFDS: label).
+    #[arg(long)]
+    label_key: Option<String>,
+    /// Added to each stored label to make it 0-based (default -1 for the ImageNet layout, whose ids start at 1; TFDS: 0).
+    #[arg(long, allow_hyphen_values = true)]
+    label_offset: Option<i64>,
+    /// Class names, one per line, line = class id (default: TFDS's label.labels.txt, or the records' image/class/text).
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+}
+
+impl RecordArgs {
+    /// Sets the flags for the process (the data set is read through them; the run saves them).
+    pub(crate) fn apply(&self) {
+        options::set(RecordOptions {
+            format: self.format,
+            train_files: self.train_files.clone(),
+            val_files: self.val_files.clone(),
+            image_key: self.image_key.clone(),
+            label_key: self.label_key.clone(),
+            label_offset: self.label_offset,
+            labels: self.labels.clone(),
+        });
+    }
 }

@@ -74,9 +74,9 @@ pub fn layout(images: &Path) -> Result<Layout> {
 /// if there is one, else a new one of `fraction` (an error saying to add --val-split when there
 /// is none); the split is returned so training can save it.
 pub fn dataset(images: &Path, fraction: Option<f64>, seed: u64, run_dir: Option<&Path>) -> Result<(Dataset, Option<Split>)> {
-    if let Some(layout) = records::detect(images)? {
+    if let Some((layout, opts)) = records::detect(images, run_dir)? {
         ensure!(fraction.is_none(), "{} holds TFRecord shards with their own validation split: --val-split is for class folders", images.display());
-        return Ok((records::dataset(images, layout)?, None));
+        return Ok((records::dataset(images, layout, &opts)?, None));
     }
     if layout(images)? == Layout::TrainVal {
         return Ok((images::scan(images)?, None));

@@ -138,7 +138,7 @@ pub const DEFAULT_MINIBATCH: usize = 64;
 pub fn wants_pipeline(cfg: &TrainConfig, n_train: usize) -> bool {
     let minibatch = cfg.batch_size > 0 && cfg.batch_size < n_train;
     // Shards are only read by the pipeline's own ops.
-    let records = matches!(crate::data::records::detect(&cfg.images), Ok(Some(_)));
+    let records = crate::data::records::scanned() || matches!(crate::data::records::detect(&cfg.images, None), Ok(Some(_)));
     cfg.augment != Augment::None || minibatch || records
 }
 
@@ -224,6 +224,7 @@ fn kept_files(dataset: &Dataset, cfg: &TrainConfig, decoder: &Decoder, bad_log: 
 /// pipeline's own seeded shuffle of the shards, so the examples keep the shards' numbering.
 fn records_spec(set: &RecordSet, cfg: &TrainConfig, bad_log: &Path) -> Result<RecordsSpec> {
     eprintln!("records: {}", set.describe());
+    crate::data::records::options::save(bad_log.parent().unwrap_or(Path::new(".")), &set.options)?;
     if !set.corrupt.is_empty() {
         let list: String = set.corrupt.iter().map(|l| format!("\n  {l}")).collect();
         anyhow::ensure!(

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
+use super::options::{Format, RecordOptions, glob_match};
+
 /// The two layouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -46,31 +48,50 @@ pub struct Found {
 /// The TFDS metadata file that marks a version folder.
 pub const DATASET_INFO: &str = "dataset_info.json";
 
-/// The layout of `dir`, or None when it holds no shards of either (an image folder).
-pub fn detect(dir: &Path) -> Result<Option<Layout>> {
+/// The layout of `dir` (`--format` if given), or None for an image folder: a TFDS folder has
+/// dataset_info.json, the ImageNet layout files matching the training pattern (`train-*`).
+pub fn detect(dir: &Path, opts: &RecordOptions) -> Result<Option<Layout>> {
+    match opts.format {
+        Some(Format::Folder) => return Ok(None),
+        Some(Format::Tfds) => return Ok(Some(Layout::Tfds)),
+        Some(Format::Tfrecord) => return Ok(Some(Layout::Imagenet)),
+        None => {}
+    }
     if dir.join(DATASET_INFO).is_file() {
         return Ok(Some(Layout::Tfds));
     }
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(None) };
-    let shard = entries.filter_map(|e| e.ok()).any(|e| e.path().is_file() && e.file_name().to_string_lossy().starts_with("train-"));
-    Ok(shard.then_some(Layout::Imagenet))
+    let pattern = opts.train_files.as_deref().unwrap_or(TRAIN_FILES);
+    Ok((dir.is_dir() && !matching(dir, pattern)?.is_empty()).then_some(Layout::Imagenet))
 }
 
-/// The shards and keys of `dir` in `layout`.
-pub fn find(dir: &Path, layout: Layout) -> Result<Found> {
-    match layout {
-        Layout::Imagenet => imagenet(dir),
-        Layout::Tfds => tfds(dir),
+/// The ImageNet layout's shard names.
+const TRAIN_FILES: &str = "train-*";
+const VAL_FILES: &str = "validation-*";
+
+/// The shards and keys of `dir` in `layout`, with the options' keys, offset and class names.
+pub fn find(dir: &Path, layout: Layout, opts: &RecordOptions) -> Result<Found> {
+    let mut found = match layout {
+        Layout::Imagenet => imagenet(dir, opts)?,
+        Layout::Tfds => tfds(dir)?,
+    };
+    found.image_key = opts.image_key.clone().unwrap_or(found.image_key);
+    found.label_key = opts.label_key.clone().unwrap_or(found.label_key);
+    found.label_offset = opts.label_offset.unwrap_or(found.label_offset);
+    if let Some(file) = &opts.labels {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read the --labels file {}", file.display()))?;
+        found.class_names = Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect());
     }
+    Ok(found)
 }
 
-fn imagenet(dir: &Path) -> Result<Found> {
-    let train = SplitFiles { name: "train".into(), shards: matching(dir, "train-")?, lengths: None };
-    let val = SplitFiles { name: "validation".into(), shards: matching(dir, "validation-")?, lengths: None };
-    ensure!(!train.shards.is_empty(), "{} has no training shards (train-00000-of-NNNNN, ...)", dir.display());
+fn imagenet(dir: &Path, opts: &RecordOptions) -> Result<Found> {
+    let (train_glob, val_glob) = (opts.train_files.as_deref().unwrap_or(TRAIN_FILES), opts.val_files.as_deref().unwrap_or(VAL_FILES));
+    let train = SplitFiles { name: "train".into(), shards: matching(dir, train_glob)?, lengths: None };
+    let val = SplitFiles { name: "validation".into(), shards: matching(dir, val_glob)?, lengths: None };
+    ensure!(!train.shards.is_empty(), "{} has no training shards matching {train_glob} (--train-files names them)", dir.display());
     ensure!(
         !val.shards.is_empty(),
-        "{} has training shards but no validation shards (validation-00000-of-NNNNN, ...): the run validates on them",
+        "{} has training shards but no validation shards matching {val_glob} (--val-files names them): the run validates on them",
         dir.display()
     );
     Ok(Found {
@@ -84,13 +105,14 @@ fn imagenet(dir: &Path) -> Result<Found> {
     })
 }
 
-/// The files of `dir` whose names start with `prefix`, sorted (hidden and temporary ones left
-/// out: a converter's half-written shard is not a shard).
-fn matching(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
+/// The files of `dir` whose names match `pattern`, sorted (hidden ones left out: a converter's
+/// half-written shard, under a temporary dot-name, is not a shard).
+fn matching(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
+    let wanted = |n: &str| !n.starts_with('.') && glob_match(pattern, n);
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| wanted(&n.to_string_lossy())))
         .collect();
     out.sort();
     Ok(out)
@@ -197,22 +219,23 @@ mod tests {
     #[test]
     fn layouts_are_told_from_their_files() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(detect(dir.path()).unwrap(), None);
+        let none = RecordOptions::default();
+        assert_eq!(detect(dir.path(), &none).unwrap(), None);
         std::fs::create_dir(dir.path().join("train")).unwrap();
-        assert_eq!(detect(dir.path()).unwrap(), None, "a train/ folder is the image layout");
+        assert_eq!(detect(dir.path(), &none).unwrap(), None, "a train/ folder is the image layout");
         std::fs::write(dir.path().join("train-00000-of-00001"), b"").unwrap();
-        assert_eq!(detect(dir.path()).unwrap(), Some(Layout::Imagenet));
-        let e = find(dir.path(), Layout::Imagenet).unwrap_err().to_string();
+        assert_eq!(detect(dir.path(), &none).unwrap(), Some(Layout::Imagenet));
+        let e = find(dir.path(), Layout::Imagenet, &none).unwrap_err().to_string();
         assert!(e.contains("no validation shards"), "{e}");
         let info = tfds_info("shapes", "1.0.0", &[("train", vec![3, 4], 10), ("test", vec![2], 5)]);
         std::fs::write(dir.path().join(DATASET_INFO), info.to_string()).unwrap();
-        assert_eq!(detect(dir.path()).unwrap(), Some(Layout::Tfds));
-        let e = find(dir.path(), Layout::Tfds).unwrap_err().to_string();
+        assert_eq!(detect(dir.path(), &none).unwrap(), Some(Layout::Tfds));
+        let e = find(dir.path(), Layout::Tfds, &none).unwrap_err().to_string();
         assert!(e.contains("shapes-train.tfrecord-00000-of-00002, which is missing"), "{e}");
         for f in ["shapes-train.tfrecord-00000-of-00002", "shapes-train.tfrecord-00001-of-00002", "shapes-test.tfrecord-00000-of-00001"] {
             std::fs::write(dir.path().join(f), b"").unwrap();
         }
-        let found = find(dir.path(), Layout::Tfds).unwrap();
+        let found = find(dir.path(), Layout::Tfds, &none).unwrap();
         assert_eq!(found.train.lengths, Some(vec![3, 4]));
         assert_eq!(found.val.name, "test", "no validation split: the test split validates");
         assert_eq!((found.label_offset, found.class_names), (0, None));

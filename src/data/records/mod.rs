@@ -11,6 +11,7 @@
 
 pub mod example;
 pub mod layout;
+pub mod options;
 pub mod scan;
 pub mod tfrecord;
 pub mod write;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, ensure};
 
 use self::layout::{Found, Layout};
+use self::options::RecordOptions;
 use self::scan::{Keys, ShardScan, check_labels, scan_shards};
 use self::tfrecord::Compression;
 use crate::data::images::{Dataset, Example};
@@ -41,6 +43,8 @@ pub struct Shard {
 pub struct RecordSet {
     pub dir: PathBuf,
     pub layout: Layout,
+    /// The options it was read with (saved in the run, for `--resume` and `eval`).
+    pub options: RecordOptions,
     pub image_key: String,
     pub label_key: String,
     pub label_offset: i64,
@@ -110,14 +114,25 @@ pub fn extract(set: &RecordSet, dataset: &Dataset, dir: &Path) -> Result<Dataset
     Ok(out)
 }
 
-/// The layout of `dir` if it is a folder of shards (None: an image folder).
-pub fn detect(dir: &Path) -> Result<Option<Layout>> {
-    layout::detect(dir)
+/// The layout of `dir` if it is a folder of shards (None: an image folder), with the options of
+/// the command line and of `run_dir`'s run.
+pub fn detect(dir: &Path, run_dir: Option<&Path>) -> Result<Option<(Layout, RecordOptions)>> {
+    let opts = options::resolve(run_dir)?;
+    Ok(layout::detect(dir, &opts)?.map(|l| (l, opts)))
 }
 
+/// Whether this process has read a folder of shards: its run trains from the pipeline, the only
+/// reader of shards (a run resumed with `--train-files` is found only through its records.json).
+pub fn scanned() -> bool {
+    SCANNED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static SCANNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The data set of the shards in `dir`: every record scanned (see [`scan`]).
-pub fn dataset(dir: &Path, layout: Layout) -> Result<Dataset> {
-    let found = layout::find(dir, layout)?;
+pub fn dataset(dir: &Path, layout: Layout, opts: &RecordOptions) -> Result<Dataset> {
+    SCANNED.store(true, std::sync::atomic::Ordering::Relaxed);
+    let found = layout::find(dir, layout, opts)?;
     let text_key = (layout == Layout::Imagenet).then_some("image/class/text");
     let keys = Keys { image: &found.image_key, label: &found.label_key, text: text_key };
     let all: Vec<PathBuf> = found.train.shards.iter().chain(&found.val.shards).cloned().collect();
@@ -137,6 +152,7 @@ pub fn dataset(dir: &Path, layout: Layout) -> Result<Dataset> {
     let set = RecordSet {
         dir: dir.to_path_buf(),
         layout,
+        options: opts.clone(),
         image_key: found.image_key.clone(),
         label_key: found.label_key.clone(),
         label_offset: found.label_offset,
