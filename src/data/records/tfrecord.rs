@@ -79,7 +79,9 @@ impl Writer {
     pub fn create(path: &Path, compression: Compression) -> Result<Writer> {
         let file = BufWriter::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
         let out: Box<dyn Write> = match compression {
-            Compression::Gzip => Box::new(GzEncoder::new(file, Level::default())),
+            // The fastest level: a shard is mostly JPEG bytes, which deflate barely shrinks (1% at
+            // the default level 6 on the Swift photos, at 174 images/s on 2 busy cores).
+            Compression::Gzip => Box::new(GzEncoder::new(file, Level::fast())),
             Compression::None => Box::new(file),
             Compression::Zlib => anyhow::bail!("make-records writes uncompressed or GZIP shards, not ZLIB"),
         };
