@@ -32,6 +32,7 @@ fn spec_for(images: &Path, augment: Augment) -> PipelineSpec {
         jpeg_only,
         device: String::new(),
         cut: false,
+        records: None,
     }
 }
 

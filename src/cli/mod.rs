@@ -6,6 +6,7 @@ mod bench;
 mod common;
 pub(crate) mod early;
 mod inspect;
+mod records;
 mod serve;
 mod train;
 
@@ -161,6 +162,8 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Convert an image folder to TFRecord shards (the ImageNet layout, or a TFDS folder) for train --images.
+    MakeRecords(records::MakeRecordsArgs),
     /// Redraw a run's curves.png from its metrics.csv, or overlay several runs to compare them.
     Plot {
         /// Run directories (each with a metrics.csv).
@@ -194,6 +197,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Devices => serve::devices(),
         Command::ImportCaffe { model, out, force } => inspect::import_caffe(&model, &out, force),
         Command::Completions { shell } => completions(shell),
+        Command::MakeRecords(args) => records::run_make_records(args),
         Command::Plot { runs, out } => inspect::plot(&runs, out.as_deref()),
     }
 }

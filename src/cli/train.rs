@@ -14,12 +14,15 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
 use super::common::{ClusterArgs, InputArgs, ModelArgs, RuntimeArgs, parse_size};
+use super::records::RecordArgs;
 
 #[derive(Args)]
 pub(crate) struct TrainArgs {
-    /// Image folder with train/<class>/ and val/<class>/, or with <class>/ folders and --val-split.
+    /// Image folder with train/<class>/ and val/<class>/, or with <class>/ folders and --val-split; or TFRecord shards, or a TFDS version folder.
     #[arg(long, default_value = "images")]
     images: PathBuf,
+    #[command(flatten)]
+    records: Box<RecordArgs>,
     /// For a folder of class folders (no train/ and val/): the fraction of each class held out for validation, chosen by --seed and saved in the run (split.json).
     #[arg(long)]
     val_split: Option<f64>,
@@ -174,6 +177,7 @@ enum ScheduleKind {
 /// `alexnet train`: the configuration, the bf16 warning, then the run (or this worker's part of it).
 pub(crate) fn run_train(a: TrainArgs) -> Result<()> {
     let opts = RunOptions { resume: a.resume, force: a.force, quiet: a.quiet };
+    a.records.apply();
     let cluster = a.cluster.config()?;
     let cfg = if a.resume && a.run_dir.join("config.json").exists() { resumed_config(&a)? } else { new_config(&a)? };
     if cfg.precision == Precision::Bf16 {

@@ -8,6 +8,7 @@ use anyhow::{Result, bail, ensure};
 use tensorflow::Tensor;
 
 use crate::data::images::{self as data, Dataset, Decoder, Preprocess};
+use crate::data::records;
 
 /// Decodes train then val into one tensor, with the matching labels; any bad image is an error.
 pub fn decode_dataset(dataset: &Dataset, p: &Preprocess) -> Result<(Tensor<f32>, Vec<i32>)> {
@@ -19,6 +20,11 @@ pub fn decode_dataset(dataset: &Dataset, p: &Preprocess) -> Result<(Tensor<f32>,
 /// error that lists them all, or, with `skip_bad`, a warning that lists them all and leaves them
 /// out. Returns the data set of the images kept.
 pub fn load_images(dataset: &Dataset, p: &Preprocess, skip_bad: bool) -> Result<(Dataset, Tensor<f32>, Vec<i32>)> {
+    if let Some(set) = &dataset.records {
+        // Shards are read once into files of their own, which decode as any image folder's.
+        let dir = tempfile::tempdir()?;
+        return load_images(&records::extract(set, dataset, dir.path())?, p, skip_bad);
+    }
     let decoder = Decoder::new(p)?;
     let all: Vec<&Path> = dataset.train.iter().chain(&dataset.val).map(|e| e.path.as_path()).collect();
     let (images, bad) = decoder.decode_checked(&all);
@@ -43,6 +49,7 @@ pub fn keep_good(dataset: &Dataset, bad: &[data::BadImage], skip_bad: bool) -> R
         train: dataset.train.iter().filter(|e| !is_bad(e)).cloned().collect(),
         val: dataset.val.iter().filter(|e| !is_bad(e)).cloned().collect(),
         ignored: dataset.ignored.clone(),
+        records: dataset.records.clone(),
     };
     for (label, class) in kept.classes.iter().enumerate() {
         ensure!(kept.train.iter().any(|e| e.label == label), "class '{class}' has no usable training image left");

@@ -29,6 +29,8 @@ pub struct Dataset {
     pub val: Vec<Example>,
     /// Files in class folders that are not taken: hidden, or without an image extension.
     pub ignored: Vec<PathBuf>,
+    /// A folder of TFRecord shards: its shards (the examples are its records).
+    pub records: Option<std::sync::Arc<crate::data::records::RecordSet>>,
 }
 
 /// Reads the folder structure (no decoding).
@@ -50,7 +52,7 @@ pub fn scan(images: &Path) -> Result<Dataset> {
     let mut ignored = vec![];
     let train = examples(&train_dir, &classes, &mut ignored)?;
     let val = examples(&val_dir, &classes, &mut ignored)?;
-    Ok(Dataset { classes, train, val, ignored })
+    Ok(Dataset { classes, train, val, ignored, records: None })
 }
 
 /// The sorted visible subfolders of `dir`.

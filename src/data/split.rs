@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::data::images::{self, Dataset, Example};
+use crate::data::records;
 use crate::util::fsutil;
 use crate::util::rng::Rng;
 
@@ -73,6 +74,10 @@ pub fn layout(images: &Path) -> Result<Layout> {
 /// if there is one, else a new one of `fraction` (an error saying to add --val-split when there
 /// is none); the split is returned so training can save it.
 pub fn dataset(images: &Path, fraction: Option<f64>, seed: u64, run_dir: Option<&Path>) -> Result<(Dataset, Option<Split>)> {
+    if let Some((layout, opts)) = records::detect(images, run_dir)? {
+        ensure!(fraction.is_none(), "{} holds TFRecord shards with their own validation split: --val-split is for class folders", images.display());
+        return Ok((records::dataset(images, layout, &opts)?, None));
+    }
     if layout(images)? == Layout::TrainVal {
         return Ok((images::scan(images)?, None));
     }
@@ -95,7 +100,7 @@ pub fn dataset(images: &Path, fraction: Option<f64>, seed: u64, run_dir: Option<
         ),
     };
     let (train, val) = apply(images, &all, &split)?;
-    Ok((Dataset { classes, train, val, ignored }, Some(split)))
+    Ok((Dataset { classes, train, val, ignored, records: None }, Some(split)))
 }
 
 /// A new stratified split: in each class, `fraction` of its images (rounded, at least one, and

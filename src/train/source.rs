@@ -12,7 +12,9 @@ use crate::data::decoded::{decoded_bytes, keep_good, load_images};
 use crate::data::images::{Dataset, Decoder, Preprocess};
 use crate::data::pipeline::check::{all_jpeg, quick_check};
 use crate::data::pipeline::functions::SHORT_SIDE;
+use crate::data::pipeline::records::RecordsSpec;
 use crate::data::pipeline::{AUTOTUNE, Augment, Examples, PipelineSpec};
+use crate::data::records::RecordSet;
 use crate::graph::model::{ModelConfig, output_shapes};
 use crate::run::config::TrainConfig;
 use crate::train::feeds::Batch;
@@ -35,6 +37,11 @@ impl Source {
     pub fn batch(&self, idx: &[i32]) -> Result<Batch> {
         match self {
             Source::InGraph => Batch::indices(idx),
+            Source::Pipeline { spec, decoder, labels, .. } if spec.records.is_some() => {
+                let records = spec.records.as_ref().expect("records");
+                let l: Vec<i32> = idx.iter().map(|&i| labels[i as usize]).collect();
+                Batch::fed(crate::data::pipeline::records::decode_records(decoder, records, idx)?, &l)
+            }
             Source::Streamed { decoder, paths, labels } | Source::Pipeline { decoder, paths, labels, .. } => {
                 let files: Vec<&Path> = idx.iter().map(|&i| paths[i as usize].as_path()).collect();
                 let l: Vec<i32> = idx.iter().map(|&i| labels[i as usize]).collect();
@@ -130,7 +137,9 @@ pub const DEFAULT_MINIBATCH: usize = 64;
 /// minibatches by default ([`minibatch_default`]), so the pipeline.
 pub fn wants_pipeline(cfg: &TrainConfig, n_train: usize) -> bool {
     let minibatch = cfg.batch_size > 0 && cfg.batch_size < n_train;
-    cfg.augment != Augment::None || minibatch
+    // Shards are only read by the pipeline's own ops.
+    let records = crate::data::records::scanned() || matches!(crate::data::records::detect(&cfg.images, None), Ok(Some(_)));
+    cfg.augment != Augment::None || minibatch || records
 }
 
 /// On a cluster of `workers` training from the pipeline: refuses a batch size that leaves a
@@ -154,15 +163,11 @@ pub fn check_parts(cfg: &TrainConfig, n_train: usize, workers: usize) -> Result<
 pub fn load_pipeline(dataset: &Dataset, cfg: &TrainConfig, run_dir: &Path) -> Result<(Dataset, Source)> {
     let p = &cfg.preprocess;
     let decoder = Decoder::new(p)?;
-    let all: Vec<&Path> = dataset.train.iter().chain(&dataset.val).map(|e| e.path.as_path()).collect();
-    let bad = if cfg.strict_images { decoder.check(&all) } else { quick_check(&all) };
-    let mut kept = keep_good(dataset, &bad, cfg.skip_bad_images)?;
-    // The cache fills in this order and the first epoch reads it as it fills (unshuffled after
-    // the cache, see data::pipeline): a seeded permutation of the files, so the first batch
-    // waits for one batch of decodes, not for a full shuffle buffer of them.
-    Rng::new(cfg.seed, FILE_ORDER_STREAM).shuffle(&mut kept.train);
     let bad_log = run_dir.join(BAD_IMAGES);
-    append_bad(&bad_log, &bad.iter().map(|b| b.to_string()).collect::<Vec<_>>())?;
+    let (kept, records) = match &dataset.records {
+        Some(set) => (dataset.clone(), Some(records_spec(set, cfg, &bad_log)?)),
+        None => (kept_files(dataset, cfg, &decoder, &bad_log)?, None),
+    };
     let examples = |list: &[crate::data::images::Example]| -> Result<Examples> {
         let paths = list
             .iter()
@@ -178,7 +183,7 @@ pub fn load_pipeline(dataset: &Dataset, cfg: &TrainConfig, run_dir: &Path) -> Re
     }
     let batch = if cfg.batch_size == 0 { kept.train.len() } else { cfg.batch_size.min(kept.train.len()) };
     let train = examples(&kept.train)?;
-    let jpeg_only = cfg.augment.caches_encoded() && all_jpeg(&train.paths);
+    let jpeg_only = cfg.augment.caches_encoded() && kept.records.as_ref().map_or_else(|| all_jpeg(&train.paths), |r| r.all_jpeg);
     let spec = PipelineSpec {
         train,
         val: examples(&kept.val)?,
@@ -193,10 +198,53 @@ pub fn load_pipeline(dataset: &Dataset, cfg: &TrainConfig, run_dir: &Path) -> Re
         jpeg_only,
         device: String::new(),
         cut: false,
+        records,
     };
     let paths = kept.train.iter().chain(&kept.val).map(|e| e.path.clone()).collect();
     let labels = kept.train.iter().chain(&kept.val).map(|e| e.label as i32).collect();
     Ok((kept, Source::Pipeline { spec: Box::new(spec), decoder, paths, labels, bad_log }))
+}
+
+/// An image folder's files after the up-front check (or, `--strict-images`, a full decode), in
+/// the seeded order the pipeline's cache fills in.
+fn kept_files(dataset: &Dataset, cfg: &TrainConfig, decoder: &Decoder, bad_log: &Path) -> Result<Dataset> {
+    let all: Vec<&Path> = dataset.train.iter().chain(&dataset.val).map(|e| e.path.as_path()).collect();
+    let bad = if cfg.strict_images { decoder.check(&all) } else { quick_check(&all) };
+    let mut kept = keep_good(dataset, &bad, cfg.skip_bad_images)?;
+    // The cache fills in this order and the first epoch reads it as it fills (unshuffled after
+    // the cache, see data::pipeline): a seeded permutation of the files, so the first batch
+    // waits for one batch of decodes, not for a full shuffle buffer of them.
+    Rng::new(cfg.seed, FILE_ORDER_STREAM).shuffle(&mut kept.train);
+    append_bad(bad_log, &bad.iter().map(|b| b.to_string()).collect::<Vec<_>>())?;
+    Ok(kept)
+}
+
+/// A folder of shards for the pipeline: its corrupt records named (refused with
+/// `--strict-images`, else skipped and listed in bad-images.txt); the files' order is the
+/// pipeline's own seeded shuffle of the shards, so the examples keep the shards' numbering.
+fn records_spec(set: &RecordSet, cfg: &TrainConfig, bad_log: &Path) -> Result<RecordsSpec> {
+    eprintln!("records: {}", set.describe());
+    crate::data::records::options::save(bad_log.parent().unwrap_or(Path::new(".")), &set.options)?;
+    if !set.corrupt.is_empty() {
+        let list: String = set.corrupt.iter().map(|l| format!("\n  {l}")).collect();
+        anyhow::ensure!(
+            !cfg.strict_images,
+            "{} shards stop at a corrupt record:{list}\nrepair or remove them, or train without --strict-images to skip those records",
+            set.corrupt.len()
+        );
+        eprintln!("warning: {} shards stop at a corrupt record; skipping the records from there:{list}", set.corrupt.len());
+        append_bad(bad_log, &set.corrupt)?;
+    }
+    Ok(RecordsSpec {
+        train: set.train.clone(),
+        val: set.val.clone(),
+        image_key: set.image_key.clone(),
+        label_key: set.label_key.clone(),
+        label_offset: set.label_offset,
+        seed: cfg.seed,
+        num_shards: 1,
+        shard_index: 0,
+    })
 }
 
 /// Decoded images the shuffle buffer holds: the whole split up to this many; a larger split is
@@ -222,6 +270,9 @@ pub fn cached_bytes(cfg: &TrainConfig) -> u64 {
 /// the files themselves.
 fn cache_bytes(kept: &Dataset, cfg: &TrainConfig) -> u64 {
     let decoded = |n: usize| n as u64 * cached_bytes(cfg);
+    if let (true, Some(r)) = (cfg.augment.caches_encoded(), &kept.records) {
+        return r.train_image_bytes + decoded(kept.val.len());
+    }
     if cfg.augment.caches_encoded() {
         let files: u64 = kept.train.iter().map(|e| std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0)).sum();
         files + decoded(kept.val.len())

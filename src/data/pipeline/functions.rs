@@ -35,13 +35,14 @@ fn scalar() -> Shape {
 }
 
 /// (path, label, index) -> (uint8 pixels, label, index): 227 x 227 without augmentation, short
-/// side 256 with it.
-pub fn decode(graph: &mut tensorflow::Graph, name: &str, p: &Preprocess, augment: Augment) -> Result<MapFn> {
+/// side 256 with it. `from_bytes`: the first argument is the encoded image itself (a record's),
+/// not a file's path.
+pub fn decode(graph: &mut tensorflow::Graph, name: &str, p: &Preprocess, augment: Augment, from_bytes: bool) -> Result<MapFn> {
     let mut s = Scope::new_root_scope();
-    let path = arg(&mut s, "path", DataType::String, Some(vec![]))?;
+    let path = arg(&mut s, if from_bytes { "image" } else { "path" }, DataType::String, Some(vec![]))?;
     let label = arg(&mut s, "label", DataType::Int32, Some(vec![]))?;
     let index = arg(&mut s, "index", DataType::Int32, Some(vec![]))?;
-    let bytes = ops::read_file(path.clone(), &mut s)?;
+    let bytes: Output = if from_bytes { path.clone() } else { ops::read_file(path.clone(), &mut s)?.into() };
     let pixels: Output = ops::DecodeImage::new().channels(3).expand_animations(false).dtype(DataType::UInt8).build(bytes, &mut s)?.into();
     let size: Output = match augment {
         Augment::None => ops::constant(&[p.size as i32, p.size as i32][..], &mut s)?.into(),

@@ -26,6 +26,7 @@ pub mod check;
 pub mod cut;
 pub mod functions;
 pub mod raw;
+pub mod records;
 pub mod resized_crop;
 
 use std::path::PathBuf;
@@ -100,6 +101,9 @@ pub struct PipelineSpec {
     pub device: String,
     /// On a cluster: the steps take a part of every batch (see [`Cut`]).
     pub cut: bool,
+    /// A folder of TFRecord shards instead of image files ([`records`]; `train` and `val` then
+    /// name the records).
+    pub records: Option<records::RecordsSpec>,
 }
 
 /// The pipeline's handles in the training graph.
@@ -217,27 +221,26 @@ fn signature_of_batches(spec: &PipelineSpec) -> Signature {
 /// variant variable: its read, and the op that fills the variable.
 fn cached(s: &mut Scope, spec: &PipelineSpec, examples: &Examples, train: bool) -> Result<(Output, Operation)> {
     let split = if train { "train" } else { "val" };
-    let n = examples.paths.len();
-    let paths = ops::constant(Tensor::<String>::new(&[n as u64]).with_values(&examples.paths)?, s)?;
-    let labels = ops::constant(Tensor::<i32>::new(&[n as u64]).with_values(&examples.labels)?, s)?;
-    let index: Vec<i32> = (0..n as i32).collect();
-    let index = ops::constant(Tensor::<i32>::new(&[n as u64]).with_values(&index)?, s)?;
-    let sig = Signature::string_label_index();
-    // TensorSliceDataset names its types Toutput_types.
     let d = spec.device.as_str();
-    let slices = raw_op_on(s, d, "TensorSliceDataset", vec![In::List(vec![paths.into(), labels.into(), index.into()])], |nd| {
-        nd.set_attr_type_list("Toutput_types", &sig.types)?;
-        nd.set_attr_shape_list("output_shapes", &sig.shapes)?;
-        Ok(())
-    })?
-    .output(0);
-    let decode = if train && spec.augment.caches_encoded() {
-        resized_crop::read(&mut s.graph_mut(), &format!("alexnet_read_{split}"))?
-    } else {
-        functions::decode(&mut s.graph_mut(), &format!("alexnet_decode_{split}"), &spec.preprocess, spec.augment)?
+    let encoded = train && spec.augment.caches_encoded();
+    // Records come as (image bytes, label, index), files as (path, label, index).
+    let (elements, from_bytes) = match &spec.records {
+        Some(r) => (records::records_dataset(s, d, r, train, spec.parallel_calls)?, true),
+        None => (file_list(s, d, examples)?, false),
     };
-    let decoded = parallel_map(s, d, slices, &decode, vec![], spec.parallel_calls)?;
-    let good = dataset_op(s, d, "IgnoreErrorsDataset", vec![In::One(decoded)], &decode.output, |_| Ok(()))?;
+    let (decoded, sig) = match (encoded, from_bytes) {
+        // random-resized-crop's training cache holds the encoded bytes: a record already is them.
+        (true, true) => (elements, Signature::string_label_index()),
+        (true, false) => {
+            let read = resized_crop::read(&mut s.graph_mut(), &format!("alexnet_read_{split}"))?;
+            (parallel_map(s, d, elements, &read, vec![], spec.parallel_calls)?, read.output)
+        }
+        (false, _) => {
+            let decode = functions::decode(&mut s.graph_mut(), &format!("alexnet_decode_{split}"), &spec.preprocess, spec.augment, from_bytes)?;
+            (parallel_map(s, d, elements, &decode, vec![], spec.parallel_calls)?, decode.output)
+        }
+    };
+    let good = dataset_op(s, d, "IgnoreErrorsDataset", vec![In::One(decoded)], &sig, |_| Ok(()))?;
     let file = match &spec.cache_dir {
         None => String::new(),
         Some(dir) => dir.join(split).to_str().context("the cache folder's path is not valid UTF-8")?.to_string(),
@@ -248,13 +251,31 @@ fn cached(s: &mut Scope, spec: &PipelineSpec, examples: &Examples, train: bool) 
     // finds its cache by the handle, in the session's resources, which live as long as the
     // AnonymousMemoryCache's deleter: that is held in a variable beside the dataset.
     let memory = raw_op_on(s, d, "AnonymousMemoryCache", vec![], |_| Ok(()))?;
-    let cache = dataset_op(s, d, "CacheDatasetV2", vec![In::One(good), In::One(file.into()), In::One(memory.output(0))], &decode.output, |_| Ok(()))?;
+    let cache = dataset_op(s, d, "CacheDatasetV2", vec![In::One(good), In::One(file.into()), In::One(memory.output(0))], &sig, |_| Ok(()))?;
     let keep = variant_variable(s, &format!("alexnet_{split}_cache"))?;
     let keep_cache = ops::AssignVariableOp::new().dtype(DataType::Variant).build(keep, memory.output(1), s)?;
     let var = variant_variable(s, &format!("alexnet_{split}_dataset"))?;
     let hold = ops::AssignVariableOp::new().dtype(DataType::Variant).add_control_input(keep_cache).build(var.clone(), cache, s)?;
     let held = ops::ReadVariableOp::new().dtype(DataType::Variant).build(var, s)?;
     Ok((held.into(), hold))
+}
+
+/// The split's files as (path, label, index) elements.
+fn file_list(s: &mut Scope, d: &str, examples: &Examples) -> Result<Output> {
+    let n = examples.paths.len();
+    let paths = ops::constant(Tensor::<String>::new(&[n as u64]).with_values(&examples.paths)?, s)?;
+    let labels = ops::constant(Tensor::<i32>::new(&[n as u64]).with_values(&examples.labels)?, s)?;
+    let index: Vec<i32> = (0..n as i32).collect();
+    let index = ops::constant(Tensor::<i32>::new(&[n as u64]).with_values(&index)?, s)?;
+    let sig = Signature::string_label_index();
+    // TensorSliceDataset names its types Toutput_types.
+    let slices = raw_op_on(s, d, "TensorSliceDataset", vec![In::List(vec![paths.into(), labels.into(), index.into()])], |nd| {
+        nd.set_attr_type_list("Toutput_types", &sig.types)?;
+        nd.set_attr_shape_list("output_shapes", &sig.shapes)?;
+        Ok(())
+    })?
+    .output(0);
+    Ok(slices)
 }
 
 /// A resource variable holding one variant (a dataset, a resource's deleter).
