@@ -33,9 +33,8 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
-CONV = {"conv1": (4, "VALID"), "conv2": (1, "SAME"), "conv3": (1, "SAME"),
-        "conv4": (1, "SAME"), "conv5": (1, "SAME")}
+# The same network as the momentum reference (this script's folder is on sys.path).
+from tf_reference_steps import LAYERS, forward
 
 
 class Scaled(keras.optimizers.schedules.LearningRateSchedule):
@@ -60,23 +59,6 @@ def optimizer(cfg, rate):
         opt.exclude_from_weight_decay(var_names=["biases"])
         return opt
     sys.exit(f"unknown optimizer {kind}")
-
-
-def forward(params, x, lrn):
-    h = x
-    for name in LAYERS[:5]:
-        stride, pad = CONV[name]
-        h = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(h, params[name, "weights"], stride, pad), params[name, "biases"]))
-        if name in ("conv1", "conv2"):
-            h = tf.nn.local_response_normalization(h, **lrn)
-        if name in ("conv1", "conv2", "conv5"):
-            h = tf.nn.max_pool2d(h, 3, 2, "VALID")
-    h = tf.reshape(h, [tf.shape(h)[0], -1])
-    for name in LAYERS[5:]:
-        h = tf.nn.bias_add(tf.matmul(h, params[name, "weights"]), params[name, "biases"])
-        if name != "fc8":
-            h = tf.nn.relu(h)
-    return h
 
 
 def main():

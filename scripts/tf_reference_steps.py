@@ -31,6 +31,29 @@ CONV = {"conv1": (4, "VALID"), "conv2": (1, "SAME"), "conv3": (1, "SAME"),
         "conv4": (1, "SAME"), "conv5": (1, "SAME")}
 
 
+def forward(params, x, lrn):
+    """The network's logits (no dropout): params maps (layer, "weights"|"biases") to tensors."""
+    h = x
+    for name in LAYERS:
+        w, b = params[name, "weights"], params[name, "biases"]
+        if name in CONV:
+            stride, padding = CONV[name]
+            h = tf.nn.relu(tf.nn.conv2d(h, w, strides=stride, padding=padding) + b)
+            if name in ("conv1", "conv2"):
+                h = tf.nn.local_response_normalization(
+                    h, depth_radius=lrn["depth_radius"], bias=lrn["bias"],
+                    alpha=lrn["alpha"], beta=lrn["beta"])
+            if name in ("conv1", "conv2", "conv5"):
+                h = tf.nn.max_pool2d(h, ksize=3, strides=2, padding="VALID")
+            if name == "conv5":
+                h = tf.reshape(h, [tf.shape(h)[0], -1])
+        else:
+            h = tf.matmul(h, w) + b
+            if name != "fc8":
+                h = tf.nn.relu(h)
+    return h
+
+
 def load(path, dtype):
     a = np.load(path)
     if a.dtype != dtype:
@@ -58,29 +81,8 @@ def main():
     classes = params["fc8", "biases"].shape[0]
     onehot = tf.one_hot(labels, classes, dtype=tf.float32)
 
-    def forward(x):
-        h = x
-        for name in LAYERS:
-            w, b = params[name, "weights"], params[name, "biases"]
-            if name in CONV:
-                stride, padding = CONV[name]
-                h = tf.nn.relu(tf.nn.conv2d(h, w, strides=stride, padding=padding) + b)
-                if name in ("conv1", "conv2"):
-                    h = tf.nn.local_response_normalization(
-                        h, depth_radius=lrn["depth_radius"], bias=lrn["bias"],
-                        alpha=lrn["alpha"], beta=lrn["beta"])
-                if name in ("conv1", "conv2", "conv5"):
-                    h = tf.nn.max_pool2d(h, ksize=3, strides=2, padding="VALID")
-                if name == "conv5":
-                    h = tf.reshape(h, [tf.shape(h)[0], -1])
-            else:
-                h = tf.matmul(h, w) + b
-                if name != "fc8":
-                    h = tf.nn.relu(h)
-        return h
-
     def loss_fn(x, onehot):
-        logits = forward(x)
+        logits = forward(params, x, lrn)
         return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=onehot, logits=logits))
 
     @tf.function
