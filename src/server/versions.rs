@@ -54,13 +54,17 @@ impl Versions {
         (version.is_none() || version == Some(m.version)).then_some(m)
     }
 
+    /// Every version seen (or only `version`), newest first, with its state.
+    pub fn statuses(&self, version: Option<u64>) -> Vec<(u64, VersionStatus)> {
+        let status = self.status.lock().unwrap();
+        status.iter().rev().filter(|(v, _)| version.is_none_or(|w| w == **v)).map(|(v, s)| (*v, s.clone())).collect()
+    }
+
     /// `{"model_version_status": [...]}` for every version seen, or only `version`.
     pub fn status_json(&self, version: Option<u64>) -> Option<Value> {
-        let status = self.status.lock().unwrap();
-        let lines: Vec<Value> = status
-            .iter()
-            .rev()
-            .filter(|(v, _)| version.is_none_or(|w| w == **v))
+        let lines: Vec<Value> = self
+            .statuses(version)
+            .into_iter()
             .map(|(v, s)| {
                 let (code, msg) = match &s.error {
                     Some(e) => ("UNKNOWN", e.as_str()),

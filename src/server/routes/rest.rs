@@ -12,12 +12,13 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tensorflow::DataType;
 
+use crate::server::BodyRead;
 use crate::server::error::ApiError;
 use crate::server::model::{LoadedModel, TensorSpec};
 use crate::server::request;
@@ -40,7 +41,13 @@ pub async fn get(State(state): State<AppState>, Path(path): Path<String>) -> Res
     })
 }
 
-pub async fn post(State(state): State<AppState>, Path(path): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn post(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    Extension(body_read): Extension<BodyRead>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    body_read.arrived();
     let target = Target::parse(&path)?;
     let body = body.map_err(|e| body_error(e, state.max_body_bytes))?;
     let model = target.model(&state)?;
