@@ -8,6 +8,8 @@
 mod common;
 #[path = "common/http.rs"]
 mod http;
+#[path = "common/served.rs"]
+mod served;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,37 +18,6 @@ use http::{Server, max_diff};
 use serde_json::{Value, json};
 
 const TOLERANCE: f32 = 1e-6;
-
-/// One exported version under `models/alexnet/1`, the test images and `alexnet predict`'s answers.
-struct Model {
-    tmp: tempfile::TempDir,
-    base: PathBuf,
-    images: Vec<PathBuf>,
-    probabilities: Vec<Vec<f32>>,
-}
-
-fn model() -> Model {
-    let tmp = common::temp_dir("serve-grpc");
-    let images = common::small_dataset(tmp.path(), 4);
-    let run = tmp.path().join("run");
-    ok(common::train_command(&images, Some(&common::weights()), &run).args(["--quiet", "--epochs", "1"]));
-    let base = tmp.path().join("models/alexnet");
-    ok(common::alexnet().args(["export", "--run-dir"]).arg(&run).arg("--out").arg(base.join("1")));
-    let val = |class: &str| -> Vec<PathBuf> {
-        let mut f: Vec<PathBuf> = std::fs::read_dir(images.join("val").join(class)).unwrap().map(|e| e.unwrap().path()).collect();
-        f.sort();
-        f
-    };
-    let files: Vec<PathBuf> = val("cat").into_iter().take(2).chain(val("dog").into_iter().take(1)).collect();
-    let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
-    let probabilities = http::cli_probabilities(&base.join("1"), &refs);
-    Model { tmp, base, images: files, probabilities }
-}
-
-fn ok(c: &mut Command) {
-    let out = c.output().unwrap();
-    assert!(out.status.success(), "{c:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// What `tests/support/grpc_client.py` heard from the server on `port`.
 fn official_client(port: u16, floats: &Path, images: &[PathBuf]) -> Value {
@@ -98,7 +69,7 @@ fn signatures(sigs: &Value, camel: bool) -> Vec<(String, String, Vec<Tensor>)> {
 
 #[test]
 fn the_official_client_gets_the_answers_of_predict_and_rest() {
-    let m = model();
+    let m = served::one_version("serve-grpc");
     let server = Server::start(&m.base, &[]);
     let floats = m.tmp.path().join("floats.json");
     let heard = official_client(server.grpc_port, &floats, &m.images);

@@ -13,6 +13,7 @@ use alexnet::serve::eval as evaluation;
 use alexnet::serve::export as exporting;
 use alexnet::serve::predict::{self as prediction, Predictor};
 use alexnet::server::batching::BatchOptions;
+use alexnet::server::batching_params;
 use alexnet::server::request::Limits;
 use alexnet::server::{self, ServeOptions};
 use anyhow::{Result, bail};
@@ -151,6 +152,11 @@ pub(crate) struct ServeArgs {
     #[arg(long = "enable_batching", alias = "enable-batching", num_args = 0..=1, default_missing_value = "true",
           default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), help_heading = TF_SERVING)]
     enable_batching: bool,
+    /// With batching: TF Serving's BatchingParameters in text format (max_batch_size,
+    /// batch_timeout_micros, num_batch_threads, max_enqueued_batches, allowed_batch_sizes); its
+    /// fields override --max-batch-size, --batch-window-ms, --batch-threads, --max-enqueued-batches.
+    #[arg(long = "batching_parameters_file", help_heading = TF_SERVING)]
+    batching_parameters_file: Option<PathBuf>,
     /// Seconds between checks of the base path for a newer version: 0 checks once (at start),
     /// as in TF Serving. Overrides --poll-secs.
     #[arg(long = "file_system_poll_wait_seconds", help_heading = TF_SERVING)]
@@ -171,6 +177,9 @@ pub(crate) struct ServeArgs {
     /// With batching: batches running at once.
     #[arg(long, default_value_t = 2)]
     batch_threads: usize,
+    /// With batching: full batches waiting at most; a request beyond them gets 503 / UNAVAILABLE at once.
+    #[arg(long, default_value_t = 100)]
+    max_enqueued_batches: usize,
     /// Seconds between checks of the base path for a newer version.
     #[arg(long, default_value_t = 1.0)]
     poll_secs: f64,
@@ -196,14 +205,22 @@ pub(crate) fn serve_http(a: ServeArgs) -> Result<()> {
         Ok(Duration::from_secs_f64(s))
     };
     anyhow::ensure!(
-        a.max_batch_size >= 1 && a.batch_threads >= 1 && a.max_instances >= 1,
-        "--max-batch-size, --batch-threads and --max-instances must be at least 1"
+        a.max_batch_size >= 1 && a.batch_threads >= 1 && a.max_instances >= 1 && a.max_enqueued_batches >= 1,
+        "--max-batch-size, --batch-threads, --max-enqueued-batches and --max-instances must be at least 1"
     );
-    let batching = a.enable_batching.then(|| BatchOptions {
+    let defaults = BatchOptions {
         window: Duration::from_millis(a.batch_window_ms),
         max_batch_size: a.max_batch_size,
         threads: a.batch_threads,
-    });
+        max_enqueued_batches: a.max_enqueued_batches,
+        allowed_batch_sizes: vec![],
+    };
+    let batching = match (a.enable_batching, &a.batching_parameters_file) {
+        (true, Some(file)) => Some(batching_params::read(file, defaults)?),
+        (true, None) => Some(defaults),
+        (false, Some(file)) => bail!("--batching_parameters_file {} needs --enable_batching", file.display()),
+        (false, None) => None,
+    };
     let rest_addr = match a.rest_api_port {
         RestPort::Off => None,
         RestPort::Any => Some(std::net::SocketAddr::new(a.host, 0)),

@@ -15,6 +15,7 @@
 //! in flight finish, and return.
 
 pub mod batching;
+pub mod batching_params;
 pub mod error;
 pub mod grpc;
 pub mod listen;
@@ -77,7 +78,7 @@ async fn run(opts: ServeOptions, versions: Arc<Versions>) -> Result<()> {
     let state = AppState {
         model_name: opts.model_name.clone(),
         versions: versions.clone(),
-        runner: Runner::new(opts.batching),
+        runner: Runner::new(opts.batching.clone()),
         limits: opts.limits,
         max_body_bytes: opts.max_body_bytes,
     };
@@ -86,8 +87,8 @@ async fn run(opts: ServeOptions, versions: Arc<Versions>) -> Result<()> {
         Some(a) => Some(bind(a).await?),
         None => None,
     };
-    let batching = match opts.batching {
-        Some(b) => format!("batching up to {} images within {} ms", b.max_batch_size, b.window.as_millis()),
+    let batching = match &opts.batching {
+        Some(b) => format!("batching up to {} images within {} us", b.max_batch_size, b.window.as_micros()),
         None => "batching off".into(),
     };
     let stop = shutdown_signal()?;

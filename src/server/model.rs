@@ -82,6 +82,27 @@ impl Column {
         }
     }
 
+    /// This column with its last row repeated until it has `rows` rows (unchanged if it has them).
+    pub fn padded(self, rows: usize) -> Column {
+        let have = self.rows();
+        if rows <= have || have == 0 {
+            return self;
+        }
+        match self {
+            Column::Bytes(mut b) => {
+                let last = b[have - 1].clone();
+                b.resize(rows, last);
+                Column::Bytes(b)
+            }
+            Column::Floats { mut values, row_shape, .. } => {
+                let per_row = values.len() / have;
+                let last = values[values.len() - per_row..].to_vec();
+                (have..rows).for_each(|_| values.extend_from_slice(&last));
+                Column::Floats { values, rows, row_shape }
+            }
+        }
+    }
+
     /// The rows of several columns that [`Column::joins`], one after the other.
     pub fn concat(parts: &[&Column]) -> Column {
         match parts[0] {

@@ -15,11 +15,13 @@ pub mod prediction;
 pub mod tensor;
 
 use std::future::Future;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::http::StatusCode;
 use tokio::net::TcpListener;
 use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::proto::tensorflow::serving as pb;
@@ -40,6 +42,7 @@ pub async fn serve(listener: TcpListener, state: AppState, max_message: usize, s
     health.set_serving::<ModelServiceServer<Models>>().await;
     let prediction =
         PredictionServiceServer::new(Prediction { state: state.clone() }).max_decoding_message_size(max_message).max_encoding_message_size(usize::MAX);
+    let prediction = InterceptedService::new(prediction, stamp_arrival);
     let models = ModelServiceServer::new(Models { state }).max_decoding_message_size(max_message);
     tonic::transport::Server::builder()
         .add_service(health_service)
@@ -77,6 +80,39 @@ fn spec_version(spec: &pb::ModelSpec) -> Result<Option<u64>, ApiError> {
             spec.name
         ))),
     }
+}
+
+/// When a call's headers arrived: its deadline runs from then, as tonic's own does.
+#[derive(Clone, Copy)]
+struct Arrived(tokio::time::Instant);
+
+/// Runs on a call's headers, before its message is read (a large message takes a while).
+/// tonic's interceptor signature returns its Status by value, however large.
+#[allow(clippy::result_large_err)]
+fn stamp_arrival(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+    request.extensions_mut().insert(Arrived(tokio::time::Instant::now()));
+    Ok(request)
+}
+
+/// When a call must be answered by, from its `grpc-timeout` header: a little before tonic's own
+/// deadline, which would answer CANCELLED where TF Serving answers DEADLINE_EXCEEDED.
+fn deadline<T>(request: &tonic::Request<T>) -> Option<tokio::time::Instant> {
+    let arrived = request.extensions().get::<Arrived>().map_or_else(tokio::time::Instant::now, |a| a.0);
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    // Early enough for the answer to reach the client before its own timer gives up.
+    let margin = (timeout / 20).min(Duration::from_millis(10));
+    Some(arrived + timeout - margin)
 }
 
 /// The ModelSpec an answer names: the model, the version that answered and the signature.

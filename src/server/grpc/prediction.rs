@@ -36,6 +36,7 @@ impl pb::prediction_service_server::PredictionService for Prediction {
     }
 
     async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
+        let deadline = super::deadline(&request);
         let req = request.into_inner();
         let spec = req.model_spec.unwrap_or_default();
         let model = self.model(&spec)?;
@@ -48,7 +49,13 @@ impl pb::prediction_service_server::PredictionService for Prediction {
             return Err(ApiError::bad_request(format!("output tensor alias not found in signature: {unknown} (signature '{sig_name}')")).into());
         }
         let input = tensor::column(&req.inputs, sig, &self.state.limits)?;
-        let outputs = self.state.runner.run(model.clone(), sig.name.clone(), input).await?;
+        let run = self.state.runner.run(model.clone(), sig.name.clone(), input);
+        let outputs = match deadline {
+            Some(at) => tokio::time::timeout_at(at, run)
+                .await
+                .map_err(|_| Status::deadline_exceeded("Deadline exceeded: the call's deadline passed before its answer"))??,
+            None => run.await?,
+        };
         let outputs =
             outputs.iter().filter(|o| req.output_filter.is_empty() || req.output_filter.contains(&o.key)).map(|o| (o.key.clone(), tensor::proto(o))).collect();
         Ok(Response::new(pb::PredictResponse { model_spec: Some(answered_spec(&spec.name, model.version, sig_name)), outputs }))
