@@ -1,7 +1,7 @@
 //! `alexnet serve` as TensorFlow Serving is run and operated: started by a TF Serving command line
 //! (`--flag=value`, underscores, a batching parameters file), a full batching queue answering 503
 //! at once, and deadlines answering 504 (REST) and DEADLINE_EXCEEDED (gRPC, from the official
-//! client's `timeout=`).
+//! client's `timeout=`), and the Prometheus metrics page read by `prometheus_client`'s parser.
 
 mod common;
 #[path = "common/http.rs"]
@@ -131,4 +131,50 @@ fn a_deadline_answers_504_and_deadline_exceeded() {
     let out = Command::new(common::python()).args(["-c", &script]).env("TF_CPP_MIN_LOG_LEVEL", "3").output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.starts_with("DEADLINE_EXCEEDED Deadline exceeded: the call's deadline passed"), "{said}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The value of the sample `name` whose labels include `want`, from prometheus_check.py's lines.
+fn sample(samples: &[serde_json::Value], name: &str, want: &[(&str, &str)]) -> f64 {
+    let found: Vec<f64> = samples.iter().filter(|s| s[0] == name && want.iter().all(|(k, v)| s[1][*k] == *v)).map(|s| s[2].as_f64().unwrap()).collect();
+    assert!(found.len() == 1, "{} samples {name} {want:?} (expected one) in:\n{samples:#?}", found.len());
+    found[0]
+}
+
+#[test]
+fn metrics_parse_with_prometheus_client_and_count_the_requests_sent() {
+    let m = model();
+    let server = Server::start(&m.base, &["--enable_batching"]);
+    let one = instances(&[m.images[0].as_path()]);
+    for _ in 0..3 {
+        assert_eq!(server.post_json("/v1/models/alexnet:predict", &one).status, 200);
+    }
+    let bad = serde_json::json!({"instances": [{"b64": "not base64!"}]});
+    assert_eq!(server.post_json("/v1/models/alexnet:predict", &bad).status, 400);
+    assert_eq!(server.post_json("/v1/models/alexnet/versions/7:predict", &one).status, 404);
+    // 2 gRPC Predicts that succeed, 1 NOT_FOUND, then the page through Prometheus' parser.
+    let script = common::repo().join("tests/support/prometheus_check.py");
+    let out = Command::new(common::python())
+        .arg(script)
+        .args([server.port.to_string(), server.grpc_port.to_string()])
+        .arg(&m.images[0])
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "prometheus_check.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let samples: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The page writes counters as TF Serving does (no `_total`); the parser names their samples `_total`.
+    let count = ":tensorflow:serving:request_count_total";
+    assert_eq!(sample(&samples, count, &[("model_name", "alexnet"), ("status", "OK")]), 5.0);
+    assert_eq!(sample(&samples, count, &[("model_name", "alexnet"), ("status", "INVALID_ARGUMENT")]), 1.0);
+    assert_eq!(sample(&samples, count, &[("model_name", "alexnet"), ("status", "NOT_FOUND")]), 2.0);
+    let latency = ":tensorflow:serving:request_latency_count";
+    assert_eq!(sample(&samples, latency, &[("API", "predict"), ("entrypoint", "REST")]), 5.0);
+    assert_eq!(sample(&samples, latency, &[("API", "predict"), ("entrypoint", "GRPC")]), 3.0);
+    // Batching: the batches held the 5 images that ran, one session run per batch.
+    let batches = sample(&samples, ":tensorflow:serving:batching_session:input_batch_size_count", &[("model_name", "alexnet")]);
+    assert_eq!(sample(&samples, ":tensorflow:serving:batching_session:input_batch_size_sum", &[("model_name", "alexnet")]), 5.0);
+    assert_eq!(sample(&samples, ":tensorflow:serving:runtime_latency_count", &[("model_name", "alexnet")]), batches);
+    assert!(sample(&samples, ":tensorflow:serving:batching_session:queuing_latency_count", &[("model_name", "alexnet")]) >= 5.0);
+    let load = samples.iter().find(|s| s[0] == ":tensorflow:cc:saved_model:load_latency_total").expect("no load latency");
+    assert!(load[1]["model_path"].as_str().unwrap().ends_with("alexnet/1") && load[2].as_f64().unwrap() > 0.0, "{load}");
 }

@@ -14,6 +14,7 @@ use alexnet::serve::export as exporting;
 use alexnet::serve::predict::{self as prediction, Predictor};
 use alexnet::server::batching::BatchOptions;
 use alexnet::server::batching_params;
+use alexnet::server::metrics;
 use alexnet::server::request::Limits;
 use alexnet::server::{self, ServeOptions};
 use anyhow::{Result, bail};
@@ -157,6 +158,11 @@ pub(crate) struct ServeArgs {
     /// fields override --max-batch-size, --batch-window-ms, --batch-threads, --max-enqueued-batches.
     #[arg(long = "batching_parameters_file", help_heading = TF_SERVING)]
     batching_parameters_file: Option<PathBuf>,
+    /// TF Serving's MonitoringConfig in text format (`prometheus_config { enable: true, path: "/metrics" }`):
+    /// where the Prometheus metrics are served, or `enable: false` for nowhere. Without it they are
+    /// at /monitoring/prometheus/metrics (TF Serving serves none without it).
+    #[arg(long = "monitoring_config_file", help_heading = TF_SERVING)]
+    monitoring_config_file: Option<PathBuf>,
     /// Seconds between checks of the base path for a newer version: 0 checks once (at start),
     /// as in TF Serving. Overrides --poll-secs.
     #[arg(long = "file_system_poll_wait_seconds", help_heading = TF_SERVING)]
@@ -247,6 +253,10 @@ pub(crate) fn serve_http(a: ServeArgs) -> Result<()> {
         limits: Limits { max_instances: a.max_instances, max_pixels: a.max_pixels },
         max_body_bytes: a.max_body_bytes,
         request_timeout,
+        metrics_path: match &a.monitoring_config_file {
+            Some(file) => metrics::read_monitoring_config(file)?,
+            None => Some(metrics::DEFAULT_PATH.to_string()),
+        },
     })
 }
 

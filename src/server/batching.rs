@@ -19,10 +19,13 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::server::error::ApiError;
+use crate::server::metrics;
 use crate::server::model::{Column, Fetched, LoadedModel};
 
 /// A request's rows for one signature of one version, and where its outputs go.
 pub struct Job {
+    /// When it was queued (queuing latency).
+    pub queued: Instant,
     pub model: Arc<LoadedModel>,
     pub signature: String,
     pub input: Column,
@@ -90,7 +93,7 @@ impl Runner {
             )));
         }
         let (reply, answer) = oneshot::channel();
-        if queue.jobs.send(Job { model, signature, input, reply }).is_err() {
+        if queue.jobs.send(Job { queued: Instant::now(), model, signature, input, reply }).is_err() {
             queue.rows.fetch_sub(n, Ordering::SeqCst);
             return Err(ApiError::unavailable("the batcher has stopped"));
         }
@@ -100,7 +103,7 @@ impl Runner {
 
 /// One session run in the blocking pool.
 pub async fn run_alone(model: Arc<LoadedModel>, signature: String, input: Column) -> Result<Vec<Fetched>, ApiError> {
-    tokio::task::spawn_blocking(move || model.run(&signature, &input).map_err(ApiError::from_run))
+    tokio::task::spawn_blocking(move || timed_run(&model, &signature, &input).map_err(ApiError::from_run))
         .await
         .map_err(|e| ApiError::internal(format!("the session run panicked: {e}")))?
 }
@@ -111,6 +114,7 @@ async fn batch_loop(mut rx: mpsc::UnboundedReceiver<Job>, opts: BatchOptions, qu
     // whose client has gone (deadline passed, connection closed) is dropped unrun.
     let take = |job: Job| {
         queued.fetch_sub(job.input.rows(), Ordering::SeqCst);
+        metrics::observe(metrics::QUEUING_LATENCY, vec![("model_name", job.model.name.clone())], metrics::micros(job.queued.elapsed()));
         (!job.reply.is_closed()).then_some(job)
     };
     // A job that did not fit the previous batch starts the next one.
@@ -166,7 +170,10 @@ fn run_batch(jobs: Vec<Job>, pad_to: usize) {
     // are left over after every job has taken its own.
     let joined = Column::concat(&inputs).padded(pad_to);
     let model = jobs[0].model.clone();
-    match model.run(&jobs[0].signature, &joined) {
+    let name = || vec![("model_name", model.name.clone())];
+    metrics::observe(metrics::INPUT_BATCH_SIZE, name(), inputs.iter().map(|c| c.rows()).sum::<usize>() as f64);
+    metrics::observe(metrics::PROCESSED_BATCH_SIZE, name(), joined.rows() as f64);
+    match timed_run(&model, &jobs[0].signature, &joined) {
         Ok(outputs) => {
             let mut start = 0;
             for job in jobs {
@@ -179,7 +186,7 @@ fn run_batch(jobs: Vec<Job>, pad_to: usize) {
         }
         Err(e) if jobs.len() > 1 && ApiError::is_input_error(&e) => {
             for job in jobs {
-                let _ = job.reply.send(job.model.run(&job.signature, &job.input).map_err(ApiError::from_run));
+                let _ = job.reply.send(timed_run(&job.model, &job.signature, &job.input).map_err(ApiError::from_run));
             }
         }
         Err(e) => {
@@ -189,4 +196,13 @@ fn run_batch(jobs: Vec<Job>, pad_to: usize) {
             }
         }
     }
+}
+
+/// A session run, its time recorded as TF Serving's runtime latency.
+fn timed_run(model: &LoadedModel, signature: &str, input: &Column) -> anyhow::Result<Vec<Fetched>> {
+    let started = std::time::Instant::now();
+    let out = model.run(signature, input);
+    let labels = vec![("model_name", model.name.clone()), ("API", "Predict".to_string()), ("runtime", "TF1".to_string())];
+    metrics::observe(metrics::RUNTIME_LATENCY, labels, metrics::micros(started.elapsed()));
+    out
 }

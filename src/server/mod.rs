@@ -19,6 +19,7 @@ pub mod batching_params;
 pub mod error;
 pub mod grpc;
 pub mod listen;
+pub mod metrics;
 pub mod model;
 pub mod page;
 pub mod request;
@@ -60,13 +61,15 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Bytes of one REST body or gRPC message at most.
     pub max_body_bytes: usize,
+    /// Where the REST server answers Prometheus metrics; None: nowhere.
+    pub metrics_path: Option<String>,
     /// A request (reading its body included) that takes longer gets 408.
     pub request_timeout: Duration,
 }
 
 /// Serves until SIGINT or SIGTERM, then drains the requests in flight.
 pub fn serve(opts: ServeOptions) -> Result<()> {
-    let versions = Arc::new(Versions::load(&opts.base_path)?);
+    let versions = Arc::new(Versions::load(&opts.base_path, &opts.model_name)?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(run(opts, versions))
 }
@@ -110,7 +113,8 @@ async fn run(opts: ServeOptions, versions: Arc<Versions>) -> Result<()> {
     say(&format!("alexnet serve: model '{}' version {} on {rest_at}{grpc_at} ({batching})", opts.model_name, versions.current().version));
     let rest_server = async {
         if let Some(listener) = rest {
-            listen::serve(listener, router(state.clone(), opts.request_timeout), opts.request_timeout, on_stop(stopping.clone())).await;
+            listen::serve(listener, router(state.clone(), opts.request_timeout, opts.metrics_path.as_deref()), opts.request_timeout, on_stop(stopping.clone()))
+                .await;
         }
     };
     let grpc_server = grpc::serve(grpc, state.clone(), opts.max_body_bytes, on_stop(stopping.clone()));
@@ -126,10 +130,13 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {addr} (another server on that port? choose another with --port / --rest_api_port)"))
 }
 
-fn router(state: AppState, timeout: Duration) -> Router {
+fn router(state: AppState, timeout: Duration, metrics_path: Option<&str>) -> Router {
     let limit = state.max_body_bytes;
-    Router::new()
-        .route("/", get(page::page))
+    let mut app = Router::new();
+    if let Some(path) = metrics_path {
+        app = app.route(path, get(|| async { ([("content-type", "text/plain; version=0.0.4")], metrics::exposition()) }));
+    }
+    app.route("/", get(page::page))
         .route("/v1/models/{*path}", get(routes::rest::get).post(routes::rest::post))
         .fallback(|| async { ApiError::not_found("no such resource (the API is under /v1/models/NAME)") })
         .layer(DefaultBodyLimit::max(limit))

@@ -24,6 +24,8 @@ pub struct VersionStatus {
 
 /// The served version and what happened to the others.
 pub struct Versions {
+    /// The model's name (metrics label its runs with it).
+    name: String,
     base: PathBuf,
     current: RwLock<Arc<LoadedModel>>,
     status: Mutex<BTreeMap<u64, VersionStatus>>,
@@ -33,13 +35,19 @@ pub struct Versions {
 
 impl Versions {
     /// Loads the highest version under `base`; an error when there is none or it fails.
-    pub fn load(base: &Path) -> Result<Versions> {
+    pub fn load(base: &Path, name: &str) -> Result<Versions> {
         let Some((version, dir)) = version_folders(base)?.pop() else {
             bail!("{} has no version folders (numbered SavedModel folders such as {}/1; alexnet export --out writes one)", base.display(), base.display());
         };
-        let model = LoadedModel::load(&dir, version)?;
+        let model = LoadedModel::load(&dir, version, name)?;
         let status = BTreeMap::from([(version, VersionStatus { state: "AVAILABLE", error: None })]);
-        Ok(Versions { base: base.to_path_buf(), current: RwLock::new(Arc::new(model)), status: Mutex::new(status), failed: Mutex::new(BTreeMap::new()) })
+        Ok(Versions {
+            name: name.to_string(),
+            base: base.to_path_buf(),
+            current: RwLock::new(Arc::new(model)),
+            status: Mutex::new(status),
+            failed: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// The version new requests run on.
@@ -86,7 +94,7 @@ impl Versions {
             return;
         }
         self.set_status(version, "LOADING", None);
-        match LoadedModel::load(&dir, version) {
+        match LoadedModel::load(&dir, version, &self.name) {
             Ok(model) => {
                 let old = std::mem::replace(&mut *self.current.write().unwrap(), Arc::new(model));
                 self.set_status(old.version, "END", None);

@@ -18,7 +18,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::http::StatusCode;
 use tokio::net::TcpListener;
 use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
@@ -56,16 +55,30 @@ pub async fn serve(listener: TcpListener, state: AppState, max_message: usize, s
 /// The gRPC status of an error the REST API would answer with `error.status`, with the same message.
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
-        let code = match e.status {
-            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::InvalidArgument,
-            StatusCode::NOT_FOUND => tonic::Code::NotFound,
-            StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
-            StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => tonic::Code::DeadlineExceeded,
-            StatusCode::NOT_IMPLEMENTED => tonic::Code::Unimplemented,
+        let code = match e.code_name() {
+            "INVALID_ARGUMENT" => tonic::Code::InvalidArgument,
+            "NOT_FOUND" => tonic::Code::NotFound,
+            "UNAVAILABLE" => tonic::Code::Unavailable,
+            "DEADLINE_EXCEEDED" => tonic::Code::DeadlineExceeded,
+            "UNIMPLEMENTED" => tonic::Code::Unimplemented,
             _ => tonic::Code::Internal,
         };
         Status::new(code, e.message)
     }
+}
+
+/// A gRPC code's canonical name (INVALID_ARGUMENT), as TF Serving labels request counts.
+fn code_name(code: tonic::Code) -> String {
+    // tonic's Debug names are the CamelCase of the canonical ones.
+    let camel = format!("{code:?}");
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
 }
 
 /// A ModelSpec's version: a number, or None for the latest. (Labels need a model config file.)

@@ -8,6 +8,7 @@ use crate::proto::tensorflow as tf;
 use crate::proto::tensorflow::serving as pb;
 use crate::serve::export::SERVING_SIGNATURE;
 use crate::server::error::ApiError;
+use crate::server::metrics;
 use crate::server::model::LoadedModel;
 use crate::server::routes::{AppState, find_model};
 
@@ -36,6 +37,21 @@ impl pb::prediction_service_server::PredictionService for Prediction {
     }
 
     async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
+        let started = std::time::Instant::now();
+        let name = request.get_ref().model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let answer = self.answer_predict(request).await;
+        let status = answer.as_ref().map_or_else(|e| super::code_name(e.code()), |_| "OK".to_string());
+        metrics::request(&name, "predict", "GRPC", &status, started.elapsed());
+        answer
+    }
+
+    async fn get_model_metadata(&self, request: Request<pb::GetModelMetadataRequest>) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
+        self.metadata(request).await
+    }
+}
+
+impl Prediction {
+    async fn answer_predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
         let deadline = super::deadline(&request);
         let req = request.into_inner();
         let spec = req.model_spec.unwrap_or_default();
@@ -61,7 +77,7 @@ impl pb::prediction_service_server::PredictionService for Prediction {
         Ok(Response::new(pb::PredictResponse { model_spec: Some(answered_spec(&spec.name, model.version, sig_name)), outputs }))
     }
 
-    async fn get_model_metadata(&self, request: Request<pb::GetModelMetadataRequest>) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
+    async fn metadata(&self, request: Request<pb::GetModelMetadataRequest>) -> Result<Response<pb::GetModelMetadataResponse>, Status> {
         let req = request.into_inner();
         let spec = req.model_spec.unwrap_or_default();
         if req.metadata_field.is_empty() {
@@ -78,9 +94,7 @@ impl pb::prediction_service_server::PredictionService for Prediction {
             metadata: [("signature_def".to_string(), any)].into(),
         }))
     }
-}
 
-impl Prediction {
     fn model(&self, spec: &pb::ModelSpec) -> Result<std::sync::Arc<LoadedModel>, ApiError> {
         find_model(&self.state, &spec.name, spec_version(spec)?)
     }

@@ -20,6 +20,7 @@ use tensorflow::DataType;
 
 use crate::server::BodyRead;
 use crate::server::error::ApiError;
+use crate::server::metrics;
 use crate::server::model::{LoadedModel, TensorSpec};
 use crate::server::request;
 use crate::server::routes::{AppState, Target, activations};
@@ -49,6 +50,17 @@ pub async fn post(
 ) -> Result<Response, ApiError> {
     body_read.arrived();
     let target = Target::parse(&path)?;
+    let started = std::time::Instant::now();
+    let answer = answer_post(&state, &target, body).await;
+    if let Some(api) = target.verb.as_deref().filter(|v| ["predict", "classify"].contains(v)) {
+        let status = answer.as_ref().map_or_else(|e| e.code_name(), |_| "OK");
+        metrics::request(&target.name, api, "REST", status, started.elapsed());
+    }
+    answer
+}
+
+async fn answer_post(state: &AppState, target: &Target, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let state = state.clone();
     let body = body.map_err(|e| body_error(e, state.max_body_bytes))?;
     let model = target.model(&state)?;
     match target.verb.as_deref() {
