@@ -156,6 +156,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn monitoring_config_as_tf_serving_writes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |text: &str| {
+            let f = dir.path().join("monitoring.config");
+            std::fs::write(&f, text).unwrap();
+            read_monitoring_config(&f).map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(read("prometheus_config {\n  enable: true,\n  path: \"/metrics\"\n}\n").unwrap().as_deref(), Some("/metrics"));
+        assert_eq!(read("prometheus_config { enable: true }").unwrap().as_deref(), Some(DEFAULT_PATH));
+        assert_eq!(read("prometheus_config { enable: false, path: \"/metrics\" }").unwrap(), None);
+        assert!(read("prometheus_config { enable: yes }").unwrap_err().contains("must be true or false"));
+        assert!(read("enable: true").unwrap_err().contains("no prometheus_config"));
+    }
+
+    #[test]
     fn histograms_are_cumulative_with_sum_and_count() {
         observe(":test:latency", vec![("model_name", "m\"x".into())], 15.0);
         observe(":test:latency", vec![("model_name", "m\"x".into())], 1e9);
