@@ -1,7 +1,8 @@
 //! `alexnet serve` as TensorFlow Serving is run and operated: started by a TF Serving command line
 //! (`--flag=value`, underscores, a batching parameters file), a full batching queue answering 503
 //! at once, and deadlines answering 504 (REST) and DEADLINE_EXCEEDED (gRPC, from the official
-//! client's `timeout=`), and the Prometheus metrics page read by `prometheus_client`'s parser.
+//! client's `timeout=`), the Prometheus metrics page read by `prometheus_client`'s parser, and
+//! warmup from `assets.extra/tf_serving_warmup_requests` written by Python TF.
 
 mod common;
 #[path = "common/http.rs"]
@@ -177,4 +178,35 @@ fn metrics_parse_with_prometheus_client_and_count_the_requests_sent() {
     assert!(sample(&samples, ":tensorflow:serving:batching_session:queuing_latency_count", &[("model_name", "alexnet")]) >= 5.0);
     let load = samples.iter().find(|s| s[0] == ":tensorflow:cc:saved_model:load_latency_total").expect("no load latency");
     assert!(load[1]["model_path"].as_str().unwrap().ends_with("alexnet/1") && load[2].as_f64().unwrap() > 0.0, "{load}");
+}
+
+/// Writes PredictionLogs (serving_default on one JPEG each, then predict_tensor on a zero image)
+/// into `version`'s warmup file with Python TensorFlow and the official protos.
+fn write_warmup(version: &std::path::Path, jpegs: &[&std::path::Path]) {
+    let extra = version.join("assets.extra");
+    std::fs::create_dir_all(&extra).unwrap();
+    let script = common::repo().join("tests/support/write_warmup.py");
+    served::ok(Command::new(common::python()).arg(script).arg(extra.join("tf_serving_warmup_requests")).args(jpegs).env("TF_CPP_MIN_LOG_LEVEL", "3"));
+}
+
+#[test]
+fn warmup_records_run_before_the_version_is_available() {
+    let m = model();
+    let base = m.tmp.path().join("warm/alexnet");
+    std::fs::create_dir_all(&base).unwrap();
+    served::ok(Command::new("cp").arg("-r").arg(m.base.join("1")).arg(base.join("1")));
+    write_warmup(&base.join("1"), &[m.images[0].as_path(), m.images[1].as_path()]);
+    let server = Server::start(&base, &[]);
+    // No request sent yet: the 3 session runs counted are the warmup's, done before the server
+    // said it listens (and so before version 1 was AVAILABLE).
+    let page = server.get_text("/monitoring/prometheus/metrics");
+    let runs = page.lines().find(|l| l.starts_with(":tensorflow:serving:runtime_latency_count")).unwrap_or_else(|| panic!("no runtime latency:\n{page}"));
+    assert!(runs.ends_with(" 3"), "{runs}");
+    assert!(!page.contains(":tensorflow:serving:request_count"), "{page}");
+    assert_eq!(server.get("/v1/models/alexnet").json["model_version_status"][0]["state"], "AVAILABLE");
+    // A warmup file that is not TFRecords stops the load with the file's name.
+    std::fs::write(base.join("1/assets.extra/tf_serving_warmup_requests"), b"not a TFRecord file at all").unwrap();
+    let out = common::alexnet().args(["serve", "--port=0", "--rest_api_port=0", "--model_base_path"]).arg(&base).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("assets.extra/tf_serving_warmup_requests: length CRC mismatch"), "{err}");
 }

@@ -198,8 +198,8 @@ fn run_batch(jobs: Vec<Job>, pad_to: usize) {
     }
 }
 
-/// A session run, its time recorded as TF Serving's runtime latency.
-fn timed_run(model: &LoadedModel, signature: &str, input: &Column) -> anyhow::Result<Vec<Fetched>> {
+/// A session run, its time recorded as TF Serving's runtime latency (warmup runs too, as in TF Serving).
+pub fn timed_run(model: &LoadedModel, signature: &str, input: &Column) -> anyhow::Result<Vec<Fetched>> {
     let started = std::time::Instant::now();
     let out = model.run(signature, input);
     let labels = vec![("model_name", model.name.clone()), ("API", "Predict".to_string()), ("runtime", "TF1".to_string())];

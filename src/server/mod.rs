@@ -11,7 +11,8 @@
 //! [`routes`] reads TF Serving's paths and JSON ([`request`]) and answers errors as
 //! `{"error": ...}` ([`error`]); [`grpc`] answers TF Serving's PredictionService, ModelService
 //! and the gRPC health service; [`batching`] joins concurrent requests into one session run;
-//! [`page`] is the browser page; [`listen`] accepts connections. SIGINT or SIGTERM stop accepting connections, let the requests
+//! [`warmup`] replays a version's recorded requests before it serves; [`metrics`] counts for
+//! Prometheus; [`page`] is the browser page; [`listen`] accepts connections. SIGINT or SIGTERM stop accepting connections, let the requests
 //! in flight finish, and return.
 
 pub mod batching;
@@ -25,6 +26,7 @@ pub mod page;
 pub mod request;
 pub mod routes;
 pub mod versions;
+pub mod warmup;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -13,6 +13,7 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use crate::server::model::LoadedModel;
+use crate::server::warmup;
 
 /// One version's line of `GET /v1/models/NAME`.
 #[derive(Clone, Debug)]
@@ -39,7 +40,7 @@ impl Versions {
         let Some((version, dir)) = version_folders(base)?.pop() else {
             bail!("{} has no version folders (numbered SavedModel folders such as {}/1; alexnet export --out writes one)", base.display(), base.display());
         };
-        let model = LoadedModel::load(&dir, version, name)?;
+        let model = load_warm(&dir, version, name)?;
         let status = BTreeMap::from([(version, VersionStatus { state: "AVAILABLE", error: None })]);
         Ok(Versions {
             name: name.to_string(),
@@ -94,7 +95,7 @@ impl Versions {
             return;
         }
         self.set_status(version, "LOADING", None);
-        match LoadedModel::load(&dir, version, &self.name) {
+        match load_warm(&dir, version, &self.name) {
             Ok(model) => {
                 let old = std::mem::replace(&mut *self.current.write().unwrap(), Arc::new(model));
                 self.set_status(old.version, "END", None);
@@ -112,6 +113,16 @@ impl Versions {
     fn set_status(&self, version: u64, state: &'static str, error: Option<String>) {
         self.status.lock().unwrap().insert(version, VersionStatus { state, error });
     }
+}
+
+/// A version loaded and warmed up with its recorded requests (before it is AVAILABLE).
+fn load_warm(dir: &Path, version: u64, name: &str) -> Result<LoadedModel> {
+    let model = LoadedModel::load(dir, version, name)?;
+    let n = warmup::replay(&model)?;
+    if n > 0 {
+        eprintln!("alexnet serve: version {version} warmed up with {n} requests from {}", warmup::WARMUP_FILE);
+    }
+    Ok(model)
 }
 
 /// Polls every `every` on a thread of its own until the process ends.

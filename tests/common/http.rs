@@ -58,6 +58,13 @@ impl Server {
         send(agent().get(&self.url(path)).call())
     }
 
+    /// The body of a GET that answers text (the metrics page).
+    pub fn get_text(&self, path: &str) -> String {
+        let mut r = agent().get(&self.url(path)).call().expect("the HTTP request failed");
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.body_mut().read_to_string().unwrap()
+    }
+
     pub fn post(&self, path: &str, body: &[u8]) -> Answer {
         send(agent().post(&self.url(path)).content_type("application/json").send(body))
     }
