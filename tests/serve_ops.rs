@@ -113,6 +113,8 @@ fn a_deadline_answers_504_and_deadline_exceeded() {
     assert_eq!(a.status, 504, "{}", a.json);
     assert!(a.json["error"].as_str().unwrap().starts_with("Deadline exceeded"), "{}", a.json);
     assert_eq!(server.get("/v1/models/alexnet").status, 200);
+    let page = server.get_text("/monitoring/prometheus/metrics");
+    assert!(page.contains(":tensorflow:serving:request_count{model_name=\"alexnet\",status=\"DEADLINE_EXCEEDED\"} 1\n"), "{page}");
 
     // gRPC: the official client's timeout; the server's own answer (its message), not the client's.
     let script = format!(

@@ -155,9 +155,14 @@ async fn with_timeout(timeout: Duration, mut req: Request, next: Next) -> Respon
         body_read.arrived();
     }
     req.extensions_mut().insert(body_read.clone());
+    // The handler is dropped at the deadline, before it counts the request: counted here instead.
+    let target = req.uri().path().strip_prefix("/v1/models/").and_then(|p| routes::Target::parse(p).ok());
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => {
+            if let Some(t) = target.filter(|t| matches!(t.verb.as_deref(), Some("predict" | "classify"))) {
+                metrics::request(&t.name, t.verb.as_deref().unwrap_or(""), "REST", "DEADLINE_EXCEEDED", timeout);
+            }
             let secs = timeout.as_secs_f64();
             let (status, message) = if body_read.0.load(Ordering::Relaxed) {
                 (StatusCode::GATEWAY_TIMEOUT, format!("Deadline exceeded: no answer within {secs} s (--rest_api_timeout_in_ms, --request-timeout-secs)"))
