@@ -136,3 +136,31 @@ fn answered_spec(name: &str, version: u64, signature: &str) -> pb::ModelSpec {
         signature_name: signature.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_labels_are_the_canonical_code_names() {
+        assert_eq!(code_name(tonic::Code::Ok), "OK");
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "INVALID_ARGUMENT");
+        assert_eq!(code_name(tonic::Code::DeadlineExceeded), "DEADLINE_EXCEEDED");
+        let s: Status = ApiError::unavailable("full").into();
+        assert_eq!((s.code(), s.message()), (tonic::Code::Unavailable, "full"));
+    }
+
+    #[tokio::test]
+    async fn deadlines_run_from_arrival_and_answer_before_tonics() {
+        let mut r = tonic::Request::new(());
+        let arrived = tokio::time::Instant::now();
+        r.extensions_mut().insert(Arrived(arrived));
+        assert!(deadline(&r).is_none(), "no grpc-timeout, no deadline");
+        r.metadata_mut().insert("grpc-timeout", "500m".parse().unwrap());
+        assert_eq!(deadline(&r), Some(arrived + Duration::from_millis(490)));
+        r.metadata_mut().insert("grpc-timeout", "2S".parse().unwrap());
+        assert_eq!(deadline(&r), Some(arrived + Duration::from_millis(1990)));
+        r.metadata_mut().insert("grpc-timeout", "2x".parse().unwrap());
+        assert!(deadline(&r).is_none(), "an unknown unit is ignored");
+    }
+}
