@@ -6,6 +6,10 @@
 //! - Generates the protobuf messages (`crate::proto`) with prost-build, without `protoc`:
 //!   TensorFlow's from `proto/tensorflow-2.21.pb`, a FileDescriptorSet taken from the pinned
 //!   wheel by `scripts/vendor-protos`; Caffe's from `proto/caffe.proto`, compiled by protox.
+//!   TensorFlow Serving's (`proto/tensorflow-serving-2.21.pb`, from the pinned
+//!   tensorflow-serving-api wheel) go into the same generation as TensorFlow's, since they share
+//!   the `tensorflow` package (two runs would each write `tensorflow.rs`); tonic-build adds the
+//!   gRPC servers and clients of its services.
 use std::path::PathBuf;
 
 fn main() {
@@ -34,11 +38,31 @@ fn link_libtensorflow() {
 /// Writes `tensorflow.rs` and `caffe.rs` (plus their `*_include.rs` module trees) to OUT_DIR.
 fn generate_protos() -> Result<(), Box<dyn std::error::Error>> {
     const TF: &str = "proto/tensorflow-2.21.pb";
+    const SERVING: &str = "proto/tensorflow-serving-2.21.pb";
     const CAFFE: &str = "proto/caffe.proto";
-    println!("cargo:rerun-if-changed={TF}");
-    println!("cargo:rerun-if-changed={CAFFE}");
-    let tf = <prost_types::FileDescriptorSet as prost::Message>::decode(&std::fs::read(TF)?[..])?;
-    config("tensorflow_include.rs").compile_fds(tf)?;
+    for f in [TF, SERVING, CAFFE] {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let read = |path: &str| -> Result<prost_types::FileDescriptorSet, Box<dyn std::error::Error>> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e} (scripts/vendor-protos writes it)"))?;
+        Ok(<prost_types::FileDescriptorSet as prost::Message>::decode(&bytes[..])?)
+    };
+    let mut tf = read(TF)?;
+    // The serving set carries the TensorFlow schemas it imports: those already in TF's are the same files.
+    for file in read(SERVING)?.file {
+        if !tf.file.iter().any(|f| f.name == file.name) {
+            tf.file.push(file);
+        }
+    }
+    // Protobuf's well-known types the schemas import (Any, wrappers) are prost-types', but
+    // prost-build still reads their descriptors (whether a message can derive Copy): protox has them.
+    let imported: Vec<String> = tf.file.iter().flat_map(|f| f.dependency.clone()).filter(|d| d.starts_with("google/protobuf/")).collect();
+    let mut known = protox::compile(&imported, ["."])?.file;
+    known.retain(|k| !tf.file.iter().any(|f| f.name == k.name));
+    tf.file.splice(0..0, known);
+    let mut c = config("tensorflow_include.rs");
+    c.service_generator(tonic_build::configure().build_server(true).build_client(true).service_generator());
+    c.compile_fds(tf)?;
     let caffe = protox::compile([CAFFE], ["."])?;
     config("caffe_include.rs").compile_fds(caffe)?;
     Ok(())

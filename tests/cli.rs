@@ -184,7 +184,7 @@ fn no_tensorflow_log_lines_without_verbose() {
 fn serve_until_listening_then_stop(base: &Path) -> String {
     use std::io::{BufRead, Read};
     let mut child = alexnet_unset()
-        .args(["serve", "--port", "0", "--model-base-path"])
+        .args(["serve", "--port", "0", "--rest_api_port", "any", "--model-base-path"])
         .arg(base)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

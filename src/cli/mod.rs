@@ -102,7 +102,7 @@ enum Command {
         #[command(flatten)]
         input: InputArgs,
     },
-    /// Serve exported versions over TensorFlow Serving's REST API (/v1/models/NAME:predict), with a web page at /.
+    /// Serve exported versions over TensorFlow Serving's REST (/v1/models/NAME:predict) and gRPC APIs, with Prometheus metrics and a web page at /.
     Serve(ServeArgs),
     /// Which TensorFlow library this is (CPU-only or CUDA, and if no GPU, why) and the devices it sees.
     Devices,

@@ -13,6 +13,8 @@ use alexnet::serve::eval as evaluation;
 use alexnet::serve::export as exporting;
 use alexnet::serve::predict::{self as prediction, Predictor};
 use alexnet::server::batching::BatchOptions;
+use alexnet::server::batching_params;
+use alexnet::server::metrics;
 use alexnet::server::request::Limits;
 use alexnet::server::{self, ServeOptions};
 use anyhow::{Result, bail};
@@ -126,34 +128,65 @@ pub(crate) fn devices() -> Result<()> {
     Ok(())
 }
 
-/// `alexnet serve`: the flags, named after TensorFlow Serving's where it has one.
+/// The help heading of the flags a TensorFlow Serving command line uses, spelled as TF Serving
+/// spells them (`--model_base_path=DIR`); the others are this server's own.
+const TF_SERVING: &str = "TensorFlow Serving's flags (as tensorflow_model_server takes them)";
+
+/// `alexnet serve`: TensorFlow Serving's flags under TF Serving's names (with underscores; the
+/// hyphenated spellings of earlier versions still work), then this server's own.
 #[derive(clap::Args)]
 pub(crate) struct ServeArgs {
     /// The folder of numbered SavedModel versions (exports/alexnet holding 1/, 2/, ...); the highest is served.
-    #[arg(long)]
+    #[arg(long = "model_base_path", alias = "model-base-path", help_heading = TF_SERVING)]
     model_base_path: PathBuf,
-    /// The NAME in /v1/models/NAME.
-    #[arg(long, default_value = "alexnet")]
+    /// The NAME in /v1/models/NAME and in a gRPC ModelSpec.
+    #[arg(long = "model_name", alias = "model-name", default_value = "alexnet", help_heading = TF_SERVING)]
     model_name: String,
-    /// TCP port of the REST API (0: any free port, printed on start).
-    #[arg(long, default_value_t = 8501)]
+    /// TCP port of the gRPC API (PredictionService, ModelService, health; 0: any free port, printed on start).
+    #[arg(long, default_value_t = 8500, help_heading = TF_SERVING)]
     port: u16,
-    /// Address to listen on (0.0.0.0 for every interface, as TF Serving does).
+    /// TCP port of the REST API: 0 turns REST off, as in TF Serving; `any` takes any free port
+    /// (printed on start; not TF Serving's).
+    #[arg(long = "rest_api_port", alias = "rest-api-port", default_value = "8501", value_parser = rest_port, help_heading = TF_SERVING)]
+    rest_api_port: RestPort,
+    /// Join concurrent requests into one session run (`--enable_batching` or `--enable_batching=true`).
+    #[arg(long = "enable_batching", alias = "enable-batching", num_args = 0..=1, default_missing_value = "true",
+          default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), help_heading = TF_SERVING)]
+    enable_batching: bool,
+    /// With batching: TF Serving's BatchingParameters in text format (max_batch_size,
+    /// batch_timeout_micros, num_batch_threads, max_enqueued_batches, allowed_batch_sizes); its
+    /// fields override --max-batch-size, --batch-window-ms, --batch-threads, --max-enqueued-batches.
+    #[arg(long = "batching_parameters_file", help_heading = TF_SERVING)]
+    batching_parameters_file: Option<PathBuf>,
+    /// TF Serving's MonitoringConfig in text format (`prometheus_config { enable: true, path: "/metrics" }`):
+    /// where the Prometheus metrics are served, or `enable: false` for nowhere. Without it they are
+    /// at /monitoring/prometheus/metrics (TF Serving serves none without it).
+    #[arg(long = "monitoring_config_file", help_heading = TF_SERVING)]
+    monitoring_config_file: Option<PathBuf>,
+    /// Seconds between checks of the base path for a newer version: 0 checks once (at start),
+    /// as in TF Serving. Overrides --poll-secs.
+    #[arg(long = "file_system_poll_wait_seconds", help_heading = TF_SERVING)]
+    file_system_poll_wait_seconds: Option<i64>,
+    /// Milliseconds a REST request (reading its body included) may take: 504 beyond (408 when
+    /// its body has not arrived by then). Overrides --request-timeout-secs.
+    #[arg(long = "rest_api_timeout_in_ms", help_heading = TF_SERVING)]
+    rest_api_timeout_in_ms: Option<u64>,
+    /// Address to listen on (not TF Serving's, which listens on every interface: give 0.0.0.0 for that).
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
-    /// Join concurrent requests into one session run (TF Serving's --enable_batching).
-    #[arg(long)]
-    enable_batching: bool,
-    /// With --enable-batching: how long a batch waits for more requests, in milliseconds.
+    /// With batching: how long a batch waits for more requests, in milliseconds.
     #[arg(long, default_value_t = 5)]
     batch_window_ms: u64,
-    /// With --enable-batching: images in one session run at most.
+    /// With batching: images in one session run at most.
     #[arg(long, default_value_t = 32)]
     max_batch_size: usize,
-    /// With --enable-batching: batches running at once.
+    /// With batching: batches running at once.
     #[arg(long, default_value_t = 2)]
     batch_threads: usize,
-    /// Seconds between checks of --model-base-path for a newer version.
+    /// With batching: full batches waiting at most; a request beyond them gets 503 / UNAVAILABLE at once.
+    #[arg(long, default_value_t = 100)]
+    max_enqueued_batches: usize,
+    /// Seconds between checks of the base path for a newer version.
     #[arg(long, default_value_t = 1.0)]
     poll_secs: f64,
     /// Instances in one request at most.
@@ -162,37 +195,83 @@ pub(crate) struct ServeArgs {
     /// Pixels (width x height, from the image's header) of one image at most.
     #[arg(long, default_value_t = 25_000_000)]
     max_pixels: u64,
-    /// Bytes of one request body at most (413 beyond).
+    /// Bytes of one REST request body or gRPC message at most (413 / INVALID_ARGUMENT beyond).
     #[arg(long, default_value_t = 32 << 20)]
     max_body_bytes: usize,
-    /// Seconds a request (reading its body included) may take (408 beyond).
+    /// Seconds a REST request (reading its body included) may take: 504 beyond (408 when its
+    /// body has not arrived by then).
     #[arg(long, default_value_t = 30.0)]
     request_timeout_secs: f64,
 }
 
-/// `alexnet serve`: TensorFlow Serving's REST API and the web page, until SIGINT or SIGTERM.
+/// `alexnet serve`: TensorFlow Serving's REST and gRPC APIs and the web page, until SIGINT or SIGTERM.
 pub(crate) fn serve_http(a: ServeArgs) -> Result<()> {
     let secs = |s: f64, flag: &str| -> Result<Duration> {
         anyhow::ensure!(s.is_finite() && s > 0.0, "--{flag} must be a positive number of seconds");
         Ok(Duration::from_secs_f64(s))
     };
     anyhow::ensure!(
-        a.max_batch_size >= 1 && a.batch_threads >= 1 && a.max_instances >= 1,
-        "--max-batch-size, --batch-threads and --max-instances must be at least 1"
+        a.max_batch_size >= 1 && a.batch_threads >= 1 && a.max_instances >= 1 && a.max_enqueued_batches >= 1,
+        "--max-batch-size, --batch-threads, --max-enqueued-batches and --max-instances must be at least 1"
     );
-    let batching = a.enable_batching.then(|| BatchOptions {
+    let defaults = BatchOptions {
         window: Duration::from_millis(a.batch_window_ms),
         max_batch_size: a.max_batch_size,
         threads: a.batch_threads,
-    });
+        max_enqueued_batches: a.max_enqueued_batches,
+        allowed_batch_sizes: vec![],
+    };
+    let batching = match (a.enable_batching, &a.batching_parameters_file) {
+        (true, Some(file)) => Some(batching_params::read(file, defaults)?),
+        (true, None) => Some(defaults),
+        (false, Some(file)) => bail!("--batching_parameters_file {} needs --enable_batching", file.display()),
+        (false, None) => None,
+    };
+    let rest_addr = match a.rest_api_port {
+        RestPort::Off => None,
+        RestPort::Any => Some(std::net::SocketAddr::new(a.host, 0)),
+        RestPort::Port(p) => Some(std::net::SocketAddr::new(a.host, p)),
+    };
+    // TF Serving's 0 (and below) means the base path is read once, at start.
+    let poll = match a.file_system_poll_wait_seconds {
+        Some(s) if s <= 0 => None,
+        Some(s) => Some(Duration::from_secs(s as u64)),
+        None => Some(secs(a.poll_secs, "poll-secs")?),
+    };
+    let request_timeout = match a.rest_api_timeout_in_ms {
+        Some(0) => bail!("--rest_api_timeout_in_ms must be at least 1"),
+        Some(ms) => Duration::from_millis(ms),
+        None => secs(a.request_timeout_secs, "request-timeout-secs")?,
+    };
     server::serve(ServeOptions {
         base_path: a.model_base_path,
         model_name: a.model_name,
-        addr: std::net::SocketAddr::new(a.host, a.port),
+        rest_addr,
+        grpc_addr: std::net::SocketAddr::new(a.host, a.port),
         batching,
-        poll: secs(a.poll_secs, "poll-secs")?,
+        poll,
         limits: Limits { max_instances: a.max_instances, max_pixels: a.max_pixels },
         max_body_bytes: a.max_body_bytes,
-        request_timeout: secs(a.request_timeout_secs, "request-timeout-secs")?,
+        request_timeout,
+        metrics_path: match &a.monitoring_config_file {
+            Some(file) => metrics::read_monitoring_config(file)?,
+            None => Some(metrics::DEFAULT_PATH.to_string()),
+        },
     })
+}
+
+/// `--rest_api_port`: TF Serving's 0 is "no REST API", so a free port is asked for by name.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RestPort {
+    Off,
+    Any,
+    Port(u16),
+}
+
+fn rest_port(s: &str) -> Result<RestPort, String> {
+    match s {
+        "any" => Ok(RestPort::Any),
+        "0" => Ok(RestPort::Off),
+        _ => s.parse().map(RestPort::Port).map_err(|_| format!("'{s}' is not a port: give a number (0 turns REST off) or 'any'")),
+    }
 }

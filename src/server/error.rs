@@ -51,6 +51,20 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The gRPC code's name of this error (TF Serving's status label): what a gRPC client gets.
+    pub fn code_name(&self) -> &'static str {
+        match self.status {
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "INVALID_ARGUMENT",
+            StatusCode::NOT_FOUND => "NOT_FOUND",
+            StatusCode::SERVICE_UNAVAILABLE => "UNAVAILABLE",
+            StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => "DEADLINE_EXCEEDED",
+            StatusCode::NOT_IMPLEMENTED => "UNIMPLEMENTED",
+            _ => "INTERNAL",
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(json!({ "error": self.message }))).into_response()

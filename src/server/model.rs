@@ -17,6 +17,7 @@ use tensorflow::{DataType, Graph, Output, SavedModelBundle, Session, SessionOpti
 use crate::graph::bytes::{self, Bytes};
 use crate::serve::export::{SERVE_TAG, SERVING_SIGNATURE, TENSOR_SIGNATURE};
 use crate::serve::inference::PROBABILITIES;
+use crate::server::metrics;
 use crate::util::parallel::map_each;
 
 /// The graph ops whose outputs the page draws, in layer order: (layer, op name). Those missing
@@ -82,6 +83,27 @@ impl Column {
         }
     }
 
+    /// This column with its last row repeated until it has `rows` rows (unchanged if it has them).
+    pub fn padded(self, rows: usize) -> Column {
+        let have = self.rows();
+        if rows <= have || have == 0 {
+            return self;
+        }
+        match self {
+            Column::Bytes(mut b) => {
+                let last = b[have - 1].clone();
+                b.resize(rows, last);
+                Column::Bytes(b)
+            }
+            Column::Floats { mut values, row_shape, .. } => {
+                let per_row = values.len() / have;
+                let last = values[values.len() - per_row..].to_vec();
+                (have..rows).for_each(|_| values.extend_from_slice(&last));
+                Column::Floats { values, rows, row_shape }
+            }
+        }
+    }
+
     /// The rows of several columns that [`Column::joins`], one after the other.
     pub fn concat(parts: &[&Column]) -> Column {
         match parts[0] {
@@ -136,6 +158,8 @@ pub type Activation = (&'static str, ArrayD<f32>);
 
 /// A SavedModel version, loaded and ready to run.
 pub struct LoadedModel {
+    /// The model's name (TF Serving's model_name), for metrics.
+    pub name: String,
     pub version: u64,
     pub dir: PathBuf,
     session: Session,
@@ -152,7 +176,8 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// Loads `dir` (tag `serve`); it must have a `serving_default` signature.
-    pub fn load(dir: &Path, version: u64) -> Result<LoadedModel> {
+    pub fn load(dir: &Path, version: u64, name: &str) -> Result<LoadedModel> {
+        let started = std::time::Instant::now();
         ensure!(dir.join("saved_model.pb").is_file(), "{} is not a SavedModel (no saved_model.pb)", dir.display());
         let mut graph = Graph::new();
         let bundle = SavedModelBundle::load(&SessionOptions::new(), [SERVE_TAG], &mut graph, dir)
@@ -174,7 +199,8 @@ impl LoadedModel {
             .get(TENSOR_SIGNATURE)
             .map(|s| s.input.output.clone())
             .filter(|o| o.operation.op_type().is_ok_and(|t| t == "PlaceholderWithDefault") && signatures[SERVING_SIGNATURE].input.dtype == DataType::String);
-        Ok(LoadedModel { version, dir: dir.to_path_buf(), session: bundle.session, signatures, layers, decoded, class_names })
+        metrics::count(metrics::LOAD_LATENCY, vec![("model_path", dir.display().to_string())], metrics::micros(started.elapsed()));
+        Ok(LoadedModel { name: name.to_string(), version, dir: dir.to_path_buf(), session: bundle.session, signatures, layers, decoded, class_names })
     }
 
     /// Runs `signature` on `input`: every output of the signature, rows first.

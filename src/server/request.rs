@@ -112,7 +112,7 @@ fn columnar_rows(inputs: Value, input: &TensorSpec, limits: &Limits) -> Result<V
     }
 }
 
-fn check_count(n: usize, limits: &Limits) -> Result<(), ApiError> {
+pub fn check_count(n: usize, limits: &Limits) -> Result<(), ApiError> {
     if n == 0 {
         return Err(ApiError::bad_request("the request has no instances"));
     }
@@ -155,13 +155,20 @@ fn image_bytes(v: &Value, i: usize, limits: &Limits) -> Result<Vec<u8>, ApiError
         Value::String(s) => s.as_bytes().to_vec(),
         _ => return Err(bad("expected an encoded image as {\"b64\": \"...\"}".into())),
     };
-    if let Some((w, h)) = encoded::image_dimensions(&bytes)
+    check_image(&bytes, i, limits)?;
+    Ok(bytes)
+}
+
+/// Instance `i`'s encoded image, recognised from its header and within the pixel limit: the
+/// checks every image gets before it reaches a session, whichever API it came through.
+pub fn check_image(bytes: &[u8], i: usize, limits: &Limits) -> Result<(), ApiError> {
+    let bad = |m: String| ApiError::bad_request(format!("instance {i}: {m}"));
+    if let Some((w, h)) = encoded::image_dimensions(bytes)
         && w as u64 * h as u64 > limits.max_pixels
     {
         return Err(bad(format!("the image is {w} x {h} pixels, over the limit of {} pixels (--max-pixels)", limits.max_pixels)));
     }
-    encoded::check_whole(&bytes).map_err(bad)?;
-    Ok(bytes)
+    encoded::check_whole(bytes).map_err(bad)
 }
 
 /// Nested lists of numbers, each row of the input's shape (after the batch dimension).

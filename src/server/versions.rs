@@ -13,6 +13,7 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use crate::server::model::LoadedModel;
+use crate::server::warmup;
 
 /// One version's line of `GET /v1/models/NAME`.
 #[derive(Clone, Debug)]
@@ -24,6 +25,8 @@ pub struct VersionStatus {
 
 /// The served version and what happened to the others.
 pub struct Versions {
+    /// The model's name (metrics label its runs with it).
+    name: String,
     base: PathBuf,
     current: RwLock<Arc<LoadedModel>>,
     status: Mutex<BTreeMap<u64, VersionStatus>>,
@@ -33,13 +36,19 @@ pub struct Versions {
 
 impl Versions {
     /// Loads the highest version under `base`; an error when there is none or it fails.
-    pub fn load(base: &Path) -> Result<Versions> {
+    pub fn load(base: &Path, name: &str) -> Result<Versions> {
         let Some((version, dir)) = version_folders(base)?.pop() else {
             bail!("{} has no version folders (numbered SavedModel folders such as {}/1; alexnet export --out writes one)", base.display(), base.display());
         };
-        let model = LoadedModel::load(&dir, version)?;
+        let model = load_warm(&dir, version, name)?;
         let status = BTreeMap::from([(version, VersionStatus { state: "AVAILABLE", error: None })]);
-        Ok(Versions { base: base.to_path_buf(), current: RwLock::new(Arc::new(model)), status: Mutex::new(status), failed: Mutex::new(BTreeMap::new()) })
+        Ok(Versions {
+            name: name.to_string(),
+            base: base.to_path_buf(),
+            current: RwLock::new(Arc::new(model)),
+            status: Mutex::new(status),
+            failed: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// The version new requests run on.
@@ -54,13 +63,17 @@ impl Versions {
         (version.is_none() || version == Some(m.version)).then_some(m)
     }
 
+    /// Every version seen (or only `version`), newest first, with its state.
+    pub fn statuses(&self, version: Option<u64>) -> Vec<(u64, VersionStatus)> {
+        let status = self.status.lock().unwrap();
+        status.iter().rev().filter(|(v, _)| version.is_none_or(|w| w == **v)).map(|(v, s)| (*v, s.clone())).collect()
+    }
+
     /// `{"model_version_status": [...]}` for every version seen, or only `version`.
     pub fn status_json(&self, version: Option<u64>) -> Option<Value> {
-        let status = self.status.lock().unwrap();
-        let lines: Vec<Value> = status
-            .iter()
-            .rev()
-            .filter(|(v, _)| version.is_none_or(|w| w == **v))
+        let lines: Vec<Value> = self
+            .statuses(version)
+            .into_iter()
             .map(|(v, s)| {
                 let (code, msg) = match &s.error {
                     Some(e) => ("UNKNOWN", e.as_str()),
@@ -82,7 +95,7 @@ impl Versions {
             return;
         }
         self.set_status(version, "LOADING", None);
-        match LoadedModel::load(&dir, version) {
+        match load_warm(&dir, version, &self.name) {
             Ok(model) => {
                 let old = std::mem::replace(&mut *self.current.write().unwrap(), Arc::new(model));
                 self.set_status(old.version, "END", None);
@@ -100,6 +113,16 @@ impl Versions {
     fn set_status(&self, version: u64, state: &'static str, error: Option<String>) {
         self.status.lock().unwrap().insert(version, VersionStatus { state, error });
     }
+}
+
+/// A version loaded and warmed up with its recorded requests (before it is AVAILABLE).
+fn load_warm(dir: &Path, version: u64, name: &str) -> Result<LoadedModel> {
+    let model = LoadedModel::load(dir, version, name)?;
+    let n = warmup::replay(&model)?;
+    if n > 0 {
+        eprintln!("alexnet serve: version {version} warmed up with {n} requests from {}", warmup::WARMUP_FILE);
+    }
+    Ok(model)
 }
 
 /// Polls every `every` on a thread of its own until the process ends.

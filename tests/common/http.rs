@@ -12,28 +12,31 @@ use serde_json::{Value, json};
 
 pub struct Server {
     pub child: Child,
+    /// The REST API's port.
     pub port: u16,
+    /// The gRPC API's port.
+    pub grpc_port: u16,
     /// The server's stdout after its first line (a thread drains it).
     stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
-    /// `alexnet serve --model-base-path BASE --port 0 ARGS...`, once it listens.
+    /// `alexnet serve --model-base-path BASE --port 0 --rest_api_port any ARGS...`, once it listens.
     pub fn start(base: &Path, args: &[&str]) -> Server {
-        let mut child = crate::common::alexnet()
-            .args(["serve", "--port", "0", "--model-base-path"])
-            .arg(base)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start alexnet serve");
+        let mut c = crate::common::alexnet();
+        c.args(["serve", "--port", "0", "--rest_api_port", "any", "--model-base-path"]).arg(base).args(args);
+        Server::spawn(c)
+    }
+
+    /// `alexnet serve ARGS...` as given (ports included), once it listens on both APIs.
+    pub fn spawn(mut command: std::process::Command) -> Server {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start alexnet serve");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        // "alexnet serve: model 'alexnet' version 1 on http://127.0.0.1:PORT/ (...)"
-        let port = line.split("http://127.0.0.1:").nth(1).and_then(|r| r.split('/').next()).and_then(|p| p.parse().ok());
-        let Some(port) = port else {
+        // "alexnet serve: model 'alexnet' version 1 on http://127.0.0.1:PORT/ and grpc://127.0.0.1:PORT (...)"
+        let after = |prefix: &str| line.split(prefix).nth(1).and_then(|r| r.split(['/', ' ']).next()).and_then(|p| p.parse().ok());
+        let (Some(port), Some(grpc_port)) = (after("http://127.0.0.1:"), after("grpc://127.0.0.1:")) else {
             let _ = child.kill();
             panic!("alexnet serve did not start: {line:?}");
         };
@@ -44,7 +47,7 @@ impl Server {
             let _ = out.read_to_string(&mut rest);
             sink.lock().unwrap().push_str(&rest);
         });
-        Server { child, port, stdout }
+        Server { child, port, grpc_port, stdout }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -53,6 +56,13 @@ impl Server {
 
     pub fn get(&self, path: &str) -> Answer {
         send(agent().get(&self.url(path)).call())
+    }
+
+    /// The body of a GET that answers text (the metrics page).
+    pub fn get_text(&self, path: &str) -> String {
+        let mut r = agent().get(&self.url(path)).call().expect("the HTTP request failed");
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.body_mut().read_to_string().unwrap()
     }
 
     pub fn post(&self, path: &str, body: &[u8]) -> Answer {

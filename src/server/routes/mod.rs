@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::server::batching::Runner;
 use crate::server::error::ApiError;
+use crate::server::model::LoadedModel;
 use crate::server::request::Limits;
 use crate::server::versions::Versions;
 
@@ -57,16 +58,22 @@ impl Target {
     }
 
     /// The served version this path asks for, or TF Serving's "Servable not found" 404.
-    pub fn model(&self, state: &AppState) -> Result<Arc<crate::server::model::LoadedModel>, ApiError> {
-        let found = if self.name == state.model_name { state.versions.get(self.version) } else { None };
-        found.ok_or_else(|| {
-            let request = match self.version {
-                Some(v) => format!("Specific({}, {v})", self.name),
-                None => format!("Latest({})", self.name),
-            };
-            ApiError::not_found(format!("Servable not found for request: {request}"))
-        })
+    pub fn model(&self, state: &AppState) -> Result<Arc<LoadedModel>, ApiError> {
+        find_model(state, &self.name, self.version)
     }
+}
+
+/// The served version of model `name` a request asks for (the REST path's or the gRPC
+/// ModelSpec's), or TF Serving's "Servable not found" 404 / NOT_FOUND.
+pub fn find_model(state: &AppState, name: &str, version: Option<u64>) -> Result<Arc<LoadedModel>, ApiError> {
+    let found = if name == state.model_name { state.versions.get(version) } else { None };
+    found.ok_or_else(|| {
+        let request = match version {
+            Some(v) => format!("Specific({name}, {v})"),
+            None => format!("Latest({name})"),
+        };
+        ApiError::not_found(format!("Servable not found for request: {request}"))
+    })
 }
 
 #[cfg(test)]

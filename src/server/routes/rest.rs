@@ -12,13 +12,15 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tensorflow::DataType;
 
+use crate::server::BodyRead;
 use crate::server::error::ApiError;
+use crate::server::metrics;
 use crate::server::model::{LoadedModel, TensorSpec};
 use crate::server::request;
 use crate::server::routes::{AppState, Target, activations};
@@ -40,8 +42,25 @@ pub async fn get(State(state): State<AppState>, Path(path): Path<String>) -> Res
     })
 }
 
-pub async fn post(State(state): State<AppState>, Path(path): Path<String>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn post(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    Extension(body_read): Extension<BodyRead>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    body_read.arrived();
     let target = Target::parse(&path)?;
+    let started = std::time::Instant::now();
+    let answer = answer_post(&state, &target, body).await;
+    if let Some(api) = target.verb.as_deref().filter(|v| ["predict", "classify"].contains(v)) {
+        let status = answer.as_ref().map_or_else(|e| e.code_name(), |_| "OK");
+        metrics::request(&target.name, api, "REST", status, started.elapsed());
+    }
+    answer
+}
+
+async fn answer_post(state: &AppState, target: &Target, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let state = state.clone();
     let body = body.map_err(|e| body_error(e, state.max_body_bytes))?;
     let model = target.model(&state)?;
     match target.verb.as_deref() {
